@@ -1,0 +1,1 @@
+"""Benchmarks that run the same code paths as the pipeline and report JSON."""

@@ -1,0 +1,20 @@
+"""The ``flts`` command line: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from flts.cli import benchmark, data
+
+app = typer.Typer(
+    name="flts",
+    help="FLTS: forecast cellular base-station load, from CSV to a served champion model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(benchmark.app, name="benchmark")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    app()

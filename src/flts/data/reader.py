@@ -1,0 +1,193 @@
+"""Read traffic data and enforce the data contract.
+
+A traffic table is a time column plus numeric feature columns, addressed by name. The same
+checks serve a CSV upload and the JSON rows of an inference request (``validate_frame``), so
+both boundaries reject bad input with the same one-line reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from flts.data.spec import FeatureSpec
+from flts.exceptions import DataValidationError
+
+#: Turns offending row positions into the words a message quotes them with.
+RowLabel = Callable[[np.ndarray], str]
+#: How many offending rows a message quotes before it summarises the rest.
+_QUOTE = 3
+
+
+@dataclass(frozen=True)
+class TrafficTable:
+    """A validated table: a strictly increasing, regular DatetimeIndex and float64 columns
+    named exactly ``spec.inputs`` (in that order). Missing cells are still NaN here: filling
+    them is a recipe step, not a reading step.
+    """
+
+    frame: pd.DataFrame
+    frequency: pd.Timedelta
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(self.frame.index)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def _csv_line(positions: np.ndarray) -> str:
+    """Quote row positions as CSV line numbers (header is line 1)."""
+    lines = [str(int(p) + 2) for p in positions[:_QUOTE]]
+    more = f" and {len(positions) - _QUOTE} more" if len(positions) > _QUOTE else ""
+    return ", ".join(lines) + more
+
+
+def read_traffic_csv(
+    source: str | Path | IO[str] | IO[bytes],
+    spec: FeatureSpec | None = None,
+    *,
+    min_rows: int | None = None,
+) -> TrafficTable:
+    """Read and validate a traffic CSV; raise :class:`DataValidationError` listing every
+    problem found, each in one line that names the column and the CSV line."""
+    spec = spec or FeatureSpec()
+    try:
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"not a readable CSV file: {exc}".strip()) from exc
+    return validate_frame(raw, spec, min_rows=min_rows, row_label=_csv_line)
+
+
+def _row_label(positions: np.ndarray) -> str:
+    rows = [str(int(p)) for p in positions[:_QUOTE]]
+    more = f" and {len(positions) - _QUOTE} more" if len(positions) > _QUOTE else ""
+    return "rows " + ", ".join(rows) + more
+
+
+def validate_frame(
+    raw: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    min_rows: int | None = None,
+    row_label: RowLabel | None = None,
+) -> TrafficTable:
+    """Validate a raw table (strings or numbers) against ``spec``.
+
+    Checks, all reported together: time column present and parseable; every input column
+    present and numeric (missing cells allowed, infinities not); timestamps unique, increasing
+    and on the spec's regular grid; at least ``min_rows`` rows (default: one window,
+    ``lags + horizon``). Extra columns are ignored.
+    """
+    label = row_label or _row_label
+    problems: list[str] = []
+    min_rows = spec.lags + spec.horizon if min_rows is None else min_rows
+
+    if spec.time_column not in raw.columns:
+        problems.append(
+            f"missing time column {spec.time_column!r} (columns found: {list(raw.columns)})"
+        )
+    missing = [c for c in spec.inputs if c not in raw.columns]
+    if missing:
+        problems.append(f"missing input columns {missing}")
+    if problems:
+        raise DataValidationError(*problems)
+
+    times = _parse_times(raw[spec.time_column], problems, label)
+    values = {}
+    for column in spec.inputs:
+        values[column] = _parse_numeric(raw[column], column, problems, label)
+
+    if len(raw) < min_rows:
+        problems.append(
+            f"too few rows: {len(raw)} (need at least {min_rows}: lags {spec.lags} "
+            f"+ horizon {spec.horizon})"
+        )
+    frequency = spec.step
+    if times is not None and len(times) > 1:
+        _check_order_and_grid(times, spec, problems, label)
+    if problems:
+        raise DataValidationError(*problems)
+
+    assert times is not None  # parse errors were raised above
+    frame = pd.DataFrame(values, index=pd.DatetimeIndex(times, name=spec.time_column))
+    return TrafficTable(frame=frame, frequency=frequency)
+
+
+def _parse_times(
+    column: pd.Series, problems: list[str], label: RowLabel
+) -> pd.DatetimeIndex | None:
+    try:
+        parsed = pd.to_datetime(column, format="ISO8601", errors="coerce", utc=True)
+    except (ValueError, TypeError) as exc:
+        problems.append(f"time column cannot be parsed as timestamps: {exc}")
+        return None
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
+        example = column.iloc[int(bad[0])]
+        problems.append(
+            f"unparsable time at {label(bad)}: {example!r} (expected ISO 8601, "
+            "e.g. 2018-02-05 23:40:00)"
+        )
+        return None
+    # Naive UTC internally: inputs without an offset are taken as already in UTC.
+    return pd.DatetimeIndex(parsed).tz_convert(None).as_unit("ns")
+
+
+def _parse_numeric(
+    column: pd.Series, name: str, problems: list[str], label: RowLabel
+) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        numbers = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        not_numeric = np.zeros(len(column), dtype=bool)
+    else:
+        coerced = pd.to_numeric(column, errors="coerce")
+        numbers = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+        not_numeric = np.isnan(numbers) & column.notna().to_numpy()
+    bad = np.flatnonzero(not_numeric)
+    if len(bad):
+        example = column.iloc[int(bad[0])]
+        problems.append(f"column {name!r} is not numeric at {label(bad)}: {example!r}")
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if len(infinite):
+        problems.append(f"column {name!r} has infinite values at {label(infinite)}")
+    return numbers
+
+
+def _check_order_and_grid(
+    times: pd.DatetimeIndex, spec: FeatureSpec, problems: list[str], label: RowLabel
+) -> None:
+    deltas = np.diff(times.asi8)
+    duplicated = np.flatnonzero(deltas == 0) + 1
+    if len(duplicated):
+        problems.append(f"duplicated timestamps at {label(duplicated)}")
+    backwards = np.flatnonzero(deltas < 0) + 1
+    if len(backwards):
+        problems.append(
+            f"timestamps are not sorted: earlier than the previous row at {label(backwards)}"
+        )
+    if len(duplicated) or len(backwards):
+        return
+    step = spec.step.value
+    inferred = pd.Timedelta(int(np.median(deltas)))
+    if inferred.value != step:
+        problems.append(
+            f"sampling frequency is {inferred} but the feature spec expects {spec.step} "
+            f"(frequency {spec.frequency!r})"
+        )
+        return
+    off_grid = np.flatnonzero(deltas != step) + 1
+    if len(off_grid):
+        first = int(off_grid[0])
+        gap = pd.Timedelta(int(deltas[first - 1]))
+        problems.append(
+            f"irregular sampling: {len(off_grid)} gaps or off-grid steps (first: {gap} "
+            f"between {times[first - 1]} and {times[first]}, at {label(off_grid)}); "
+            "resample to a regular grid first"
+        )
