@@ -83,6 +83,26 @@ def make_windows(values: np.ndarray, times: np.ndarray, spec: FeatureSpec) -> Wi
     )
 
 
+def observed_series(
+    windows: Windows, positions: list[int], *, with_targets: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The contiguous series behind a batch of windows: ``(times, values)`` of the input
+    columns at ``positions``, sorted by time with each timestamp once.
+
+    Windows overlap, so most rows appear many times; the first ``lags`` rows are only ever
+    inputs and the last ``horizon`` rows only ever targets, so training windows need both
+    parts (``with_targets``) to recover every row. ``positions`` must be the targets'
+    positions when ``with_targets`` is set.
+    """
+    times = [windows.input_times.reshape(-1)]
+    values = [windows.x[:, :, positions].reshape(-1, len(positions))]
+    if with_targets:
+        times.append(windows.target_times.reshape(-1))
+        values.append(windows.targets.reshape(-1, len(positions)))
+    unique, first = np.unique(np.concatenate(times).astype("datetime64[ns]"), return_index=True)
+    return unique, np.concatenate(values)[first]
+
+
 def last_window(values: np.ndarray, times: np.ndarray, spec: FeatureSpec) -> Windows:
     """The single inference window at the end of a history: its last ``lags`` rows, with the
     next ``horizon`` timestamps on the spec's grid as target times."""

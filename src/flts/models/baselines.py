@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from flts.data.windows import Windows
+from flts.data.windows import Windows, observed_series
 from flts.models.base import Forecaster
 
 
@@ -47,20 +47,17 @@ class SeasonalNaive(Forecaster):
         return int(pd.to_timedelta(self.params["season"]).value)
 
     def _fit(self, train: Windows, validation: Windows) -> None:
-        times, values = _observed_rows(validation, self.spec.target_positions, with_targets=True)
-        prior_times, prior_values = _observed_rows(
-            train, self.spec.target_positions, with_targets=True
-        )
-        times = np.concatenate([prior_times, times])
-        values = np.concatenate([prior_values, values])
-        self._history_times, first = np.unique(times, return_index=True)
-        self._history_values = values[first]
+        positions = self.spec.target_positions
+        prior_times, prior_values = observed_series(train, positions)
+        times, values = observed_series(validation, positions)
+        self._history_times = np.concatenate([prior_times, times]).astype(np.int64)
+        self._history_values = np.concatenate([prior_values, values])
 
     def _predict(self, windows: Windows) -> np.ndarray:
-        seen_times, seen_values = _observed_rows(
+        seen_times, seen_values = observed_series(
             windows, self.spec.target_positions, with_targets=False
         )
-        times = np.concatenate([self._history_times, seen_times])
+        times = np.concatenate([self._history_times, seen_times.astype(np.int64)])
         values = np.concatenate([self._history_values, seen_values])
         # Later observations win for a repeated timestamp (the caller's data is freshest).
         order = np.argsort(times, kind="stable")[::-1]
@@ -85,15 +82,3 @@ class SeasonalNaive(Forecaster):
         with np.load(directory / "history.npz", allow_pickle=False) as state:
             self._history_times = state["times"]
             self._history_values = state["values"]
-
-
-def _observed_rows(
-    windows: Windows, target_positions: list[int], *, with_targets: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every (time, target values) row visible in a batch of windows, as flat arrays."""
-    times = [windows.input_times.reshape(-1).astype(np.int64)]
-    values = [windows.x[:, :, target_positions].reshape(-1, len(target_positions))]
-    if with_targets:
-        times.append(windows.target_times.reshape(-1).astype(np.int64))
-        values.append(windows.targets.reshape(-1, len(target_positions)))
-    return np.concatenate(times), np.concatenate(values)
