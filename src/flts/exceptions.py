@@ -6,10 +6,12 @@ family and boundaries (CLI, HTTP) can translate it into one clear line or status
     FLTSError
     ├── ConfigurationError        bad or missing settings, recipe or feature spec   (422)
     ├── DataValidationError       input data that breaks the data contract          (422)
-    │   └── FeatureMismatchError  inference input that does not fit a model's spec  (422)
+    │   ├── FeatureMismatchError  inference input that does not fit a model's spec  (422)
+    │   └── EventValidationError  bus message that is not a valid, supported event  (422)
     ├── ModelError                model cannot be built, trained, saved or loaded   (500)
     │   └── ModelNotFittedError   predict/save called before fit                    (500)
-    └── DependencyMissingError    an optional extra is not installed                (500)
+    ├── DependencyMissingError    an optional extra is not installed                (500)
+    └── BusError                  the event bus cannot be reached or is closed      (503)
 
 ``http_status`` is the status an HTTP boundary should answer with; data problems are the
 caller's fault (4xx), model and dependency problems are ours.
@@ -65,3 +67,20 @@ class DependencyMissingError(FLTSError):
         )
         self.package = package
         self.extra = extra
+
+
+class EventValidationError(DataValidationError):
+    """Bytes from the bus are not a valid event this version understands: malformed JSON, an
+    unknown type, a newer ``schema_version``, or fields that break the envelope contract.
+
+    A consumer dead-letters such a message instead of retrying it: no retry can fix it.
+    """
+
+
+class BusError(FLTSError):
+    """The event bus cannot serve a request (closed, unreachable, locked for too long).
+
+    Transient by nature, so an HTTP boundary answers 503 and the caller may retry.
+    """
+
+    http_status = 503

@@ -1,0 +1,557 @@
+"""The bus interface and, once for every backend, its delivery semantics.
+
+A backend implements a handful of primitives (``_publish``, ``_poll``, ``_commit``,
+``_close``, plus the operator reads ``_read``, ``_topics``, ``lag``); everything a service
+relies on lives here so memory, SQLite and Kafka behave alike and one contract suite
+(``tests/contract/bus_suite.py``) proves it:
+
+* **Envelopes in, envelopes out.** ``publish`` encodes an :mod:`flts.events` envelope and keys
+  it by ``identifier``; ``consume`` decodes before calling the handler.
+* **At-least-once.** A message is committed only after its handler returned or after it was
+  dead-lettered. A consumer that dies in between leaves it uncommitted, and the backend
+  redelivers it (memory: when the bus closes; SQLite: when the lease expires; Kafka: on
+  rebalance). Handlers must therefore tolerate a repeat; ``idempotent=True`` removes the
+  common case (see below).
+* **Retries, then a dead letter with provenance.** A failing handler is retried in-process
+  with exponential backoff (:class:`RetryPolicy`). When attempts run out, when the error is
+  one no retry can fix (invalid data), when the bytes are not a valid event, or when a message
+  keeps coming back without ever being committed (a poison pill that kills its consumer), the
+  original bytes go unchanged to ``dlq.<topic>`` with ``x-dlq-*`` headers saying where they
+  came from and why; then the source message is committed and consumption goes on.
+* **Idempotency by event id.** With ``idempotent=True`` (the default) an event whose
+  ``event_id`` the group already processed successfully is committed without calling the
+  handler: duplicates from a producer retry or a redelivery cost nothing. The id is recorded
+  after the handler returns and before the commit, so a crash between the two is harmless.
+  Two copies of one event handled *concurrently* by two consumers can still both run; handlers
+  with external side effects stay idempotent themselves (write-then-rename, upserts).
+* **Graceful shutdown.** ``consume`` checks its ``stop`` event and :meth:`Bus.close` between
+  messages, never in the middle of a handler; ``close`` waits for running loops to finish
+  their current message. A stop during a retry backoff hands the message back uncommitted.
+
+Errors of the bus itself (:class:`~flts.exceptions.BusError`: database locked past its busy
+timeout, broker gone) propagate out of ``consume``; the service should exit and be restarted,
+and whatever it had not committed is redelivered.
+
+Ordering: within a topic and a group, messages with the same key (the identifier, i.e. one
+station) are handed out in publish order, and a later one is not handed out while an earlier
+one is still in flight; messages with different keys may be processed concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from flts.events import DLQ_PREFIX, Envelope, Event, decode, dlq_topic, encode, validate_topic
+from flts.exceptions import BusError, ConfigurationError, DataValidationError, EventValidationError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Event], None]
+"""What ``consume`` calls for each event; raising means "failed, retry or dead-letter"."""
+
+# Provenance headers on a dead letter (Kafka Connect's ``__connect.errors.*`` idea: the value
+# stays byte-for-byte the original, so replaying it is a plain re-publish).
+H_SOURCE_TOPIC = "x-dlq-source-topic"
+H_PARTITION = "x-dlq-partition"
+H_OFFSET = "x-dlq-offset"
+H_MESSAGE_ID = "x-dlq-message-id"
+H_GROUP = "x-dlq-group"
+H_CONSUMER = "x-dlq-consumer"
+H_ERROR = "x-dlq-error"
+H_TRACEBACK = "x-dlq-traceback"
+H_ATTEMPTS = "x-dlq-attempts"
+H_FAILED_AT = "x-dlq-failed-at"
+
+_MAX_ERROR_CHARS = 2_000
+_MAX_TRACEBACK_CHARS = 8_000
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery of a stored message to a consumer of ``group``.
+
+    ``receipt`` is the backend's handle for committing this delivery (opaque to callers).
+    """
+
+    topic: str
+    key: str
+    value: bytes
+    headers: Mapping[str, str]
+    offset: int
+    group: str = ""
+    consumer: str = ""
+    partition: int = 0
+    delivery_count: int = 1
+    receipt: Any = None
+
+    @property
+    def message_id(self) -> str:
+        """Stable, human-readable position: ``topic/partition/offset``."""
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard ``consume`` tries before dead-lettering.
+
+    ``max_attempts`` handler calls per delivery, sleeping ``base_delay * 2**(n-1)`` (capped at
+    ``max_delay``) between them. ``max_deliveries`` bounds redeliveries of a message that was
+    never committed (its consumer kept dying). Exceptions in ``no_retry`` go straight to the
+    dead-letter topic: bad data stays bad however often it is read.
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_deliveries: int = 5
+    no_retry: tuple[type[BaseException], ...] = (DataValidationError,)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_deliveries < 1:
+            raise ConfigurationError("max_attempts and max_deliveries must be at least 1")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ConfigurationError("retry delays must not be negative")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass
+class ConsumeStats:
+    """What one ``consume`` call did; services log it, tests assert on it."""
+
+    handled: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+    @property
+    def messages(self) -> int:
+        """Messages taken off the bus and committed."""
+        return self.handled + self.duplicates + self.dead_lettered
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Backlog of one consumer group on one topic (``flts status``)."""
+
+    group: str
+    topic: str
+    pending: int
+    """Messages not yet committed by the group, including those in flight."""
+    in_flight: int
+    """Messages currently claimed by a consumer of the group."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message on a ``dlq.<topic>``, with the provenance the consumer attached."""
+
+    dlq_topic: str
+    dlq_offset: int
+    source_topic: str
+    source_message_id: str
+    group: str
+    error: str
+    attempts: int
+    failed_at: str
+    key: str
+    value: bytes
+    headers: Mapping[str, str] = field(repr=False)
+
+    @classmethod
+    def from_message(cls, message: Message) -> DeadLetter:
+        h = message.headers
+        return cls(
+            dlq_topic=message.topic,
+            dlq_offset=message.offset,
+            source_topic=h.get(H_SOURCE_TOPIC, message.topic.removeprefix(DLQ_PREFIX)),
+            source_message_id=h.get(H_MESSAGE_ID, ""),
+            group=h.get(H_GROUP, ""),
+            error=h.get(H_ERROR, ""),
+            attempts=int(h.get(H_ATTEMPTS, "0")),
+            failed_at=h.get(H_FAILED_AT, ""),
+            key=message.key,
+            value=message.value,
+            headers=dict(h),
+        )
+
+
+class IdempotencyStore(Protocol):
+    """Event ids a consumer group has processed successfully."""
+
+    def seen(self, group: str, event_id: str) -> bool: ...
+
+    def mark(self, group: str, event_id: str) -> None: ...
+
+
+class MemoryIdempotencyStore:
+    """Process-local store; enough for ``memory://`` and a fallback for remote backends."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, group: str, event_id: str) -> bool:
+        with self._lock:
+            return event_id in self._ids.get(group, ())
+
+    def mark(self, group: str, event_id: str) -> None:
+        with self._lock:
+            self._ids.setdefault(group, set()).add(event_id)
+
+
+def default_consumer_id() -> str:
+    """Unique per consume loop, readable in ``lag``/DLQ output: host, pid, thread."""
+    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:6]}"
+
+
+class Bus(ABC):
+    """An event bus. Open one with :func:`flts.bus.open_bus`; use it as a context manager."""
+
+    def __init__(self) -> None:
+        self._closing = threading.Event()
+        self._closed = False
+        self._state = threading.Condition()
+        self._close_lock = threading.Lock()
+        self._consuming: dict[int, int] = {}  # thread id -> nested consume loops
+        self._store: IdempotencyStore | None = None
+
+    # ------------------------------------------------------------------ backend primitives
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, **options: Any) -> Self:
+        """Build the bus from its URL; query parameters and ``options`` tune the backend."""
+
+    @abstractmethod
+    def _publish(self, topic: str, key: str, value: bytes, headers: Mapping[str, str]) -> None:
+        """Append one message durably (as durable as the backend is) before returning."""
+
+    @abstractmethod
+    def _poll(
+        self, topics: Sequence[str], group: str, consumer: str, timeout: float
+    ) -> Message | None:
+        """Claim the next message for ``consumer`` in ``group``, waiting up to ``timeout``.
+
+        No other consumer of the group may receive it until it is committed or released (or,
+        where the backend has leases, the lease ran out).
+        """
+
+    @abstractmethod
+    def _commit(self, message: Message) -> None:
+        """Mark ``message`` done for its group: it is never delivered to the group again."""
+
+    def _release(self, message: Message) -> None:  # noqa: B027 - optional primitive
+        """Hand a claimed message back uncommitted so it is redelivered soon.
+
+        Optional: backends without it redeliver when the claim expires.
+        """
+
+    @contextmanager
+    def _keepalive(self, message: Message) -> Iterator[None]:
+        """Keep the claim on ``message`` alive while its handler runs (lease renewal)."""
+        yield
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release connections and hand back claims this bus still holds."""
+
+    @abstractmethod
+    def _read(self, topic: str, limit: int) -> list[Message]:
+        """The newest ``limit`` messages of ``topic`` in offset order, ignoring groups."""
+
+    @abstractmethod
+    def _topics(self) -> list[str]:
+        """Every topic that holds messages."""
+
+    @abstractmethod
+    def lag(self, group: str | None = None) -> list[Lag]:
+        """Backlog per (group, topic) the group has consumed from; all groups when ``None``."""
+
+    def _idempotency_store(self) -> IdempotencyStore:
+        """Where processed event ids live; durable backends override with their own table."""
+        return MemoryIdempotencyStore()
+
+    # ------------------------------------------------------------------ public API
+
+    def publish(self, topic: str, envelope: Envelope) -> None:
+        """Publish ``envelope`` on ``topic``, keyed by its ``identifier`` (one station's
+        events keep their order)."""
+        self._check_open()
+        validate_topic(topic)
+        headers = {
+            "content-type": "application/json",
+            "x-event-type": envelope.type,
+            "x-event-id": envelope.event_id,
+            "x-schema-version": str(envelope.schema_version),
+        }
+        self._publish(topic, envelope.identifier, encode(envelope), headers)
+
+    def consume(
+        self,
+        topics: str | Sequence[str],
+        group: str,
+        handler: Handler,
+        *,
+        consumer: str | None = None,
+        stop: threading.Event | None = None,
+        max_messages: int | None = None,
+        max_idle: float | None = None,
+        poll_timeout: float = 1.0,
+        retry: RetryPolicy | None = None,
+        idempotent: bool = True,
+    ) -> ConsumeStats:
+        """Run ``handler`` on each event of ``topics`` for consumer group ``group``.
+
+        Returns when ``stop`` is set, the bus is closing, ``max_messages`` were committed, or
+        no message arrived for ``max_idle`` seconds (``None``: wait forever). Every group
+        receives every message; within a group each message goes to one consumer.
+        """
+        topic_list = [topics] if isinstance(topics, str) else list(topics)
+        if not topic_list:
+            raise ConfigurationError("consume needs at least one topic")
+        for name in [*topic_list, group]:
+            validate_topic(name)
+        policy = retry or RetryPolicy()
+        consumer_id = consumer or default_consumer_id()
+        stats = ConsumeStats()
+        self._enter_consume()
+        try:
+            idle_since = time.monotonic()
+            while not self._should_stop(stop):
+                if max_messages is not None and stats.messages >= max_messages:
+                    break
+                wait = poll_timeout
+                if max_idle is not None:
+                    left = max_idle - (time.monotonic() - idle_since)
+                    if left <= 0:
+                        break
+                    wait = min(wait, left)
+                message = self._poll(topic_list, group, consumer_id, wait)
+                if message is None:
+                    continue
+                if not self._process(message, handler, policy, idempotent, stop, stats):
+                    break  # stopped during a backoff; the message went back uncommitted
+                idle_since = time.monotonic()
+        finally:
+            self._exit_consume()
+        return stats
+
+    def dead_letters(self, topic: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of ``topic`` (the source topic, e.g. ``training-data``), or of every
+        topic when ``None``; newest ``limit`` per DLQ topic, oldest first."""
+        self._check_open()
+        names = (
+            [dlq_topic(topic)]
+            if topic is not None
+            else sorted(t for t in self._topics() if t.startswith(DLQ_PREFIX))
+        )
+        return [DeadLetter.from_message(m) for name in names for m in self._read(name, limit)]
+
+    @abstractmethod
+    def pending(self, group: str, topic: str) -> int:
+        """Messages of ``topic`` the group has not committed (all of them for a new group)."""
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop consume loops after their current message, then release resources.
+
+        Safe to call twice, from another thread, or from inside a handler (the bus then
+        closes when that handler's loop returns). Loops still busy after ``timeout`` keep
+        running; the last one to return releases the resources.
+        """
+        self._closing.set()
+        me = threading.get_ident()
+        with self._state:
+            if me in self._consuming:
+                return  # the loop we are inside finishes the close on its way out
+            self._state.wait_for(lambda: not self._consuming, timeout)
+        self._finish_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        # Only a *finished* close refuses work: a handler still running during a graceful
+        # shutdown must be able to publish its downstream event.
+        if self._closed:
+            raise BusError(f"{type(self).__name__} is closed")
+
+    def _should_stop(self, stop: threading.Event | None) -> bool:
+        return self._closing.is_set() or (stop is not None and stop.is_set())
+
+    def _enter_consume(self) -> None:
+        if self._closing.is_set():
+            raise BusError(f"{type(self).__name__} is closing; no new consume loops")
+        me = threading.get_ident()
+        with self._state:
+            self._consuming[me] = self._consuming.get(me, 0) + 1
+
+    def _exit_consume(self) -> None:
+        me = threading.get_ident()
+        with self._state:
+            self._consuming[me] -= 1
+            if not self._consuming[me]:
+                del self._consuming[me]
+            done = not self._consuming
+            self._state.notify_all()
+        if done and self._closing.is_set():
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        # Held across _close() so a second caller returns only once resources are released.
+        with self._close_lock:
+            with self._state:
+                if self._closed or self._consuming:
+                    return
+                self._closed = True
+            self._close()
+
+    @property
+    def _processed(self) -> IdempotencyStore:
+        if self._store is None:
+            self._store = self._idempotency_store()
+        return self._store
+
+    def _process(
+        self,
+        message: Message,
+        handler: Handler,
+        policy: RetryPolicy,
+        idempotent: bool,
+        stop: threading.Event | None,
+        stats: ConsumeStats,
+    ) -> bool:
+        """Handle one delivery end to end; ``False`` if it was handed back unfinished."""
+        try:
+            event = decode(message.value)
+        except EventValidationError as exc:
+            self._dead_letter(message, exc, attempts=0)
+            self._commit(message)
+            stats.dead_lettered += 1
+            return True
+        if idempotent and self._processed.seen(message.group, event.event_id):
+            log.info("skipping duplicate event %s on %s", event.event_id, message.message_id)
+            self._commit(message)
+            stats.duplicates += 1
+            return True
+        if message.delivery_count > policy.max_deliveries:
+            error = BusError(
+                f"delivered {message.delivery_count - 1} times without a commit "
+                "(its consumer keeps dying?)"
+            )
+            self._dead_letter(message, error, attempts=message.delivery_count - 1)
+            self._commit(message)
+            stats.dead_lettered += 1
+            return True
+        try:
+            with self._keepalive(message):
+                outcome = self._run_handler(message, event, handler, policy, stop, stats)
+        except BaseException:
+            # KeyboardInterrupt, SystemExit...: not the message's fault; give it back.
+            self._release(message)
+            raise
+        if outcome is None:
+            self._release(message)
+            return False
+        if outcome is True:
+            if idempotent:
+                self._processed.mark(message.group, event.event_id)
+            stats.handled += 1
+        else:
+            stats.dead_lettered += 1
+        self._commit(message)
+        return True
+
+    def _run_handler(
+        self,
+        message: Message,
+        event: Event,
+        handler: Handler,
+        policy: RetryPolicy,
+        stop: threading.Event | None,
+        stats: ConsumeStats,
+    ) -> bool | None:
+        """``True`` handled, ``False`` dead-lettered, ``None`` stopped during a backoff."""
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                handler(event)
+            except Exception as exc:
+                final = attempt == policy.max_attempts or isinstance(exc, policy.no_retry)
+                if final:
+                    self._dead_letter(message, exc, attempts=attempt)
+                    return False
+                delay = policy.delay(attempt)
+                log.warning(
+                    "handler failed on %s (attempt %d/%d), retrying in %.3gs: %s",
+                    message.message_id,
+                    attempt,
+                    policy.max_attempts,
+                    delay,
+                    exc,
+                )
+                stats.retries += 1
+                if self._sleep(delay, stop):
+                    return None
+            else:
+                return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sleep(self, seconds: float, stop: threading.Event | None) -> bool:
+        """Sleep, waking early on stop/close; ``True`` if woken by a stop request."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._should_stop(stop):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._closing.wait(min(left, 0.05))
+
+    def _dead_letter(self, message: Message, exc: BaseException, attempts: int) -> None:
+        """Publish the original bytes to ``dlq.<topic>`` with provenance headers."""
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())[:_MAX_ERROR_CHARS]
+        trace = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK_CHARS:]
+        headers = {
+            **message.headers,
+            H_SOURCE_TOPIC: message.topic,
+            H_PARTITION: str(message.partition),
+            H_OFFSET: str(message.offset),
+            H_MESSAGE_ID: message.message_id,
+            H_GROUP: message.group,
+            H_CONSUMER: message.consumer,
+            H_ERROR: error,
+            H_TRACEBACK: trace,
+            H_ATTEMPTS: str(attempts),
+            H_FAILED_AT: datetime.now(UTC).isoformat(),
+        }
+        log.error("dead-lettering %s after %d attempt(s): %s", message.message_id, attempts, error)
+        self._publish(dlq_topic(message.topic), message.key, message.value, headers)

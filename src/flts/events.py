@@ -1,0 +1,443 @@
+"""Versioned event envelopes: the only thing that travels on the bus.
+
+Every message is a small JSON *claim check*: an :class:`Envelope` whose typed payload points at
+objects in the store (parquet splits, scaler, feature spec) and never carries the data itself,
+so any backend (SQLite rows, Kafka records) moves it cheaply and a message stays readable in a
+dead-letter listing.
+
+One event type per topic, and the type name *is* the topic name (``training-data`` travels on
+``training-data``); failures go to ``dlq.<topic>`` (:func:`dlq_topic`).
+
+Compatibility: ``schema_version`` is bumped only on a breaking change. A consumer rejects
+versions newer than :data:`SCHEMA_VERSION` with a precise error (so the message is
+dead-lettered, not misread) and a producer always writes the current one. Payloads forbid
+unknown fields: a typo in a producer fails loudly at the producer, not silently downstream.
+
+``decode`` turns every problem into one :class:`~flts.exceptions.EventValidationError` line
+(``payload.train_key: Field required``) that lands in the dead-letter provenance as is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flts.exceptions import EventValidationError
+
+SCHEMA_VERSION = 1
+"""The envelope version this code writes and the newest it can read."""
+
+MAX_EVENT_BYTES = 1 << 20
+"""Claim checks are small; anything bigger is data that belongs in the object store."""
+
+DATASET_UPLOADED = "dataset-uploaded"
+TRAINING_DATA = "training-data"
+INFERENCE_DATA = "inference-data"
+MODEL_TRAINING = "model-training"
+MODEL_SELECTED = "model-selected"
+TOPICS: tuple[str, ...] = (
+    DATASET_UPLOADED,
+    TRAINING_DATA,
+    INFERENCE_DATA,
+    MODEL_TRAINING,
+    MODEL_SELECTED,
+)
+
+DLQ_PREFIX = "dlq."
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic`` (``training-data`` -> ``dlq.training-data``)."""
+    return f"{DLQ_PREFIX}{validate_topic(topic)}"
+
+
+def validate_topic(topic: str) -> str:
+    """Return ``topic`` if it is a legal name; Kafka's charset, so every backend accepts it."""
+    if not _TOPIC_RE.fullmatch(topic):
+        raise EventValidationError(
+            f"invalid topic name {topic!r}: use 1-200 characters from [A-Za-z0-9._-], "
+            "starting with a letter or digit"
+        )
+    return topic
+
+
+# ----------------------------------------------------------------------------- field types
+
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_identifier(value: str) -> str:
+    # The identifier becomes a path segment of object keys and a bus key: a conservative
+    # charset (and a leading letter/digit, which rules out "." and "..") keeps it from ever
+    # escaping a prefix or being read as a CLI flag.
+    if not _IDENTIFIER_RE.fullmatch(value):
+        raise ValueError(
+            f"identifier {value!r} must be 1-64 characters from [A-Za-z0-9_.-] "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _check_key(value: str) -> str:
+    # Keys are relative to the configured store, never URLs or absolute paths, so the same
+    # event stays valid whether the store is a local folder or an S3 bucket.
+    problem = None
+    if not value or len(value) > 1024:
+        problem = "must be 1-1024 characters"
+    elif value.startswith("/") or "\\" in value or "://" in value:
+        problem = "must be a relative key ('a/b/c'), not a path or URL"
+    elif any(part in ("", ".", "..") for part in value.rstrip("/").split("/")):
+        problem = "must not contain empty, '.' or '..' segments"
+    if problem:
+        raise ValueError(f"object key {value!r} {problem}")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+"""Station or tenant name, safe as an object-key segment; ``"global"`` when none."""
+
+ObjectKey = Annotated[str, AfterValidator(_check_key)]
+"""A key relative to the object store's root (``processed/<hash>/train.parquet``)."""
+
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+"""A content digest as :func:`flts.data.hashing.content_digest` writes it."""
+
+ConfigHash = Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")]
+"""Hex hash of everything that shapes the processed data (:func:`flts.data.hashing.config_hash`)."""
+
+_Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+# ----------------------------------------------------------------------------- payloads
+
+
+class Payload(BaseModel):
+    """Base of every payload: immutable, and unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetUploaded(Payload):
+    """The gateway stored an uploaded dataset; preprocessing may start."""
+
+    dataset_id: _Text
+    """Gateway-assigned id of the upload (one upload, one id; retries reuse it)."""
+    filename: _Text
+    """The name the user uploaded, for humans only (never used to build keys)."""
+    train_key: ObjectKey
+    """Raw training CSV in the store."""
+    test_key: ObjectKey | None = None
+    """Raw held-out test CSV, when the user supplied one."""
+    size_bytes: int = Field(ge=0)
+    """Size of the training CSV, so consumers can refuse absurd inputs before reading."""
+    digest: Digest
+    """``sha256:<hex>`` of the training CSV; feeds the config hash."""
+
+
+class _Processed(Payload):
+    """Artefacts of one preprocessing run that both training and inference need."""
+
+    config_hash: ConfigHash
+    """Hash of the preprocessing inputs; names ``processed_prefix``."""
+    processed_prefix: ObjectKey
+    """Folder holding every artefact below (``processed/<identifier>/<config_hash>/``)."""
+    test_key: ObjectKey
+    """Held-out test split (parquet), in original units."""
+    scaler_key: ObjectKey
+    """Scaler fitted on the training split only, as JSON (never a pickle)."""
+    feature_spec_key: ObjectKey
+    """Ordered inputs, targets, lags and horizon, enforced at inference."""
+    meta_key: ObjectKey
+    """Run metadata: canonical config JSON, row counts, time ranges."""
+
+
+class InferenceData(_Processed):
+    """What an inference replica needs from one preprocessing run: the fitted scaler and the
+    feature spec to transform requests identically, and the held-out rows for warm-up."""
+
+
+class TrainingData(_Processed):
+    """Processed splits ready for training: the :class:`InferenceData` fields plus the
+    training and validation splits. (Siblings, not subclasses, so one can never be passed
+    where the other is expected.)"""
+
+    train_key: ObjectKey
+    """Training split (parquet); the scaler was fitted on it alone."""
+    validation_key: ObjectKey
+    """Chronological validation split (parquet) for early stopping."""
+
+
+class TrainingStatus(StrEnum):
+    """Life cycle of one training job, as reported on ``model-training``."""
+
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+class ModelTraining(Payload):
+    """A trainer reports progress of one model type on one set of processed data."""
+
+    status: TrainingStatus
+    model_type: _Text
+    """Model type name as the model registry knows it (``LSTM``, ``RIDGE``...)."""
+    run_id: _Text | None = None
+    """Tracking run id; required on SUCCESS so the evaluator can load the model."""
+    error: Annotated[str, Field(max_length=4000)] | None = None
+    """One-line reason; required on FAILED so the evaluator need not wait for this model."""
+    train_seconds: float | None = Field(default=None, ge=0)
+    """Wall time of the fit, for the benchmark report."""
+
+    @model_validator(mode="after")
+    def _status_fields(self) -> ModelTraining:
+        if self.status is TrainingStatus.SUCCESS and not self.run_id:
+            raise ValueError("run_id is required when status is SUCCESS")
+        if self.status is TrainingStatus.FAILED and not self.error:
+            raise ValueError("error is required when status is FAILED")
+        return self
+
+
+class ModelSelected(Payload):
+    """The evaluator promoted a model; every inference replica must load it."""
+
+    run_id: _Text
+    """Tracking run of the promoted model."""
+    model_type: _Text
+    previous_run_id: _Text | None = None
+    """The champion it replaces (``None`` for the first promotion); enables rollback."""
+    scores: dict[str, Annotated[float, Field(allow_inf_nan=False)]]
+    """Metric name -> value on the held-out test set in original units (``nrmse``, ...)."""
+    promoted_at: AwareDatetime
+    """When the promotion pointer was written (UTC)."""
+
+    @field_validator("promoted_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+# ----------------------------------------------------------------------------- envelopes
+
+
+_PayloadClass: TypeAlias = type[Payload]  # spelled here: ``type`` is a field name below
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Envelope(BaseModel):
+    """Fields every event carries; concrete events below fix ``type`` and ``payload``.
+
+    Use the subclasses (or :func:`new_event`); a bare ``Envelope`` is never published.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+    """Envelope version; newer than :data:`SCHEMA_VERSION` is rejected by ``decode``."""
+    event_id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
+    """Unique per event and kept on redelivery: the idempotency key consumers dedupe on."""
+    type: str
+    """Event type, equal to the topic it travels on."""
+    occurred_at: AwareDatetime = Field(default_factory=_utcnow)
+    """When the producer created the event, in UTC."""
+    correlation_id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
+    """One per pipeline run (minted at upload), carried by every event that follows."""
+    identifier: Identifier = "global"
+    """Station or tenant the run is for; also the bus key, so per-station order holds."""
+    config_hash: ConfigHash | None = None
+    """Hash of the preprocessing inputs the event derives from, when there is one."""
+    payload: Payload
+
+    payload_class: ClassVar[_PayloadClass] = Payload
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _consistent_hash(self) -> Envelope:
+        # Processed-data payloads carry their own config hash; two different hashes on one
+        # event would make lineage ambiguous.
+        inner = getattr(self.payload, "config_hash", None)
+        if inner is not None and self.config_hash is not None and inner != self.config_hash:
+            raise ValueError(
+                f"config_hash {self.config_hash!r} differs from payload.config_hash {inner!r}"
+            )
+        return self
+
+
+class DatasetUploadedEvent(Envelope):
+    type: Literal["dataset-uploaded"] = "dataset-uploaded"
+    payload: DatasetUploaded
+    payload_class: ClassVar[_PayloadClass] = DatasetUploaded
+
+
+class TrainingDataEvent(Envelope):
+    type: Literal["training-data"] = "training-data"
+    payload: TrainingData
+    payload_class: ClassVar[_PayloadClass] = TrainingData
+
+
+class InferenceDataEvent(Envelope):
+    type: Literal["inference-data"] = "inference-data"
+    payload: InferenceData
+    payload_class: ClassVar[_PayloadClass] = InferenceData
+
+
+class ModelTrainingEvent(Envelope):
+    type: Literal["model-training"] = "model-training"
+    payload: ModelTraining
+    payload_class: ClassVar[_PayloadClass] = ModelTraining
+
+
+class ModelSelectedEvent(Envelope):
+    type: Literal["model-selected"] = "model-selected"
+    payload: ModelSelected
+    payload_class: ClassVar[_PayloadClass] = ModelSelected
+
+
+Event = (
+    DatasetUploadedEvent
+    | TrainingDataEvent
+    | InferenceDataEvent
+    | ModelTrainingEvent
+    | ModelSelectedEvent
+)
+"""Any concrete event; ``match`` on the class to get a typed payload."""
+
+EVENT_CLASSES: dict[str, type[Envelope]] = {
+    DATASET_UPLOADED: DatasetUploadedEvent,
+    TRAINING_DATA: TrainingDataEvent,
+    INFERENCE_DATA: InferenceDataEvent,
+    MODEL_TRAINING: ModelTrainingEvent,
+    MODEL_SELECTED: ModelSelectedEvent,
+}
+"""Event type (= topic) -> envelope class."""
+
+_BY_PAYLOAD: dict[type[Payload], type[Envelope]] = {
+    cls.payload_class: cls for cls in EVENT_CLASSES.values()
+}
+
+
+def new_event(
+    payload: Payload,
+    *,
+    parent: Envelope | None = None,
+    correlation_id: str | None = None,
+    identifier: str | None = None,
+    config_hash: str | None = None,
+) -> Event:
+    """Build the event for ``payload`` with a fresh ``event_id``.
+
+    ``parent`` is the event being handled: the new event inherits its ``correlation_id``,
+    ``identifier`` and ``config_hash`` so one run stays traceable end to end; explicit
+    arguments win. ``config_hash`` defaults to the payload's own when it has one.
+    """
+    cls = _BY_PAYLOAD.get(type(payload))
+    if cls is None:
+        raise TypeError(f"no event type carries a {type(payload).__name__} payload")
+    fields: dict[str, Any] = {"payload": payload}
+    if parent is not None:
+        fields.update(
+            correlation_id=parent.correlation_id,
+            identifier=parent.identifier,
+            config_hash=parent.config_hash,
+        )
+    if correlation_id is not None:
+        fields["correlation_id"] = correlation_id
+    if identifier is not None:
+        fields["identifier"] = identifier
+    own_hash = getattr(payload, "config_hash", None)
+    if config_hash is not None:
+        fields["config_hash"] = config_hash
+    elif own_hash is not None:
+        fields["config_hash"] = own_hash
+    try:
+        event: Event = cls.model_validate(fields)  # type: ignore[assignment]
+    except ValidationError as exc:
+        raise EventValidationError(*_problems(exc)) from exc
+    return event
+
+
+# ----------------------------------------------------------------------------- wire format
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Compact UTF-8 JSON of ``envelope``; refuses anything over :data:`MAX_EVENT_BYTES`."""
+    if type(envelope) not in _BY_PAYLOAD.values():
+        raise EventValidationError(
+            f"cannot encode a bare {type(envelope).__name__}; use a concrete event class"
+        )
+    data = envelope.model_dump_json().encode()
+    if len(data) > MAX_EVENT_BYTES:
+        raise EventValidationError(
+            f"event is {len(data)} bytes, over the {MAX_EVENT_BYTES}-byte limit: put the data "
+            "in the object store and send its key"
+        )
+    return data
+
+
+def decode(data: bytes) -> Event:
+    """Parse and validate bytes from the bus.
+
+    Raises :class:`~flts.exceptions.EventValidationError` with one line naming the problem:
+    malformed JSON, unknown type, unsupported ``schema_version``, or each invalid field.
+    """
+    if len(data) > MAX_EVENT_BYTES:
+        raise EventValidationError(f"event is {len(data)} bytes, over the limit")
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventValidationError(f"malformed JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise EventValidationError(f"event must be a JSON object, got {type(raw).__name__}")
+    version = raw.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise EventValidationError(f"schema_version must be an integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise EventValidationError(
+            f"schema_version {version} is newer than supported {SCHEMA_VERSION}; upgrade flts"
+        )
+    kind = raw.get("type")
+    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise EventValidationError(
+            f"unknown event type {kind!r}; known: {', '.join(EVENT_CLASSES)}"
+        )
+    try:
+        event: Event = cls.model_validate(raw)  # type: ignore[assignment]
+    except ValidationError as exc:
+        raise EventValidationError(*_problems(exc)) from exc
+    return event
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """One ``location: reason`` line per pydantic error."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "event"
+        lines.append(f"{where}: {error['msg']}")
+    return lines

@@ -1,0 +1,1 @@
+"""Backend conformance suites (one per interface, subclassed per backend)."""
