@@ -1,7 +1,7 @@
 """Data contract and preprocessing: pure, vectorised functions of their inputs."""
 
 from flts.data.hashing import canonical_json, config_hash, content_digest
-from flts.data.prepare import PreparedData, prepare
+from flts.data.prepare import PreparedData, Splits, prepare, split, windows_from_frame
 from flts.data.reader import TrafficTable, read_traffic_csv, validate_frame
 from flts.data.scaling import MinMaxScaler
 from flts.data.spec import FeatureSpec, Recipe
@@ -12,6 +12,7 @@ __all__ = [
     "MinMaxScaler",
     "PreparedData",
     "Recipe",
+    "Splits",
     "TrafficTable",
     "Windows",
     "canonical_json",
@@ -22,5 +23,7 @@ __all__ = [
     "make_windows",
     "prepare",
     "read_traffic_csv",
+    "split",
     "validate_frame",
+    "windows_from_frame",
 ]

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from flts.data.reader import TrafficTable
 from flts.data.scaling import MinMaxScaler
@@ -76,24 +77,61 @@ def apply_clip(
     return clipped
 
 
-def prepare(
+@dataclass(frozen=True)
+class Splits:
+    """The recipe's output as tables (what preprocessing persists as Parquet): each split is
+    indexed by time with exactly ``spec.inputs`` as columns; missing cells are filled, and
+    the training part is clipped. Windows are built from these, within each split."""
+
+    spec: FeatureSpec
+    recipe: Recipe
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame | None
+    input_scaler: MinMaxScaler
+    clip_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def windows(self) -> PreparedData:
+        """Window every split (the form models train and are scored on)."""
+        return PreparedData(
+            spec=self.spec,
+            recipe=self.recipe,
+            input_scaler=self.input_scaler,
+            target_scaler=self.input_scaler.subset(self.spec.targets),
+            train=windows_from_frame(self.train, self.spec),
+            validation=windows_from_frame(self.validation, self.spec),
+            test=None if self.test is None else windows_from_frame(self.test, self.spec),
+            clip_bounds=self.clip_bounds,
+        )
+
+
+def windows_from_frame(frame: pd.DataFrame, spec: FeatureSpec) -> Windows:
+    """Windows of one contiguous split stored as a time-indexed table."""
+    return make_windows(
+        frame[list(spec.inputs)].to_numpy(np.float64),
+        pd.DatetimeIndex(frame.index).as_unit("ns").to_numpy(),
+        spec,
+    )
+
+
+def split(
     train: TrafficTable,
     test: TrafficTable | None = None,
     *,
     spec: FeatureSpec | None = None,
     recipe: Recipe | None = None,
-) -> PreparedData:
-    """Turn a training table (and optionally a held-out test table) into windows.
+) -> Splits:
+    """Apply the recipe to a training table (and optionally a held-out test table).
 
     Steps: fill NaNs; chronological split of the training table into train/validation;
-    clip the training part to percentiles of itself; fit min-max scalers on the (clipped)
-    training part; build windows within each split. Validation and test are never clipped or
-    used for fitting: they are what the model will face.
+    clip the training part to percentiles of itself; fit the min-max scaler on the (clipped)
+    training part. Validation and test are never clipped or used for fitting: they are what
+    the model will face.
     """
     spec = spec or FeatureSpec()
     recipe = recipe or Recipe()
-    values = fill_missing(train.frame[list(spec.inputs)].to_numpy(np.float64), recipe, spec.inputs)
-    times = train.times.to_numpy()
+    columns = list(spec.inputs)
+    values = fill_missing(train.frame[columns].to_numpy(np.float64), recipe, spec.inputs)
     cut = split_point(len(values), recipe)
     window = spec.lags + spec.horizon
     if cut < window or len(values) - cut < window:
@@ -102,24 +140,31 @@ def prepare(
             f"{len(values) - cut} validation rows; each part needs at least {window} "
             f"(lags {spec.lags} + horizon {spec.horizon})"
         )
-    train_values, validation_values = values[:cut], values[cut:]
-    bounds = clip_bounds(train_values, recipe, spec)
-    train_values = apply_clip(train_values, bounds, spec)
+    bounds = clip_bounds(values[:cut], recipe, spec)
+    train_values = apply_clip(values[:cut], bounds, spec)
+    index = train.frame.index
 
-    input_scaler = MinMaxScaler.fit(train_values, spec.inputs)
-    test_windows = None
+    test_frame = None
     if test is not None:
-        test_values = fill_missing(
-            test.frame[list(spec.inputs)].to_numpy(np.float64), recipe, spec.inputs
-        )
-        test_windows = make_windows(test_values, test.times.to_numpy(), spec)
-    return PreparedData(
+        test_values = fill_missing(test.frame[columns].to_numpy(np.float64), recipe, spec.inputs)
+        test_frame = pd.DataFrame(test_values, index=test.frame.index, columns=columns)
+    return Splits(
         spec=spec,
         recipe=recipe,
-        input_scaler=input_scaler,
-        target_scaler=input_scaler.subset(spec.targets),
-        train=make_windows(train_values, times[:cut], spec),
-        validation=make_windows(validation_values, times[cut:], spec),
-        test=test_windows,
+        train=pd.DataFrame(train_values, index=index[:cut], columns=columns),
+        validation=pd.DataFrame(values[cut:], index=index[cut:], columns=columns),
+        test=test_frame,
+        input_scaler=MinMaxScaler.fit(train_values, spec.inputs),
         clip_bounds=bounds,
     )
+
+
+def prepare(
+    train: TrafficTable,
+    test: TrafficTable | None = None,
+    *,
+    spec: FeatureSpec | None = None,
+    recipe: Recipe | None = None,
+) -> PreparedData:
+    """:func:`split`, then windows within each split: the data models train on."""
+    return split(train, test, spec=spec, recipe=recipe).windows()
