@@ -128,9 +128,9 @@ def test_onnx_runtime_module_does_not_import_torch() -> None:
 
 def test_same_seed_same_predictions_other_seed_differs(prepared: PreparedData) -> None:
     assert prepared.test is not None
-    first = fit(prepared, "LSTM", seed=3, max_epochs=2, skip_init="none").predict(prepared.test)
-    again = fit(prepared, "LSTM", seed=3, max_epochs=2, skip_init="none").predict(prepared.test)
-    other = fit(prepared, "LSTM", seed=4, max_epochs=2, skip_init="none").predict(prepared.test)
+    first = fit(prepared, "LSTM", seed=3, max_epochs=2).predict(prepared.test)
+    again = fit(prepared, "LSTM", seed=3, max_epochs=2).predict(prepared.test)
+    other = fit(prepared, "LSTM", seed=4, max_epochs=2).predict(prepared.test)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 
@@ -160,15 +160,6 @@ def test_early_stopping_keeps_the_best_epoch(
     assert restored == pytest.approx(min(curve), rel=1e-4)
 
 
-def test_ridge_initialisation_starts_at_ridge(prepared: PreparedData) -> None:
-    ridge = model_class("RIDGE")(prepared.spec, prepared.input_scaler, prepared.target_scaler)
-    ridge.fit(prepared.train, prepared.validation)
-    model = fit(prepared, "GRU", max_epochs=1, skip=True)
-    assert model.metadata["initial_validation_nrmse"] == pytest.approx(
-        ridge.metadata["validation_nrmse"], rel=1e-4
-    )
-
-
 def test_patience_stops_before_max_epochs(prepared: PreparedData) -> None:
     # A learning rate this large cannot keep improving, so patience must end training.
     model = fit(prepared, "LSTM", lr=0.5, max_epochs=40, patience=2, lr_decay_patience=100)
@@ -179,7 +170,7 @@ def test_patience_stops_before_max_epochs(prepared: PreparedData) -> None:
 @pytest.mark.parametrize("model_type", NEURAL_TYPES)
 def test_training_learns_and_beats_persistence(prepared: PreparedData, model_type: str) -> None:
     assert prepared.test is not None
-    model = fit(prepared, model_type, hidden_size=16, max_epochs=25, patience=6, skip=False)
+    model = fit(prepared, model_type, hidden_size=16, max_epochs=25, patience=6)
     history = model.metadata["history"]
     assert model.metadata["best_validation_loss"] < history[0]["validation_loss"]
     baseline = Persistence(prepared.spec, prepared.input_scaler, prepared.target_scaler)
