@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import benchmark, data
+from flts.cli import benchmark, config, data, ops, pipeline, services, up
 
 app = typer.Typer(
     name="flts",
@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(data.app, name="data")
+app.add_typer(config.app, name="config")
+app.registered_commands += pipeline.app.registered_commands
+app.registered_commands += services.app.registered_commands
+app.registered_commands += up.app.registered_commands
+app.registered_commands += ops.app.registered_commands
 
 
 def main() -> None:

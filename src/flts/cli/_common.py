@@ -6,15 +6,19 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from flts.exceptions import FLTSError
+from flts.exceptions import ConfigurationError, FLTSError
+
+if TYPE_CHECKING:
+    from flts.settings import Settings
 
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: an error stays one line however narrow the terminal.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -33,3 +37,19 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n")
     err_console.print(f"wrote {path}")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; an invalid value is one clear line, not a traceback."""
+    from pydantic import ValidationError
+
+    from flts.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigurationError("invalid configuration: " + "; ".join(lines)) from exc

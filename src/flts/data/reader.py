@@ -105,10 +105,12 @@ def validate_frame(
         values[column] = _parse_numeric(raw[column], column, problems, label)
 
     if len(raw) < min_rows:
-        problems.append(
-            f"too few rows: {len(raw)} (need at least {min_rows}: lags {spec.lags} "
-            f"+ horizon {spec.horizon})"
+        why = (
+            f": lags {spec.lags} + horizon {spec.horizon}"
+            if min_rows == spec.lags + spec.horizon
+            else ""
         )
+        problems.append(f"too few rows: {len(raw)} (need at least {min_rows}{why})")
     frequency = spec.step
     if times is not None and len(times) > 1:
         _check_order_and_grid(times, spec, problems, label)

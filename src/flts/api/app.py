@@ -1,0 +1,113 @@
+"""The inference app factory and the single-process server behind ``flts serve``.
+
+One app instance is one replica: its own :class:`~flts.api.holder.ModelHolder`, metrics
+registry and consumer group (``serve-<replica_id>``), so any number of replicas (or of apps in
+one test process) each learn of every promotion.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from flts.api.errors import install_error_handlers
+from flts.api.holder import ModelHolder, ModelSource, TrackingModelSource
+from flts.api.metrics import ApiMetrics, MetricsMiddleware
+from flts.api.routes import ForecastService, build_router
+from flts.api.watcher import ChampionWatcher
+from flts.events import validate_topic
+from flts.exceptions import ConfigurationError, EventValidationError
+from flts.services.context import ServiceContext
+
+
+def default_replica_id() -> str:
+    """``<host>-<pid>``: unique per process, so two replicas on one machine never share a
+    consumer group (which would split the broadcast between them)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-.") or "host"
+    return f"{host[:60]}-{os.getpid()}"
+
+
+def create_app(
+    context: ServiceContext,
+    *,
+    replica_id: str | None = None,
+    follow_bus: bool = True,
+    source: ModelSource | None = None,
+) -> FastAPI:
+    """Build one inference replica.
+
+    ``source`` defaults to the context's promotion store plus tracker; ``follow_bus=False``
+    relies on pointer polling alone. The lifespan starts the champion watcher (first poll at
+    once) and stops it; closing the context stays the caller's job.
+    """
+    settings = context.settings
+    replica = replica_id or default_replica_id()
+    group = f"serve-{replica}"
+    try:
+        validate_topic(group)
+    except EventValidationError as exc:
+        raise ConfigurationError(
+            f"replica id {replica!r} cannot name a consumer group: {exc}"
+        ) from exc
+
+    metrics = ApiMetrics()
+    holder = ModelHolder(source or TrackingModelSource(context), on_load=metrics.on_load)
+    watcher = ChampionWatcher(
+        holder,
+        poll_seconds=settings.serving.pointer_poll_seconds,
+        bus=(lambda: context.bus) if follow_bus else None,
+        group=group if follow_bus else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(watcher.stop)
+
+    app = FastAPI(
+        title="FLTS inference API",
+        summary="Forecasts of cellular base-station load from the promoted champion model.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.watcher = watcher
+    app.state.replica_id = replica
+    install_error_handlers(app)
+    app.include_router(build_router(ForecastService(holder, settings.serving), metrics))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def serve(
+    context: ServiceContext,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    replica_id: str | None = None,
+) -> None:
+    """Run one replica with uvicorn (one worker: the model lives in this process) until
+    SIGINT/SIGTERM, then close the context."""
+    import uvicorn
+
+    serving = context.settings.serving
+    try:
+        uvicorn.run(
+            create_app(context, replica_id=replica_id),
+            host=host or serving.host,
+            port=port or serving.port,
+            workers=1,
+            log_level="info",
+            timeout_graceful_shutdown=max(5, round(serving.request_timeout)),
+        )
+    finally:
+        context.close()

@@ -1,0 +1,248 @@
+"""The champion models a replica serves, swapped atomically (DESIGN.md rule 7).
+
+A :class:`ModelHolder` maps each identifier to an immutable :class:`LoadedModel`. A swap
+builds the new model completely, runs a warm-up prediction on it, and only then replaces the
+reference (copy-on-write of a small dict, so a reader never sees a half-updated table). A
+request takes its reference once at its start and keeps it: an in-flight request finishes on
+the model it started with even if a swap happens meanwhile.
+
+Where models come from is a :class:`ModelSource`: the promotion pointer says *which* run is
+champion, the tracking store turns a run id into a :class:`~flts.models.Forecaster`. Tests
+inject a source that loads saved model directories directly, without MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from flts.data.spec import FeatureSpec
+from flts.data.windows import Windows
+from flts.exceptions import ModelError
+from flts.models.base import Forecaster
+from flts.promotion import Promotion, PromotionStore
+
+if TYPE_CHECKING:
+    from flts.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A warmed-up champion and the promotion it serves; never mutated after a swap."""
+
+    model: Forecaster
+    promotion: Promotion
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    load_seconds: float = 0.0
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.model.spec
+
+    @property
+    def identifier(self) -> str:
+        return self.promotion.identifier
+
+
+class ModelSource(Protocol):
+    """Where champions come from: the pointer (``identifiers``/``etag``/``current``) and the
+    run's saved model (``load``)."""
+
+    def identifiers(self) -> list[str]:
+        """Identifiers that have a promotion pointer."""
+        ...
+
+    def etag(self, identifier: str) -> str | None:
+        """Cheap change marker of the pointer, so pollers skip unchanged identifiers."""
+        ...
+
+    def current(self, identifier: str) -> Promotion | None:
+        """The valid champion for ``identifier`` (with the stale-pointer fallback)."""
+        ...
+
+    def load(self, promotion: Promotion) -> Forecaster:
+        """Build the promoted run's forecaster (may be slow: downloads, imports)."""
+        ...
+
+
+class PromotionModelSource:
+    """A :class:`ModelSource` from a :class:`PromotionStore` and a ``run_id -> Forecaster``
+    loader (the tracker's ``load_model`` in production, saved directories in tests)."""
+
+    def __init__(self, promotions: PromotionStore, load_run: Callable[[str], Forecaster]) -> None:
+        self.promotions = promotions
+        self.load_run = load_run
+
+    def identifiers(self) -> list[str]:
+        return self.promotions.identifiers()
+
+    def etag(self, identifier: str) -> str | None:
+        return self.promotions.etag(identifier)
+
+    def current(self, identifier: str) -> Promotion | None:
+        return self.promotions.current(identifier)
+
+    def load(self, promotion: Promotion) -> Forecaster:
+        return self.load_run(promotion.run_id)
+
+
+class TrackingModelSource:
+    """The default source: the context's promotion store and tracker.
+
+    Both are resolved on first use, not at construction, so building an app stays cheap
+    (MLflow takes over a second to import) and a tracker problem surfaces as a counted load
+    failure in the watcher rather than as a crash at start-up.
+    """
+
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+
+    def identifiers(self) -> list[str]:
+        return self.context.promotions.identifiers()
+
+    def etag(self, identifier: str) -> str | None:
+        return self.context.promotions.etag(identifier)
+
+    def current(self, identifier: str) -> Promotion | None:
+        return self.context.promotions.current(identifier)
+
+    def load(self, promotion: Promotion) -> Forecaster:
+        return self.context.tracker.load_model(promotion.run_id)
+
+
+class RefreshOutcome(StrEnum):
+    """What :meth:`ModelHolder.refresh` did."""
+
+    SWAPPED = "swapped"  # a new model now serves the identifier
+    UPDATED = "updated"  # same run, promotion metadata refreshed (no reload)
+    UNCHANGED = "unchanged"  # already serving the current champion
+    NO_CHAMPION = "no-champion"  # nothing promoted (or nothing valid) for the identifier
+    FAILED = "failed"  # load or warm-up failed; the previous model keeps serving
+
+
+LoadListener = Callable[[str, Promotion, "LoadedModel | None", BaseException | None], None]
+"""Called after every load attempt: ``(identifier, promotion, loaded, error)``."""
+
+
+class ModelHolder:
+    """Per-identifier champions with atomic, warmed swaps.
+
+    Reads (:meth:`get`, :meth:`snapshot`) take no lock: they read one reference to an
+    immutable dict. Refreshes are serialised by a lock so the poller and the bus follower
+    never load the same run twice at once.
+    """
+
+    def __init__(self, source: ModelSource, *, on_load: LoadListener | None = None) -> None:
+        self.source = source
+        self._on_load = on_load
+        self._models: dict[str, LoadedModel] = {}
+        self._refresh_lock = threading.Lock()
+
+    def get(self, identifier: str) -> LoadedModel | None:
+        return self._models.get(identifier)
+
+    def snapshot(self) -> dict[str, LoadedModel]:
+        """Every served model, as one consistent view."""
+        return self._models
+
+    @property
+    def ready(self) -> bool:
+        """At least one model is loaded (every stored model passed its warm-up)."""
+        return bool(self._models)
+
+    def refresh(self, identifier: str) -> RefreshOutcome:
+        """Make ``identifier`` serve its current champion; never raises for load problems.
+
+        The promotion pointer is the source of truth (a bus event only says "look again"),
+        so a replayed or out-of-order event can never install an outdated model.
+        """
+        with self._refresh_lock:
+            try:
+                promotion = self.source.current(identifier)
+            except Exception:
+                log.exception("cannot read the promotion pointer of %r", identifier)
+                return RefreshOutcome.FAILED
+            if promotion is None:
+                # Keep serving whatever is loaded: a pointer that vanished is an operator
+                # action or a storage hiccup, and answering 503 would not help anyone.
+                return RefreshOutcome.NO_CHAMPION
+            held = self._models.get(identifier)
+            if held is not None and held.promotion.run_id == promotion.run_id:
+                if held.promotion == promotion:
+                    return RefreshOutcome.UNCHANGED
+                self._install(identifier, LoadedModel(held.model, promotion, held.loaded_at))
+                return RefreshOutcome.UPDATED
+            return self._load(identifier, promotion)
+
+    def _load(self, identifier: str, promotion: Promotion) -> RefreshOutcome:
+        started = time.perf_counter()
+        try:
+            model = self.source.load(promotion)
+            warm_up(model)
+        except Exception as exc:
+            log.warning(
+                "loading run %s for %r failed; the previous model keeps serving: %s",
+                promotion.run_id,
+                identifier,
+                exc,
+            )
+            self._notify(identifier, promotion, None, exc)
+            return RefreshOutcome.FAILED
+        loaded = LoadedModel(model, promotion, load_seconds=time.perf_counter() - started)
+        self._install(identifier, loaded)
+        log.info(
+            "serving %s run %s for %r (loaded in %.2f s)",
+            promotion.model_type,
+            promotion.run_id,
+            identifier,
+            loaded.load_seconds,
+        )
+        self._notify(identifier, promotion, loaded, None)
+        return RefreshOutcome.SWAPPED
+
+    def _install(self, identifier: str, loaded: LoadedModel) -> None:
+        # Copy-on-write: one reference assignment publishes the new table.
+        self._models = {**self._models, identifier: loaded}
+
+    def _notify(
+        self,
+        identifier: str,
+        promotion: Promotion,
+        loaded: LoadedModel | None,
+        error: BaseException | None,
+    ) -> None:
+        if self._on_load is not None:
+            try:
+                self._on_load(identifier, promotion, loaded, error)
+            except Exception:  # a metrics problem must never block a swap
+                log.exception("model load listener failed")
+
+
+def warm_up(model: Forecaster) -> None:
+    """One prediction on a plausible window (the training minima, on the spec's grid) before
+    the model takes traffic: it pays one-off costs (lazy imports, ONNX session set-up) and
+    proves the model answers with finite numbers of the right shape."""
+    spec = model.spec
+    row = np.asarray(model.input_scaler.minimum, dtype=np.float64)
+    step = np.timedelta64(spec.step.value, "ns")
+    end = np.datetime64(datetime.now(UTC).replace(tzinfo=None, microsecond=0), "ns")
+    times = end - step * np.arange(spec.lags, 0, -1)
+    window = Windows(
+        x=np.tile(row, (1, spec.lags, 1)),
+        y=None,
+        input_times=times[None, :],
+        target_times=(times[-1] + step * np.arange(1, spec.horizon + 1))[None, :],
+    )
+    prediction = model.predict(window)
+    if not np.isfinite(prediction).all():
+        raise ModelError(f"{model.model_type} warm-up prediction is not finite")

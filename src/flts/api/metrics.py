@@ -1,0 +1,146 @@
+"""Prometheus metrics of one inference app, on its own registry.
+
+A per-app :class:`~prometheus_client.CollectorRegistry` (not the process-global one) lets
+several apps live in one process (tests, or an app per identifier) without name clashes.
+
+Series::
+
+    flts_http_requests_total{route,method,status,model_type}
+    flts_http_request_duration_seconds{route,method,status,model_type}   histogram
+    flts_http_requests_in_flight                                          gauge
+    flts_model_loads_total{identifier,model_type}                         successful swaps
+    flts_model_load_failures_total{identifier,model_type}                 failed loads/warm-ups
+    flts_serving_model_info{identifier,run_id,model_type,config_hash}     1 per served model
+
+``route`` is the route *template* (``/v1/forecast``), never the raw path, so a scanner
+hitting random URLs cannot blow up the series count (unknown paths are ``unmatched``).
+``model_type`` is the type of the model that answered, empty when none did.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flts.api.holder import LoadedModel
+from flts.promotion import Promotion
+
+#: Scope key where a route records which model type answered (read by the middleware).
+MODEL_TYPE_SCOPE_KEY = "flts.model_type"
+
+#: Latency buckets for a sub-millisecond model behind a few-millisecond validation.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ApiMetrics:
+    """The inference app's collectors and their text exposition."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("route", "method", "status", "model_type")
+        self.requests = Counter(
+            "flts_http_requests",
+            "HTTP requests answered, by route template, method, status and model type.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "flts_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method, status and model type.",
+            labels,
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "flts_http_requests_in_flight",
+            "HTTP requests being processed.",
+            registry=self.registry,
+        )
+        self.loads = Counter(
+            "flts_model_loads",
+            "Champion models loaded, warmed up and swapped in.",
+            ("identifier", "model_type"),
+            registry=self.registry,
+        )
+        self.load_failures = Counter(
+            "flts_model_load_failures",
+            "Champion models that failed to load or warm up (the previous model kept serving).",
+            ("identifier", "model_type"),
+            registry=self.registry,
+        )
+        self.serving = Info(
+            "flts_serving_model",
+            "The model serving each identifier.",
+            ("identifier",),
+            registry=self.registry,
+        )
+
+    def on_load(
+        self,
+        identifier: str,
+        promotion: Promotion,
+        loaded: LoadedModel | None,
+        error: BaseException | None,
+    ) -> None:
+        """:class:`~flts.api.holder.ModelHolder` listener: count the attempt, update info."""
+        if loaded is None:
+            self.load_failures.labels(identifier, promotion.model_type).inc()
+            return
+        self.loads.labels(identifier, promotion.model_type).inc()
+        self.serving.labels(identifier).info(
+            {
+                "run_id": promotion.run_id,
+                "model_type": promotion.model_type,
+                "config_hash": promotion.config_hash,
+            }
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task or body copy) that times every request."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app dies before answering, that is what the client sees
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            labels = (
+                _route(scope),
+                str(scope.get("method", "")),
+                str(status),
+                str(scope.get(MODEL_TYPE_SCOPE_KEY, "")),
+            )
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+def _route(scope: dict[str, Any] | Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,128 @@
+"""Follow promotions: every replica learns of every promotion (DESIGN.md rule 7).
+
+Two independent paths, either of which suffices:
+
+* **Pointer polling**: every ``pointer_poll_seconds`` the watcher lists the identifiers with a
+  pointer and compares each pointer's ETag with the last one it applied. It works with no bus
+  at all and catches up after any outage; an ETag is only recorded once the swap succeeded,
+  so a failed load is retried at the next poll.
+* **Bus broadcast**: a thread consumes ``model-selected`` in the replica's own consumer group
+  (``serve-<replica_id>``), so each replica receives every event and swaps within
+  milliseconds. The event is only a wake-up call: the handler re-reads the pointer, which
+  stays the single source of truth (a replayed old event cannot install an old model).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from flts.api.holder import ModelHolder, RefreshOutcome
+from flts.bus import Bus
+from flts.events import MODEL_SELECTED, Event
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts to (re)join the bus after it failed.
+_BUS_RETRY_SECONDS = 2.0
+
+
+class ChampionWatcher:
+    """Background threads that keep a :class:`ModelHolder` on the current champions."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        *,
+        poll_seconds: float,
+        bus: Callable[[], Bus] | None = None,
+        group: str | None = None,
+    ) -> None:
+        if bus is not None and not group:
+            raise ValueError("a bus follower needs its consumer group")
+        self.holder = holder
+        self.poll_seconds = poll_seconds
+        self._bus = bus
+        self._group = group
+        self._applied: dict[str, str | None] = {}
+        #: Completed polls (successful or not), for status pages and tests.
+        self.polls = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Start polling (the first poll runs at once) and, if configured, the bus follower."""
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._poll_loop, name="flts-pointer-poll")]
+        if self._bus is not None:
+            self._threads.append(threading.Thread(target=self._bus_loop, name="flts-bus-follow"))
+        for thread in self._threads:
+            thread.daemon = True  # never keep a dying process alive
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask both threads to stop and wait for them (a load in progress finishes first)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s did not stop within %.0f s", thread.name, timeout)
+        self._threads = []
+
+    # ------------------------------------------------------------------ polling
+
+    def poll_once(self) -> None:
+        """Refresh every identifier whose pointer changed since the last applied poll."""
+        source = self.holder.source
+        for identifier in source.identifiers():
+            if self._stop.is_set():
+                return
+            etag = source.etag(identifier)  # read before the pointer: never skip a change
+            if identifier in self._applied and self._applied[identifier] == etag:
+                continue
+            outcome = self.holder.refresh(identifier)
+            if outcome is not RefreshOutcome.FAILED:
+                self._applied[identifier] = etag
+
+    def _poll_loop(self) -> None:
+        while True:
+            try:
+                self.poll_once()
+            except Exception:  # storage hiccup: log and poll again later
+                log.exception("polling the promotion pointers failed")
+            self.polls += 1
+            if self._stop.wait(self.poll_seconds):
+                return
+
+    # ------------------------------------------------------------------ bus
+
+    def _on_model_selected(self, event: Event) -> None:
+        # Never raise: a failed load is counted and retried by the poller; dead-lettering a
+        # wake-up call would help nobody.
+        self.holder.refresh(event.identifier)
+
+    def _bus_loop(self) -> None:
+        assert self._bus is not None
+        assert self._group is not None
+        while not self._stop.is_set():
+            try:
+                self._bus().consume(
+                    MODEL_SELECTED,
+                    self._group,
+                    self._on_model_selected,
+                    stop=self._stop,
+                    poll_timeout=0.5,
+                )
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("following %s failed; retrying", MODEL_SELECTED)
+            else:
+                if not self._stop.is_set():
+                    # consume returned without being stopped: the bus is closing.
+                    return
+            if self._stop.wait(_BUS_RETRY_SECONDS):
+                return

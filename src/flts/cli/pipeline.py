@@ -1,0 +1,78 @@
+"""``flts pipeline``: run one upload through every service to a promoted champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flts.cli._common import console, err_console, load_settings, user_errors, write_json
+from flts.settings import DEFAULT_MODEL_TYPES
+
+app = typer.Typer()
+
+
+@app.command("pipeline")
+def pipeline(
+    train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training CSV.")],
+    test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Held-out test CSV.")],
+    identifier: Annotated[str, typer.Option(help="Station or tenant name.")] = "global",
+    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = ",".join(
+        DEFAULT_MODEL_TYPES
+    ),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
+) -> None:
+    """Upload TRAIN/TEST, train every model type in parallel, evaluate, promote; print the
+    leaderboard."""
+    from flts.models import parse_model_types
+    from flts.pipeline import run_pipeline
+
+    with user_errors():
+        settings = load_settings()
+        result = run_pipeline(
+            settings,
+            train_csv=train,
+            test_csv=test,
+            identifier=identifier,
+            models=parse_model_types(models),
+            progress=lambda msg: err_console.print(msg, highlight=False),
+            timeout=timeout,
+        )
+    console.print(leaderboard_table(result.leaderboard, title=f"config {result.config_hash[:12]}"))
+    champion = result.champion
+    if champion:
+        console.print(
+            f"champion for {result.identifier}: {champion.get('model_type')} "
+            f"(run {champion.get('run_id')}, NRMSE {champion.get('nrmse', float('nan')):.4f})"
+        )
+    else:
+        console.print(f"no new champion for {result.identifier}")
+    console.print(f"pipeline finished in {result.seconds:.1f}s")
+    if json_out is not None:
+        write_json(json_out, result.to_json())
+
+
+def leaderboard_table(rows: list[dict[str, Any]], *, title: str) -> Table:
+    table = Table(title=f"Leaderboard ({title}; test NRMSE, lower is better)")
+    for name in ("model", "NRMSE", "MAE5", "RMSE5", "train s", "promoted", "reason"):
+        table.add_column(
+            name, justify="right" if name in ("NRMSE", "MAE5", "RMSE5", "train s") else "left"
+        )
+
+    def number(value: Any, fmt: str) -> str:
+        return format(value, fmt) if isinstance(value, int | float) else "-"
+
+    for row in rows:
+        table.add_row(
+            str(row.get("model_type")),
+            number(row.get("nrmse"), ".4f"),
+            number(row.get("mae5"), ".4g"),
+            number(row.get("rmse5"), ".4g"),
+            number(row.get("train_seconds"), ".1f"),
+            "yes" if row.get("promoted") else "no",
+            str(row.get("reason", "")),
+        )
+    return table

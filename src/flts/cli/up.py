@@ -1,0 +1,158 @@
+"""``flts up``: the whole embedded system in one command."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flts.cli._common import console, err_console, load_settings, user_errors
+from flts.settings import DEFAULT_MODEL_TYPES, Settings
+
+app = typer.Typer()
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _demo_data(home: Path) -> tuple[Path, Path]:
+    """Three days of training traffic and one day of test traffic with the LTE schema."""
+    from flts.data.synthetic import synthetic_traffic
+
+    directory = home / "demo"
+    directory.mkdir(parents=True, exist_ok=True)
+    frame = synthetic_traffic(4 * 720, seed=42)
+    train, test = directory / "demo.csv", directory / "demo_test.csv"
+    frame.iloc[: 3 * 720].to_csv(train, index=False)
+    frame.iloc[3 * 720 :].to_csv(test, index=False)
+    return train, test
+
+
+def _request_example(test_csv: Path, settings: Settings, identifier: str) -> Path:
+    """A forecast request body built from the last rows of the test file."""
+    import pandas as pd
+
+    spec = settings.feature_spec
+    rows = pd.read_csv(test_csv).tail(spec.lags)
+    body = {
+        "identifier": identifier,
+        "history": json.loads(rows.to_json(orient="records")),
+        "horizon": 1,
+    }
+    path = settings.home / "demo" / "request.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=1))
+    return path
+
+
+def upload(gateway: str, train: Path, test: Path, identifier: str) -> str:
+    """Upload a dataset through the gateway; returns the dataset id."""
+    import httpx
+
+    with train.open("rb") as train_file, test.open("rb") as test_file:
+        response = httpx.post(
+            f"{gateway}/v1/datasets",
+            files={
+                "train": (train.name, train_file, "text/csv"),
+                "test": (test.name, test_file, "text/csv"),
+            },
+            data={"identifier": identifier},
+            timeout=120.0,
+        )
+    if response.status_code >= 400:
+        raise typer.BadParameter(f"upload rejected ({response.status_code}): {response.text}")
+    return str(response.json().get("dataset_id"))
+
+
+@app.command("up")
+def up(
+    data: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Training CSV to ingest.")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Its held-out test CSV.")
+    ] = None,
+    identifier: Annotated[str, typer.Option(help="Station or tenant name.")] = "global",
+    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = ",".join(
+        DEFAULT_MODEL_TYPES
+    ),
+    exit_when_ready: Annotated[
+        bool, typer.Option(help="Stop everything once a champion is served (smoke test).")
+    ] = False,
+) -> None:
+    """Start gateway, preprocess, one trainer per model type, evaluator, batch inference and
+    the inference API as separate processes; ingest DATA (or a synthetic demo); keep serving
+    until Ctrl-C."""
+    import os
+
+    from flts.models import parse_model_types
+    from flts.supervisor import Supervisor, service_specs
+
+    with user_errors():
+        settings = load_settings()
+        model_types = parse_model_types(models)
+    if (data is None) != (test is None):
+        raise typer.BadParameter("give both --data and --test, or neither for the demo data")
+    if data is None or test is None:
+        data, test = _demo_data(settings.home)
+        err_console.print(f"no data given: generated a synthetic demo in {data.parent}")
+
+    env = dict(os.environ)
+    env["FLTS_EVALUATION__EXPECTED_MODELS"] = json.dumps(model_types)
+    supervisor = Supervisor(
+        service_specs(settings, model_types), log_dir=settings.home / "logs", env=env
+    )
+    gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+    api = f"http://{settings.serving.host}:{settings.serving.port}"
+    supervisor.start()
+    err_console.print(
+        f"started {len(supervisor.children)} processes; logs in {settings.home / 'logs'}"
+    )
+    try:
+        if not _wait_http(f"{gateway}/healthz", 60):
+            raise typer.Exit(code=_fail("the gateway did not come up; see gateway.log"))
+        dataset = upload(gateway, data, test, identifier)
+        err_console.print(
+            f"uploaded {data.name} as dataset {dataset}; training {', '.join(model_types)}"
+        )
+        example = _request_example(test, settings, identifier)
+        console.print(f"gateway:    {gateway}/v1/datasets")
+        console.print(f"forecasts:  {api}/v1/forecast   (metrics: {api}/metrics)")
+        console.print(
+            "try:        curl -s -X POST "
+            f"{api}/v1/forecast -H 'content-type: application/json' -d @{example}"
+        )
+        ready = False
+        while True:
+            for message in supervisor.check():
+                err_console.print(message)
+            if not ready and _wait_http(f"{api}/readyz", 1.0):
+                ready = True
+                console.print(f"champion loaded: {api}/v1/models/champion?identifier={identifier}")
+                if exit_when_ready:
+                    break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        err_console.print("stopping...")
+    finally:
+        supervisor.stop()
+        err_console.print("all processes stopped")
+
+
+def _fail(message: str) -> int:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return 1

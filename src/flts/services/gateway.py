@@ -1,0 +1,358 @@
+"""The upload gateway: CSV in over HTTP, a stored dataset and a ``dataset-uploaded`` event out.
+
+Routes::
+
+    POST /v1/datasets                         multipart: train (file, required), test (file,
+                                              optional), identifier (text, default "global")
+    GET  /v1/datasets[?identifier=NAME]       metadata of every stored dataset, newest first
+    GET  /v1/datasets/{dataset_id}            metadata of one dataset
+    GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, byte for byte
+    GET  /v1/datasets/{dataset_id}/test.csv   the stored test CSV (404 when none was uploaded)
+    GET  /healthz                             liveness
+
+Upload rules:
+
+* **Size.** The body is read as a stream and counted; past ``gateway.max_upload_bytes`` (plus a
+  small allowance for the multipart framing) the request is refused with 413 without reading
+  on, and the uploaded files together must not exceed the limit either. Memory is bounded by
+  the limit (file parts spill to temporary files past 1 MiB while parsing).
+* **Validation.** Both CSVs go through the core's checks (``read_traffic_csv`` with the
+  configured feature spec) and the recipe's split, exactly what preprocessing will run, so an
+  accepted upload is one the pipeline can process; any problem answers 422 with every problem
+  line of both files.
+* **No test file.** Accepted: preprocessing holds out the chronologically last
+  :data:`~flts.services.preprocess.HOLDOUT_FRACTION` of the training rows as the test set (the
+  dataset's metadata says so in ``test_split``). A file too short for that is a 422.
+* **Keys.** ``dataset_id`` is minted here (UTC time + random hex), never taken from the
+  request; the client's file names are sanitised and kept as metadata only; the identifier is
+  validated with the event envelope's rules before it goes anywhere.
+
+Layout in the object store: ``datasets/<dataset_id>/train.csv``, ``test.csv`` (when uploaded)
+and ``meta.json``, written last so a listed dataset is always complete.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from flts.data.hashing import content_digest
+from flts.events import (
+    DATASET_UPLOADED,
+    DatasetUploaded,
+    DatasetUploadedEvent,
+    Identifier,
+    new_event,
+)
+from flts.exceptions import BusError, DataValidationError
+from flts.services.context import ServiceContext
+from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
+
+DATASETS_ROOT = "datasets"
+#: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
+#: file limit before the stream is cut off.
+FRAMING_ALLOWANCE = 64 * 1024
+_FIELDS = ("train", "test", "identifier")
+_DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+class _BodyTooLargeError(Exception):
+    """The request stream went past the byte limit."""
+
+
+def new_dataset_id(now: datetime | None = None) -> str:
+    """``<UTC yyyymmddThhmmssZ>-<12 hex>``: sorts by upload time, unguessable, key-safe."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:12]}"
+
+
+def is_dataset_id(value: str) -> bool:
+    """True when ``value`` has the shape :func:`new_dataset_id` produces."""
+    return bool(_DATASET_ID.fullmatch(value))
+
+
+def sanitize_filename(name: str | None, default: str) -> str:
+    """The last path component of a client-supplied name, restricted to ``[A-Za-z0-9._-]``
+    without leading dots, at most 128 characters; ``default`` when nothing is left.
+    For display only: keys are never built from it."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    cleaned = _UNSAFE_NAME.sub("_", base).lstrip("._-")[:128]
+    return cleaned or default
+
+
+def dataset_keys(dataset_id: str) -> dict[str, str]:
+    """Object keys of one dataset (``dataset_id`` must already be validated)."""
+    prefix = f"{DATASETS_ROOT}/{dataset_id}"
+    return {
+        "train": f"{prefix}/train.csv",
+        "test": f"{prefix}/test.csv",
+        "meta": f"{prefix}/meta.json",
+    }
+
+
+def _error(status: int, detail: str, problems: list[str] | tuple[str, ...] = ()) -> JSONResponse:
+    body: dict[str, Any] = {"detail": detail}
+    if problems:
+        body["problems"] = list(problems)
+    return JSONResponse(body, status_code=status)
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
+    """Pass chunks through, raising :class:`_BodyTooLargeError` as soon as ``limit`` is passed."""
+    total = 0
+    async for chunk in stream:
+        total += len(chunk)
+        if total > limit:
+            raise _BodyTooLargeError
+        yield chunk
+
+
+def _file_part(form: FormData, name: str) -> UploadFile | None:
+    """The file in field ``name``; an empty part with no file name (what browsers send for an
+    unselected file input) counts as absent."""
+    value = form.get(name)
+    if not isinstance(value, UploadFile):
+        return None
+    if not value.filename and value.size == 0:
+        return None
+    return value
+
+
+def _summary(table_rows: int, start: datetime, end: datetime) -> dict[str, Any]:
+    return {"rows": table_rows, "start": start.isoformat(), "end": end.isoformat()}
+
+
+def _validate(context: ServiceContext, train: bytes, test: bytes | None) -> dict[str, Any]:
+    """Run the checks preprocessing will run; return row counts and time ranges."""
+    spec, recipe = context.settings.feature_spec, context.settings.recipe
+    train_table, test_table = read_tables(train, test, spec)
+    build_splits(train_table, test_table, spec=spec, recipe=recipe)
+    parts = {"train": train_table, "test": test_table}
+    return {
+        role: _summary(len(table), table.times[0], table.times[-1])
+        for role, table in parts.items()
+        if table is not None
+    }
+
+
+def ingest_dataset(
+    context: ServiceContext,
+    *,
+    train: bytes,
+    test: bytes | None,
+    identifier: str = "global",
+    train_filename: str | None = None,
+    test_filename: str | None = None,
+) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
+    """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
+    ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
+    (nothing is stored then) and :class:`BusError` when the event cannot be published (the
+    dataset is stored by then)."""
+    identifier = _IDENTIFIER.validate_python(identifier)
+    ranges = _validate(context, train, test)
+    dataset_id = new_dataset_id()
+    keys = dataset_keys(dataset_id)
+    filename = sanitize_filename(train_filename, "train.csv")
+    digest = content_digest(train)
+    payload = DatasetUploaded(
+        dataset_id=dataset_id,
+        filename=filename,
+        train_key=keys["train"],
+        test_key=None if test is None else keys["test"],
+        size_bytes=len(train),
+        digest=digest,
+    )
+    event = new_event(payload, identifier=identifier)
+    assert isinstance(event, DatasetUploadedEvent)
+    meta: dict[str, Any] = {
+        "dataset_id": dataset_id,
+        "identifier": identifier,
+        "uploaded_at": datetime.now(UTC).isoformat(),
+        "correlation_id": event.correlation_id,
+        "event_id": event.event_id,
+        "train": {
+            "filename": filename,
+            "key": keys["train"],
+            "size_bytes": len(train),
+            "digest": digest,
+            **ranges["train"],
+        },
+        "test": None
+        if test is None
+        else {
+            "filename": sanitize_filename(test_filename, "test.csv"),
+            "key": keys["test"],
+            "size_bytes": len(test),
+            "digest": content_digest(test),
+            **ranges["test"],
+        },
+        "test_split": "uploaded"
+        if test is not None
+        else f"holdout: the last {HOLDOUT_FRACTION:.0%} of the training rows",
+    }
+    store = context.store
+    store.put(keys["train"], train)
+    if test is not None:
+        store.put(keys["test"], test)
+    store.put_json(keys["meta"], meta)  # last: marks the dataset complete
+    context.bus.publish(DATASET_UPLOADED, event)
+    return event, meta
+
+
+def create_gateway_app(context: ServiceContext) -> FastAPI:
+    """The gateway's FastAPI app over ``context``'s object store and bus."""
+    settings = context.settings
+    limit = settings.gateway.max_upload_bytes
+    app = FastAPI(title="FLTS gateway", version="1")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.post("/v1/datasets", status_code=201, response_model=None)
+    async def upload(request: Request) -> Response:
+        """Store a dataset and publish ``dataset-uploaded``; see the module docstring."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return _error(
+                415, "upload as multipart/form-data with a 'train' CSV file (and optional 'test')"
+            )
+        cap = limit + FRAMING_ALLOWANCE
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            return _error(413, f"upload is {declared} bytes; the limit is {limit} bytes")
+        parser = MultiPartParser(
+            request.headers,
+            _limited(request.stream(), cap),
+            max_files=2,
+            max_fields=len(_FIELDS),
+            max_part_size=1024,
+        )
+        try:
+            form = await parser.parse()
+        except _BodyTooLargeError:
+            return _error(413, f"upload is over the limit of {limit} bytes")
+        except MultiPartException as exc:
+            return _error(422, f"malformed multipart body: {exc.message}")
+        try:
+            unknown = sorted(set(form.keys()) - set(_FIELDS))
+            if unknown:
+                return _error(422, f"unknown form fields {unknown}; expected {list(_FIELDS)}")
+            train_part, test_part = _file_part(form, "train"), _file_part(form, "test")
+            if train_part is None:
+                return _error(422, "form field 'train' (a CSV file) is required")
+            if form.get("test") is not None and not isinstance(form.get("test"), UploadFile):
+                return _error(422, "form field 'test' must be a file, not text")
+            raw_identifier = form.get("identifier", "global")
+            if not isinstance(raw_identifier, str):
+                return _error(422, "form field 'identifier' must be text, not a file")
+            try:
+                identifier = _IDENTIFIER.validate_python(raw_identifier)
+            except ValidationError as exc:
+                return _error(422, exc.errors()[0]["msg"].removeprefix("Value error, "))
+            train = await train_part.read()
+            test = None if test_part is None else await test_part.read()
+        finally:
+            await form.close()
+        total = len(train) + (0 if test is None else len(test))
+        if total > limit:
+            return _error(413, f"uploaded files total {total} bytes; the limit is {limit} bytes")
+
+        try:
+            _, meta = await run_in_threadpool(
+                ingest_dataset,
+                context,
+                train=train,
+                test=test,
+                identifier=identifier,
+                train_filename=train_part.filename,
+                test_filename=None if test_part is None else test_part.filename,
+            )
+        except DataValidationError as exc:
+            return _error(422, "the uploaded CSV is not valid traffic data", exc.problems)
+        except BusError as exc:
+            return JSONResponse(
+                {"detail": f"dataset stored but the event bus is unavailable: {exc}"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        dataset_id = meta["dataset_id"]
+        return JSONResponse(
+            meta, status_code=201, headers={"Location": f"/v1/datasets/{dataset_id}"}
+        )
+
+    @app.get("/v1/datasets", response_model=None)
+    def list_datasets(identifier: str | None = None) -> Response:
+        """Metadata of every complete dataset, newest first; optionally one identifier's."""
+        if identifier is not None:
+            try:
+                _IDENTIFIER.validate_python(identifier)
+            except ValidationError as exc:
+                return _error(422, exc.errors()[0]["msg"].removeprefix("Value error, "))
+        store = context.store
+        documents = [
+            store.get_json(key) for key in store.list(DATASETS_ROOT) if key.endswith("/meta.json")
+        ]
+        if identifier is not None:
+            documents = [d for d in documents if d.get("identifier") == identifier]
+        documents.sort(key=lambda d: str(d.get("uploaded_at", "")), reverse=True)
+        return JSONResponse({"datasets": documents})
+
+    def checked_keys(dataset_id: str) -> dict[str, str] | JSONResponse:
+        if not is_dataset_id(dataset_id):
+            return _error(
+                422,
+                f"invalid dataset id {dataset_id!r}: expected the form "
+                "'20240131T235959Z-0123456789ab' returned by POST /v1/datasets",
+            )
+        keys = dataset_keys(dataset_id)
+        if not context.store.exists(keys["meta"]):
+            return _error(404, f"no dataset {dataset_id!r}")
+        return keys
+
+    @app.get("/v1/datasets/{dataset_id}", response_model=None)
+    def get_dataset(dataset_id: str) -> Response:
+        """One dataset's metadata (404 for an unknown id, 422 for a malformed one)."""
+        keys = checked_keys(dataset_id)
+        if isinstance(keys, JSONResponse):
+            return keys
+        return JSONResponse(context.store.get_json(keys["meta"]))
+
+    def download(dataset_id: str, role: str) -> Response:
+        keys = checked_keys(dataset_id)
+        if isinstance(keys, JSONResponse):
+            return keys
+        try:
+            data = context.store.get(keys[role])
+        except KeyError:
+            return _error(404, f"dataset {dataset_id!r} has no {role} file")
+        return Response(
+            data,
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{dataset_id}-{role}.csv"'},
+        )
+
+    @app.get("/v1/datasets/{dataset_id}/train.csv", response_model=None)
+    def download_train(dataset_id: str) -> Response:
+        """The stored training CSV, byte for byte."""
+        return download(dataset_id, "train")
+
+    @app.get("/v1/datasets/{dataset_id}/test.csv", response_model=None)
+    def download_test(dataset_id: str) -> Response:
+        """The stored test CSV (404 when the upload had none)."""
+        return download(dataset_id, "test")
+
+    return app

@@ -1,0 +1,107 @@
+"""Run one service's consume loop until told to stop: the body of ``flts worker NAME``.
+
+Each worker is its own OS process in the embedded and distributed modes; ``flts pipeline``
+runs the same loops as threads. SIGTERM and SIGINT stop the loop between messages (the bus
+never interrupts a handler), then the bus is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Protocol
+
+from flts.events import Event
+from flts.exceptions import ConfigurationError
+from flts.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
+
+WORKERS = ("preprocess", "train", "evaluate", "batch-inference")
+#: How often the evaluator looks for config hashes whose deadline has passed.
+DEADLINE_TICK_SECONDS = 2.0
+
+
+class Service(Protocol):
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    @property
+    def group(self) -> str: ...
+
+    def handle(self, event: Event) -> None: ...
+
+
+def build_service(name: str, context: ServiceContext, model_type: str | None = None) -> Service:
+    """The service object for ``name``; configuration errors surface here, at start-up."""
+    if name == "preprocess":
+        from flts.services.preprocess import PreprocessService
+
+        return PreprocessService(context)
+    if name == "train":
+        model = model_type or context.settings.model_type
+        if not model:
+            raise ConfigurationError(
+                "a trainer needs a model type: pass --model or set FLTS_MODEL_TYPE"
+            )
+        from flts.services.train import TrainService
+
+        return TrainService(context, model)
+    if name == "evaluate":
+        from flts.services.evaluate import EvaluateService
+
+        return EvaluateService(context)
+    if name == "batch-inference":
+        from flts.services.batch_inference import BatchInferenceService
+
+        return BatchInferenceService(context)
+    raise ConfigurationError(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}")
+
+
+def _ticker(tick: Callable[[], None], stop: threading.Event, every: float) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                tick()
+            except Exception:  # a failed tick is retried at the next one
+                log.exception("periodic check failed")
+
+    thread = threading.Thread(target=loop, name="deadline-ticker", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_service(
+    service: Service,
+    context: ServiceContext,
+    stop: threading.Event,
+    *,
+    poll_timeout: float = 0.5,
+) -> None:
+    """Consume for ``service`` until ``stop`` is set; evaluators also get a deadline ticker."""
+    check_deadlines = getattr(service, "check_deadlines", None)
+    ticker = None
+    if callable(check_deadlines):
+        ticker = _ticker(check_deadlines, stop, DEADLINE_TICK_SECONDS)
+    try:
+        context.bus.consume(
+            service.topics, service.group, service.handle, stop=stop, poll_timeout=poll_timeout
+        )
+    finally:
+        stop.set()
+        if ticker is not None:
+            ticker.join(timeout=DEADLINE_TICK_SECONDS + 1)
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` (the loop finishes its current message, then exits)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received signal %s, stopping after the current message", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

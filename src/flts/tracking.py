@@ -1,0 +1,526 @@
+"""Tracking and registry through MLflow: one place that knows MLflow's API.
+
+Every training run (successful or failed) becomes an MLflow run in one experiment, tagged
+``config_hash``, ``identifier``, ``model_type`` and ``correlation_id``, so the tracking store is
+the durable record the evaluator derives its state from (DESIGN.md rule 5): "which model types
+have reported for this config hash" is a query, not something held in memory.
+
+The model itself is logged as the directory :meth:`Forecaster.save` writes (feature spec,
+scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``;
+nothing here pickles anything, and loading goes back through :func:`flts.models.base.load_model`.
+
+Backends are MLflow's own URI handling (DESIGN.md §2): ``sqlite:///...`` in tests and the
+embedded default, ``http://mlflow:5000`` for a tracking server. Only for store URIs that are not
+a server (SQLite, PostgreSQL, ...) do we pick the artifact location ourselves, under
+``settings.home/artifacts``; a server decides its own (``--artifacts-destination``).
+
+``import mlflow`` costs over a second, so this module imports it lazily: modules that only need
+:class:`RunRecord` (or type hints) stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from flts.exceptions import ConfigurationError, FLTSError, ModelError
+from flts.settings import Settings
+
+if TYPE_CHECKING:
+    from flts.evaluation import Scores
+    from flts.models.base import Forecaster
+
+log = logging.getLogger(__name__)
+
+#: Artifact path of the saved model directory inside every run.
+MODEL_ARTIFACT = "model"
+#: Registry alias of the promoted model version.
+CHAMPION_ALIAS = "champion"
+#: Run tags we set and search on.
+TAG_CONFIG_HASH = "config_hash"
+TAG_IDENTIFIER = "identifier"
+TAG_MODEL_TYPE = "model_type"
+TAG_CORRELATION_ID = "correlation_id"
+TAG_ERROR = "error"
+
+#: MLflow run statuses a run ends in.
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+TERMINAL_STATUSES = frozenset({FINISHED, FAILED, "KILLED"})
+
+# URI schemes that name a tracking *server*, which owns its artifact location.
+_SERVER_SCHEMES = frozenset({"http", "https", "databricks"})
+# Values we put into search filters must not be able to close the quoted string.
+_FILTER_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
+# Run ids become cache directory names.
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_TAG_CHARS = 4000
+_MAX_PARAM_CHARS = 500
+_SEARCH_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One tracked training run as the evaluator and the CLI see it."""
+
+    run_id: str
+    model_type: str
+    status: str
+    """MLflow status: ``FINISHED`` (model logged), ``FAILED``, ``RUNNING``, ``KILLED``."""
+    identifier: str
+    config_hash: str
+    correlation_id: str
+    start_time: datetime
+    """When training started (UTC)."""
+    end_time: datetime | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True when the run logged a usable model."""
+        return self.status == FINISHED
+
+    @property
+    def terminal(self) -> bool:
+        """True when the run will not change any more (the model type has reported)."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def train_seconds(self) -> float | None:
+        return self.metrics.get("train_seconds")
+
+
+@contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Silence the one deprecation SQLAlchemy 2.1 raises when MLflow's SQL store is first
+    imported (``noload`` in MLflow's ORM mappings; not ours to fix, and with warnings as
+    errors it would break the first tracking call of a process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r".*``noload`` loader strategy is deprecated.*",
+            category=DeprecationWarning,
+        )
+        yield
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for other URIs or in-memory)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    raw = uri[len(prefix) :].split("?", 1)[0]
+    return None if raw in ("", ":memory:") else Path(raw)
+
+
+@contextmanager
+def _first_use_lock(database: Path | None) -> Iterator[None]:
+    """Serialise the first connection of every process to one SQLite file.
+
+    MLflow creates and migrates the schema on first use; several workers started together
+    (``flts up``) would run the migrations concurrently and all but one would fail with
+    "duplicate column". An advisory file lock next to the database makes them take turns.
+    """
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)  # SQLite will not create the folder
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, start workers one at a time instead
+        yield
+        return
+    with (database.parent / f"{database.name}.init-lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_server_uri(uri: str) -> bool:
+    """True for a tracking server URI (``http://...``), False for a store URI (``sqlite:...``)."""
+    return urlparse(uri).scheme.lower() in _SERVER_SCHEMES
+
+
+def _filter_value(name: str, value: str) -> str:
+    if not _FILTER_VALUE.fullmatch(value):
+        raise ConfigurationError(f"{name} {value!r} cannot be used in a tracking search")
+    return value
+
+
+def _stamp(millis: int | None) -> datetime | None:
+    return None if millis is None else datetime.fromtimestamp(millis / 1000.0, tz=UTC)
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text[:_MAX_PARAM_CHARS]
+
+
+def _run_metrics(model: Forecaster, validation: Scores | None) -> dict[str, float]:
+    """Metrics of a training run: timing and sizes, and the trainer's own validation scores
+    (informational only: the evaluator re-scores every candidate on the test split)."""
+    metrics: dict[str, float] = {}
+    for key in ("train_seconds", "train_windows", "validation_windows", "best_epoch"):
+        value = model.metadata.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics[key] = float(value)
+    if validation is not None:
+        metrics.update(
+            validation_nrmse=validation.nrmse,
+            validation_mae5=validation.mae5,
+            validation_rmse5=validation.rmse5,
+        )
+        for target, scores in validation.per_target.items():
+            metrics[f"validation_{target}_mae"] = scores.mae
+            metrics[f"validation_{target}_rmse"] = scores.rmse
+            metrics[f"validation_{target}_nrmse"] = scores.nrmse
+    # MLflow would store inf as 1.8e308, which reads like a real (terrible) score.
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+class Tracker:
+    """Log training runs, answer "which runs exist for this config", fetch models, and move
+    the registry alias ``champion``.
+
+    Safe to use from several threads of one process; several processes may share one store.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings
+        self.uri = settings.tracking_uri
+        self.experiment_name = settings.registry_prefix
+        self.cache_dir = settings.home.expanduser() / "cache" / "models"
+        # Downloads would print a progress bar per model to stderr; services log instead.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MlflowClient opens (and for a new SQLite file, creates and migrates) the store
+        # right here, so this is the first use the lock must cover.
+        with _first_use_lock(sqlite_path(self.uri)), _quiet_mlflow():
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._experiment_id: str | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ experiment
+
+    @property
+    def experiment_id(self) -> str:
+        """The experiment every run goes to (see :meth:`_ready`)."""
+        return self._ready()
+
+    def _ready(self) -> str:
+        """Connect once: create the schema (one process at a time for SQLite) and the
+        experiment; several processes may race to create it, the loser reads the winner's."""
+        with self._lock:
+            if self._experiment_id is None:
+                with _first_use_lock(sqlite_path(self.uri)), _quiet_mlflow():
+                    self.client.search_registered_models(max_results=1)
+                    self._experiment_id = self._get_or_create_experiment()
+            return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        if is_server_uri(self.uri):
+            return None
+        directory = (self.settings.home.expanduser() / "artifacts").resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory.as_uri()
+
+    def _get_or_create_experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with _quiet_mlflow():
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is not None:
+                return str(experiment.experiment_id)
+            try:
+                return str(
+                    self.client.create_experiment(
+                        self.experiment_name, artifact_location=self._artifact_location()
+                    )
+                )
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:  # created and deleted in between: nothing sensible to do
+            raise ConfigurationError(f"tracking experiment {self.experiment_name!r} vanished")
+        return str(experiment.experiment_id)
+
+    # ------------------------------------------------------------------ logging runs
+
+    def _tags(
+        self, *, model_type: str, identifier: str, config_hash: str, correlation_id: str
+    ) -> dict[str, str]:
+        return {
+            TAG_CONFIG_HASH: config_hash,
+            TAG_IDENTIFIER: identifier,
+            TAG_MODEL_TYPE: model_type,
+            TAG_CORRELATION_ID: correlation_id,
+            "mlflow.runName": f"{model_type.lower()}-{identifier}-{config_hash[:8]}",
+        }
+
+    def log_training_run(
+        self,
+        model: Forecaster,
+        *,
+        identifier: str,
+        config_hash: str,
+        correlation_id: str,
+        validation: Scores | None = None,
+    ) -> str:
+        """Log a fitted model as a FINISHED run and return its run id.
+
+        The model is saved before any run exists, so a model that cannot be saved raises
+        :class:`~flts.exceptions.ModelError` and leaves no half-logged run; a tracking failure
+        after that marks the run FAILED (best effort) and propagates for the caller to retry.
+        """
+        from mlflow.entities import Metric, Param
+
+        with tempfile.TemporaryDirectory(prefix="flts-model-") as scratch:
+            model_dir = Path(scratch) / MODEL_ARTIFACT
+            try:
+                model.save(model_dir)
+            except FLTSError:
+                raise
+            except Exception as exc:  # torch/ONNX/IO errors while saving are the model's
+                raise ModelError(f"cannot save {model.model_type} model: {exc}") from exc
+
+            metrics = _run_metrics(model, validation)
+            now_ms = int(time.time() * 1000)
+            # The run spans the training, so the evaluator's deadline clock starts when the
+            # first model of a config started training, not when it finished.
+            start_ms = now_ms - int(1000 * metrics.get("train_seconds", 0.0))
+            params = {"seed": model.seed, **model.params}
+            with _quiet_mlflow():
+                run = self.client.create_run(
+                    self.experiment_id,
+                    start_time=start_ms,
+                    tags=self._tags(
+                        model_type=model.model_type,
+                        identifier=identifier,
+                        config_hash=config_hash,
+                        correlation_id=correlation_id,
+                    ),
+                )
+                run_id = str(run.info.run_id)
+                try:
+                    self.client.log_batch(
+                        run_id,
+                        metrics=[Metric(k, v, now_ms, 0) for k, v in sorted(metrics.items())],
+                        params=[Param(k, _param_value(v)) for k, v in sorted(params.items())],
+                    )
+                    self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+                    self.client.set_terminated(run_id, FINISHED)
+                except BaseException:
+                    self._terminate_quietly(run_id, FAILED)
+                    raise
+        log.info("logged %s run %s for %s/%s", model.model_type, run_id, identifier, config_hash)
+        return run_id
+
+    def log_failed_run(
+        self,
+        *,
+        model_type: str,
+        identifier: str,
+        config_hash: str,
+        correlation_id: str,
+        error: str,
+    ) -> str:
+        """Record that ``model_type`` failed to train on this config (so the evaluator counts
+        it as reported and does not wait for it) and return the run id."""
+        tags = self._tags(
+            model_type=model_type,
+            identifier=identifier,
+            config_hash=config_hash,
+            correlation_id=correlation_id,
+        )
+        tags[TAG_ERROR] = error[:_MAX_TAG_CHARS]
+        with _quiet_mlflow():
+            run = self.client.create_run(self.experiment_id, tags=tags)
+            run_id = str(run.info.run_id)
+            self.client.set_terminated(run_id, FAILED)
+        return run_id
+
+    def _terminate_quietly(self, run_id: str, status: str) -> None:
+        try:
+            self.client.set_terminated(run_id, status)
+        except Exception:  # the original error matters more than this one
+            log.warning("could not mark run %s %s", run_id, status, exc_info=True)
+
+    # ------------------------------------------------------------------ reading runs
+
+    def runs_for(self, *, config_hash: str, identifier: str) -> list[RunRecord]:
+        """Every active run for this config hash and identifier, oldest first."""
+        config_hash = _filter_value("config_hash", config_hash)
+        identifier = _filter_value("identifier", identifier)
+        query = (
+            f"tags.{TAG_CONFIG_HASH} = '{config_hash}' and tags.{TAG_IDENTIFIER} = '{identifier}'"
+        )
+        records: list[RunRecord] = []
+        token: str | None = None
+        with _quiet_mlflow():
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id],
+                    filter_string=query,
+                    max_results=_SEARCH_PAGE,
+                    order_by=["attributes.start_time ASC"],
+                    page_token=token,
+                )
+                records.extend(self._record(run) for run in page)
+                token = page.token
+                if not token:
+                    break
+        return sorted(records, key=lambda r: (r.start_time, r.run_id))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id``, or ``None`` when it does not exist or was deleted."""
+        from mlflow.exceptions import MlflowException
+
+        self._ready()
+        try:
+            with _quiet_mlflow():
+                run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise  # an unreachable server is not "the run is gone"
+        if run.info.lifecycle_stage == "deleted":
+            return None
+        return self._record(run)
+
+    def run_exists(self, run_id: str) -> bool:
+        """True when ``run_id`` names an active run (the promotion pointer's validity test)."""
+        return self.get_run(run_id) is not None
+
+    @staticmethod
+    def _record(run: Any) -> RunRecord:
+        tags: dict[str, str] = dict(run.data.tags)
+        start = _stamp(run.info.start_time) or datetime.fromtimestamp(0, tz=UTC)
+        return RunRecord(
+            run_id=str(run.info.run_id),
+            model_type=tags.get(TAG_MODEL_TYPE, ""),
+            status=str(run.info.status),
+            identifier=tags.get(TAG_IDENTIFIER, ""),
+            config_hash=tags.get(TAG_CONFIG_HASH, ""),
+            correlation_id=tags.get(TAG_CORRELATION_ID, ""),
+            start_time=start,
+            end_time=_stamp(run.info.end_time),
+            metrics={str(k): float(v) for k, v in run.data.metrics.items()},
+            error=tags.get(TAG_ERROR),
+        )
+
+    # ------------------------------------------------------------------ models
+
+    def model_dir(self, run_id: str) -> Path:
+        """The run's saved-model directory, downloaded once into the local cache.
+
+        The download goes to a scratch directory renamed into place, so a concurrent reader
+        (another replica on this machine) never sees a half-copied model.
+        """
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        if not _RUN_ID.fullmatch(run_id):
+            raise ModelError(f"invalid run id {run_id!r}")
+        target = self.cache_dir / run_id
+        if target.is_dir():
+            return target
+        self._ready()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.cache_dir / f".download-{run_id}-{uuid.uuid4().hex}"
+        try:
+            with _quiet_mlflow():
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=MODEL_ARTIFACT,
+                    dst_path=str(scratch),
+                    tracking_uri=self.uri,
+                )
+            try:
+                Path(local).rename(target)
+            except OSError:
+                if not target.is_dir():  # not a lost race: a real failure
+                    raise
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise  # an unreachable server is worth a retry, not a verdict on the model
+            raise ModelError(f"run {run_id} has no saved model: {exc.message}") from exc
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target
+
+    def load_model(self, run_id: str) -> Forecaster:
+        """The run's model, rebuilt from its saved directory (no pickles)."""
+        from flts.models.base import load_model
+
+        return load_model(self.model_dir(run_id))
+
+    # ------------------------------------------------------------------ registry
+
+    def registered_model_name(self, identifier: str) -> str:
+        return f"{self.settings.registry_prefix}-{identifier}"
+
+    def set_champion(self, run_id: str, identifier: str) -> str:
+        """Point the registry alias ``champion`` of ``<prefix>-<identifier>`` at the run's
+        model and return the model version. Idempotent: a run already registered under that
+        name reuses its version, so a resumed promotion does not add versions."""
+        from mlflow.exceptions import MlflowException
+
+        name = _filter_value("registered model name", self.registered_model_name(identifier))
+        run_id = _filter_value("run_id", run_id)
+        self._ready()
+        with _quiet_mlflow():
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            existing = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if existing:
+                version = str(min(int(v.version) for v in existing))
+            else:
+                created = self.client.create_model_version(
+                    name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
+                )
+                version = str(created.version)
+            self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        log.info(
+            "registry %s: alias %s -> version %s (run %s)", name, CHAMPION_ALIAS, version, run_id
+        )
+        return version
+
+    def champion_run_id(self, identifier: str) -> str | None:
+        """The run behind the registry alias ``champion`` (``None`` when unset)."""
+        from mlflow.exceptions import MlflowException
+
+        self._ready()
+        try:
+            with _quiet_mlflow():
+                version = self.client.get_model_version_by_alias(
+                    self.registered_model_name(identifier), CHAMPION_ALIAS
+                )
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return None if version.run_id is None else str(version.run_id)

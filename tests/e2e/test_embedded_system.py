@@ -1,0 +1,170 @@
+"""The embedded system for real: every service in its own OS process on the SQLite bus.
+
+Upload through the gateway -> preprocess -> one trainer per model type -> evaluator ->
+promotion -> the inference replica serves the champion. Then a second upload with another
+configuration promotes a new champion while a client keeps sending requests: the replica
+switches without a single failed request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from flts.data.synthetic import synthetic_traffic
+from flts.settings import Settings
+from flts.supervisor import Supervisor, service_specs
+
+pytestmark = pytest.mark.e2e
+MODELS = ["PERSISTENCE", "RIDGE"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dataset(seed: int, start: str, scale: float = 1.0) -> tuple[bytes, bytes]:
+    """Train (2 days) and test (12 h) CSV bytes; ``scale`` shifts the traffic level so that a
+    model trained on another level is measurably worse (a regime change)."""
+    frame = synthetic_traffic(1_800, seed=seed, start=start)
+    for column in ("down", "up", "rb_down", "rb_up", "rnti_count"):
+        frame[column] = frame[column] * scale
+    return (
+        frame.iloc[:1_440].to_csv(index=False).encode(),
+        frame.iloc[1_440:].to_csv(index=False).encode(),
+    )
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    gateway_port, serve_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "FLTS_HOME": str(tmp_path / "home"),
+        "FLTS_GATEWAY__PORT": str(gateway_port),
+        "FLTS_SERVING__PORT": str(serve_port),
+        "FLTS_SERVING__POINTER_POLL_SECONDS": "0.5",
+        "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(MODELS),
+    }
+    settings = Settings(home=tmp_path / "home", serving={"port": serve_port})
+    supervisor = Supervisor(
+        service_specs(settings, MODELS, serve_ports=[serve_port]),
+        log_dir=tmp_path / "logs",
+        env=env,
+        max_restarts=0,
+    )
+    supervisor.start()
+    try:
+        yield {
+            "gateway": f"http://127.0.0.1:{gateway_port}",
+            "api": f"http://127.0.0.1:{serve_port}",
+            "supervisor": supervisor,
+            "logs": tmp_path / "logs",
+        }
+    finally:
+        supervisor.stop()
+
+
+def _upload(gateway: str, train: bytes, test: bytes, identifier: str) -> str:
+    response = httpx.post(
+        f"{gateway}/v1/datasets",
+        files={
+            "train": ("train.csv", io.BytesIO(train), "text/csv"),
+            "test": ("test.csv", io.BytesIO(test), "text/csv"),
+        },
+        data={"identifier": identifier},
+        timeout=60,
+    )
+    assert response.status_code in (200, 201, 202), response.text
+    return str(response.json()["dataset_id"])
+
+
+def _request(test_csv: bytes, identifier: str) -> dict[str, Any]:
+    rows = pd.read_csv(io.BytesIO(test_csv)).tail(10)
+    return {"identifier": identifier, "history": json.loads(rows.to_json(orient="records"))}
+
+
+def _champion(api: str, identifier: str) -> str | None:
+    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": identifier})
+    if response.status_code != 200:
+        return None
+    return str(response.json()["run_id"])
+
+
+def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, Any]) -> None:
+    gateway, api = system["gateway"], system["api"]
+    identifier = "Station1"
+    _wait(lambda: httpx.get(f"{gateway}/healthz").status_code == 200, 90, "the gateway")
+    _wait(lambda: httpx.get(f"{api}/healthz").status_code == 200, 90, "the inference API")
+    # Before any promotion the API is alive but not ready and answers 503 with Retry-After.
+    assert httpx.get(f"{api}/readyz").status_code == 503
+    train, test = _dataset(seed=1, start="2018-02-05 00:00:00")
+    body = _request(test, identifier)
+    early = httpx.post(f"{api}/v1/forecast", json=body)
+    assert early.status_code == 503
+    assert "retry-after" in early.headers
+
+    _upload(gateway, train, test, identifier)
+    first = _wait(lambda: _champion(api, identifier), 180, "the first champion")
+    response = httpx.post(f"{api}/v1/forecast", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-run-id"] == first
+    assert set(response.json()["forecast"][0]) >= {"time", "down", "up", "rnti_count"}
+
+    # A client keeps sending requests while a second configuration is promoted.
+    seen: dict[str, int] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=api, timeout=10) as http:
+            while not stop.is_set():
+                reply = http.post("/v1/forecast", json=body)
+                if reply.status_code != 200:
+                    failures.append(f"{reply.status_code} {reply.text[:200]}")
+                    continue
+                run = reply.headers["x-model-run-id"]
+                seen[run] = seen.get(run, 0) + 1
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        train2, test2 = _dataset(seed=2, start="2018-03-05 00:00:00", scale=0.2)
+        _upload(gateway, train2, test2, identifier)
+        second = _wait(
+            lambda: (run := _champion(api, identifier)) != first and run, 180, "a new champion"
+        )
+        _wait(lambda: seen.get(second, 0) > 0, 30, "answers from the new champion")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert failures == []
+    assert seen[first] > 0
+    assert seen[second] > 0
+    assert all(system["supervisor"].alive().values()), system["supervisor"].alive()

@@ -1,0 +1,397 @@
+"""EvaluateService: waits for the expected models or a deadline, scores candidates itself on
+the test split, promotes through the gate once, and resumes after a restart."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from flts.bus import Bus
+from flts.data import FeatureSpec, split, validate_frame
+from flts.data.processed import ProcessedKeys, read_splits, write_processed
+from flts.data.synthetic import synthetic_traffic
+from flts.evaluation import score
+from flts.events import (
+    MODEL_SELECTED,
+    MODEL_TRAINING,
+    Event,
+    ModelSelectedEvent,
+    ModelTrainingEvent,
+    TrainingData,
+    TrainingDataEvent,
+    TrainingStatus,
+    new_event,
+)
+from flts.services.context import ServiceContext
+from flts.services.evaluate import (
+    Decision,
+    EvaluateService,
+    decision_key,
+    list_decisions,
+    pending_key,
+    read_decision,
+)
+from flts.services.train import TrainService
+from flts.settings import EvaluationSettings, Settings
+from flts.storage import ObjectStore
+from flts.tracking import Tracker
+
+HASH_1 = "1111aaaa" * 2
+HASH_2 = "2222bbbb" * 2
+CHEAP = ("PERSISTENCE", "RIDGE", "SEASONAL_NAIVE")
+
+
+class Clock:
+    """A settable UTC clock, so deadline tests need no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its schema created once (copying it is instant)."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    database = home / "mlflow.db"
+    Tracker(Settings(home=home, tracking_uri=f"sqlite:///{database}")).client.search_experiments()
+    return database
+
+
+@pytest.fixture
+def settings(tmp_path: Path, mlflow_template: Path) -> Settings:
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    return Settings(
+        home=tmp_path,
+        bus_url=f"memory://{uuid.uuid4().hex}",
+        storage_url=f"memory://{uuid.uuid4().hex}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        evaluation=EvaluationSettings(expected_models=CHEAP, deadline_seconds=60),
+    )
+
+
+@pytest.fixture
+def context(settings: Settings) -> Iterator[ServiceContext]:
+    context = ServiceContext(settings)
+    yield context
+    context.close()
+
+
+def write_data(store: ObjectStore, config_hash: str, seed: int) -> TrainingDataEvent:
+    """Processed data as preprocessing leaves it, and the claim check announcing it."""
+    spec = FeatureSpec()
+    full = synthetic_traffic(800, seed=seed)
+    train = validate_frame(full.iloc[:600].reset_index(drop=True), spec)
+    test = validate_frame(full.iloc[600:].reset_index(drop=True), spec)
+    keys = write_processed(
+        store,
+        split(train, test, spec=spec),
+        config_hash=config_hash,
+        canonical_json="{}",
+        input_digests={},
+    )
+    payload = TrainingData(
+        config_hash=keys.config_hash,
+        processed_prefix=keys.prefix,
+        train_key=keys.train_key,
+        validation_key=keys.validation_key,
+        test_key=keys.test_key,
+        scaler_key=keys.scaler_key,
+        feature_spec_key=keys.feature_spec_key,
+        meta_key=keys.meta_key,
+    )
+    event = new_event(payload, correlation_id=f"corr-{config_hash[:4]}")
+    assert isinstance(event, TrainingDataEvent)
+    return event
+
+
+def events(bus: Bus, topic: str) -> list[Event]:
+    """Everything published on ``topic`` so far (read by a fresh consumer group)."""
+    seen: list[Event] = []
+    bus.consume(topic, f"reader-{uuid.uuid4().hex[:8]}", seen.append, max_idle=0.05)
+    return seen
+
+
+def train(context: ServiceContext, data: TrainingDataEvent, model_type: str) -> ModelTrainingEvent:
+    """Train one model type and return its final report (SUCCESS or FAILED)."""
+    TrainService(context, model_type).handle(data)
+    final = [
+        e
+        for e in events(context.bus, MODEL_TRAINING)
+        if isinstance(e, ModelTrainingEvent)
+        and e.payload.model_type == model_type
+        and e.config_hash == data.config_hash
+        and e.payload.status is not TrainingStatus.RUNNING
+    ]
+    return final[-1]
+
+
+def selected(bus: Bus) -> list[ModelSelectedEvent]:
+    return [e for e in events(bus, MODEL_SELECTED) if isinstance(e, ModelSelectedEvent)]
+
+
+def test_waits_for_every_expected_model_then_promotes_the_best(context: ServiceContext) -> None:
+    data = write_data(context.store, HASH_1, seed=7)
+    evaluator = EvaluateService(context)
+
+    for model_type in ("PERSISTENCE", "RIDGE"):
+        evaluator.handle(train(context, data, model_type))
+        assert read_decision(context.store, "global", HASH_1) is None  # still waiting
+    assert context.store.exists(pending_key("global", HASH_1))
+    assert context.promotions.current() is None
+    assert selected(context.bus) == []
+
+    evaluator.handle(train(context, data, "SEASONAL_NAIVE"))
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    assert decision.state == "done"
+    assert not decision.deadline_passed
+    assert not context.store.exists(pending_key("global", HASH_1))
+    board = decision.leaderboard
+    assert sorted(e.model_type for e in board) == sorted(CHEAP)
+    assert [e.nrmse for e in board] == sorted(e.nrmse for e in board if e.nrmse is not None)
+    winner = board[0]
+    assert winner.promoted
+    assert "beats persistence" in winner.reason
+    assert [e.promoted for e in board[1:]] == [False, False]
+    assert decision.champion == {
+        "run_id": winner.run_id,
+        "model_type": winner.model_type,
+        "nrmse": winner.nrmse,
+    }
+    assert decision.baseline["nrmse"] is not None
+    assert winner.nrmse is not None
+    assert winner.nrmse < decision.baseline["nrmse"]
+
+    # Promotion: pointer(s), history, registry alias, event.
+    pointer = context.promotions.current("global")
+    assert pointer is not None
+    assert pointer.run_id == winner.run_id
+    assert pointer.previous_run_id is None
+    assert pointer.scores["nrmse"] == winner.nrmse
+    assert context.promotions.current_for_config("global", HASH_1) == pointer
+    assert [h.run_id for h in context.promotions.history("global")] == [winner.run_id]
+    assert context.tracker.champion_run_id("global") == winner.run_id
+    [event] = selected(context.bus)
+    assert (event.payload.run_id, event.payload.model_type) == (winner.run_id, winner.model_type)
+    assert event.payload.previous_run_id is None
+    assert event.payload.scores["nrmse"] == winner.nrmse
+    assert event.payload.promoted_at == pointer.promoted_at
+    assert (event.config_hash, event.correlation_id) == (HASH_1, "corr-1111")
+
+    # The CLI's view of the same decision.
+    [listed] = list_decisions(context.store)
+    assert listed["champion"]["run_id"] == winner.run_id
+    assert listed["leaderboard"][0]["model_type"] == winner.model_type
+
+
+def test_scores_are_the_evaluators_own_on_the_test_split(context: ServiceContext) -> None:
+    data = write_data(context.store, HASH_1, seed=7)
+    reports = [train(context, data, m) for m in CHEAP]
+    runs = {
+        r.model_type: r for r in context.tracker.runs_for(config_hash=HASH_1, identifier="global")
+    }
+    # A trainer (or anyone) claiming a perfect score for the weakest model changes nothing.
+    for name in ("validation_nrmse", "nrmse", "test_nrmse"):
+        context.tracker.client.log_metric(runs["PERSISTENCE"].run_id, name, 1e-9)
+
+    evaluator = EvaluateService(context)
+    for report in reports:
+        evaluator.handle(report)
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+
+    prepared = read_splits(context.store, ProcessedKeys.for_hash(HASH_1)).windows()
+    assert prepared.test is not None
+    expected = {}
+    for model_type, run in runs.items():
+        model = context.tracker.load_model(run.run_id)
+        truth = score(prepared.test.targets, model.predict(prepared.test), prepared.spec.targets)
+        expected[model_type] = truth.nrmse
+    board = {e.model_type: e for e in decision.leaderboard}
+    for model_type, nrmse in expected.items():
+        assert board[model_type].nrmse == pytest.approx(nrmse, rel=1e-12)
+    assert decision.test_windows == len(prepared.test)
+    assert decision.baseline["nrmse"] == pytest.approx(expected["PERSISTENCE"], rel=1e-12)
+    assert decision.leaderboard[0].model_type == min(expected, key=lambda m: expected[m])
+    assert board["PERSISTENCE"].nrmse != pytest.approx(1e-9)
+    assert not board["PERSISTENCE"].promoted
+
+
+def test_deadline_scores_what_exists(settings: Settings) -> None:
+    expected = EvaluationSettings(
+        expected_models=("RIDGE", "PERSISTENCE", "GRU"), deadline_seconds=30
+    )
+    context = ServiceContext(settings.model_copy(update={"evaluation": expected}))
+    clock = Clock()
+    evaluator = EvaluateService(context, clock=clock)
+    data = write_data(context.store, HASH_1, seed=7)
+    for model_type in ("RIDGE", "PERSISTENCE"):
+        evaluator.handle(train(context, data, model_type))
+    assert evaluator.check_deadlines() == []  # GRU has 30 s left
+    assert read_decision(context.store, "global", HASH_1) is None
+
+    clock.advance(31)
+    [decision] = evaluator.check_deadlines()
+    assert decision.deadline_passed
+    assert decision.missing_models == ["GRU"]
+    board = {e.model_type: e for e in decision.leaderboard}
+    assert board["GRU"].status == "MISSING"
+    assert board["GRU"].run_id is None
+    assert board["RIDGE"].promoted
+    assert board["PERSISTENCE"].status == "SUCCESS"
+    promoted = context.promotions.current()
+    assert promoted is not None
+    assert promoted.run_id == board["RIDGE"].run_id
+    assert evaluator.check_deadlines() == []  # decided once
+    context.close()
+
+
+def test_restarted_evaluator_resumes_and_decides_once(settings: Settings) -> None:
+    first = ServiceContext(settings)
+    data = write_data(first.store, HASH_1, seed=7)
+    evaluator = EvaluateService(first)
+    evaluator.handle(train(first, data, "PERSISTENCE"))
+    evaluator.handle(train(first, data, "RIDGE"))
+    assert read_decision(first.store, "global", HASH_1) is None
+    first.close()
+    del evaluator  # the process dies mid-wait: nothing it held in memory survives
+
+    second = ServiceContext(settings)  # same stores, new objects
+    last = train(second, data, "SEASONAL_NAIVE")
+    restarted = EvaluateService(second)
+    restarted.handle(last)
+    decision = restarted.decision("global", HASH_1)
+    assert decision is not None
+    assert decision.champion is not None
+    assert sorted(e.model_type for e in decision.leaderboard) == sorted(CHEAP)
+
+    # Duplicates and late reports change nothing: one decision, one promotion, one event.
+    restarted.handle(last)
+    EvaluateService(ServiceContext(settings)).handle(last)
+    assert restarted.check_deadlines() == []
+    assert len(second.promotions.history("global")) == 1
+    assert len(selected(second.bus)) == 1
+    assert restarted.decision("global", HASH_1) == decision
+    second.close()
+
+
+def test_restart_with_no_new_event_decides_from_the_pending_marker(settings: Settings) -> None:
+    clock = Clock()
+    first = ServiceContext(settings)
+    data = write_data(first.store, HASH_1, seed=7)
+    evaluator = EvaluateService(first, clock=clock)
+    evaluator.handle(train(first, data, "RIDGE"))
+    first.close()
+
+    clock.advance(61)  # the other trainers never report
+    restarted = EvaluateService(ServiceContext(settings), clock=clock)
+    [decision] = restarted.check_deadlines()
+    assert decision.deadline_passed
+    assert sorted(decision.missing_models) == ["PERSISTENCE", "SEASONAL_NAIVE"]
+    assert decision.leaderboard[0].model_type == "RIDGE"
+    assert decision.leaderboard[0].promoted
+
+
+def test_crash_during_promotion_is_finished_not_redecided(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = ServiceContext(settings)
+    data = write_data(context.store, HASH_1, seed=7)
+    reports = [train(context, data, m) for m in CHEAP]
+    evaluator = EvaluateService(context)
+
+    def crash(self: Tracker, run_id: str, identifier: str) -> str:
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(Tracker, "set_champion", crash)
+    with pytest.raises(ConnectionError):
+        evaluator.handle(reports[0])  # every type has reported: it decides, then crashes
+    half = read_decision(context.store, "global", HASH_1)
+    assert half is not None
+    assert half["state"] == "promoting"
+    monkeypatch.undo()
+
+    restarted = EvaluateService(ServiceContext(settings))
+    restarted.handle(reports[-1])  # the bus redelivers the report
+    done = restarted.decision("global", HASH_1)
+    assert done is not None
+    assert done.state == "done"
+    assert done.promotion == Decision.model_validate(half).promotion  # same decision
+    assert len(context.promotions.history("global")) == 1
+    assert done.champion is not None
+    assert context.tracker.champion_run_id("global") == done.champion["run_id"]
+    assert [e.payload.run_id for e in selected(context.bus)] == [done.champion["run_id"]]
+    context.close()
+
+
+def test_candidate_not_better_than_the_champion_is_not_promoted(settings: Settings) -> None:
+    expected = EvaluationSettings(
+        expected_models=("PERSISTENCE", "RIDGE"), deadline_seconds=60, champion_margin=0.5
+    )
+    context = ServiceContext(settings.model_copy(update={"evaluation": expected}))
+    evaluator = EvaluateService(context)
+    first = write_data(context.store, HASH_1, seed=7)
+    for model_type in ("PERSISTENCE", "RIDGE"):
+        evaluator.handle(train(context, first, model_type))
+    champion = context.promotions.current()
+    assert champion is not None
+    assert champion.model_type == "RIDGE"
+
+    # New data, same feature spec: the champion is re-scored on the new test windows, and
+    # the new ridge must beat it by 50 % - it cannot.
+    second = write_data(context.store, HASH_2, seed=8)
+    for model_type in ("PERSISTENCE", "RIDGE"):
+        evaluator.handle(train(context, second, model_type))
+    decision = evaluator.decision("global", HASH_2)
+    assert decision is not None
+    assert decision.champion is None
+    assert decision.promotion is None
+    best = decision.leaderboard[0]
+    assert best.model_type == "RIDGE"
+    assert not best.promoted
+    assert "does not beat champion" in best.reason
+    assert decision.previous_champion is not None
+    assert decision.previous_champion["run_id"] == champion.run_id
+    assert decision.previous_champion["rescored"] is True
+    assert context.promotions.current() == champion
+    assert context.tracker.champion_run_id("global") == champion.run_id
+    assert len(selected(context.bus)) == 1
+    assert context.store.exists(decision_key("global", HASH_2))
+    context.close()
+
+
+def test_failed_trainer_counts_as_reported(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flts.models.baselines import SeasonalNaive
+
+    def explode(*args: object) -> None:
+        raise RuntimeError("out of memory")
+
+    data = write_data(context.store, HASH_1, seed=7)
+    evaluator = EvaluateService(context)
+    evaluator.handle(train(context, data, "PERSISTENCE"))
+    evaluator.handle(train(context, data, "RIDGE"))
+    monkeypatch.setattr(SeasonalNaive, "_fit", explode)
+    failed = train(context, data, "SEASONAL_NAIVE")
+    assert failed.payload.status is TrainingStatus.FAILED
+    evaluator.handle(failed)  # no deadline needed: every expected type has reported
+
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    assert not decision.deadline_passed
+    board = {e.model_type: e for e in decision.leaderboard}
+    assert board["SEASONAL_NAIVE"].status == "FAILED"
+    assert "RuntimeError: out of memory" in board["SEASONAL_NAIVE"].reason
+    assert board["RIDGE"].promoted

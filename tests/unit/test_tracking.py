@@ -1,0 +1,225 @@
+"""Tracker on MLflow with a SQLite store: runs, durable run queries, models, registry alias."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flts.data import FeatureSpec, PreparedData, prepare, validate_frame
+from flts.data.synthetic import synthetic_traffic
+from flts.evaluation import score
+from flts.exceptions import ConfigurationError, ModelError
+from flts.models import model_class
+from flts.models.base import Forecaster
+from flts.settings import Settings
+from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker, is_server_uri, sqlite_path
+
+HASH_A = "a" * 16
+HASH_B = "b" * 16
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its schema created once: creating the tables takes
+    about two seconds, copying the file a millisecond."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    database = home / "mlflow.db"
+    tracker = Tracker(Settings(home=home, tracking_uri=f"sqlite:///{database}"))
+    tracker.client.search_experiments()
+    return database
+
+
+def _settings(tmp_path: Path, template: Path) -> Settings:
+    shutil.copy(template, tmp_path / "mlflow.db")
+    return Settings(
+        home=tmp_path,
+        bus_url=f"memory://{uuid.uuid4().hex}",
+        storage_url=f"memory://{uuid.uuid4().hex}",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+
+
+@pytest.fixture
+def tracker(tmp_path: Path, mlflow_template: Path) -> Tracker:
+    return Tracker(_settings(tmp_path, mlflow_template))
+
+
+@pytest.fixture(scope="module")
+def data() -> PreparedData:
+    spec = FeatureSpec()
+    full = synthetic_traffic(900, seed=3)
+    train = validate_frame(full.iloc[:700].reset_index(drop=True), spec)
+    test = validate_frame(full.iloc[700:].reset_index(drop=True), spec)
+    return prepare(train, test, spec=spec)
+
+
+def _fit(data: PreparedData, model_type: str, **params: object) -> Forecaster:
+    cls = model_class(model_type)
+    model = cls(data.spec, data.input_scaler, data.target_scaler, seed=0, **params)
+    return model.fit(data.train, data.validation)
+
+
+def _log(tracker: Tracker, model: Forecaster, config_hash: str = HASH_A, **kw: str) -> str:
+    identifier = kw.get("identifier", "global")
+    return tracker.log_training_run(
+        model, identifier=identifier, config_hash=config_hash, correlation_id="corr-1"
+    )
+
+
+def test_training_run_is_tagged_measured_and_loadable(
+    tracker: Tracker, data: PreparedData, tmp_path: Path
+) -> None:
+    model = _fit(data, "RIDGE")
+    assert data.test is not None
+    validation = score(data.validation.targets, model.predict(data.validation), data.spec.targets)
+    run_id = tracker.log_training_run(
+        model,
+        identifier="PobleSec",
+        config_hash=HASH_A,
+        correlation_id="corr-7",
+        validation=validation,
+    )
+
+    [record] = tracker.runs_for(config_hash=HASH_A, identifier="PobleSec")
+    assert record.run_id == run_id
+    assert record.status == FINISHED
+    assert record.finished
+    assert record.terminal
+    assert (record.model_type, record.identifier, record.config_hash, record.correlation_id) == (
+        "RIDGE",
+        "PobleSec",
+        HASH_A,
+        "corr-7",
+    )
+    assert record.metrics["validation_nrmse"] == pytest.approx(validation.nrmse)
+    assert record.metrics["validation_down_rmse"] == pytest.approx(
+        validation.per_target["down"].rmse
+    )
+    assert record.train_seconds is not None
+    assert record.train_seconds >= 0
+    run = tracker.client.get_run(run_id)
+    assert run.data.params["seed"] == "0"
+    assert "alphas" in run.data.params
+
+    # The saved model directory is the artifact, under the home's artifact folder.
+    directory = tracker.model_dir(run_id)
+    assert directory == tmp_path / "cache" / "models" / run_id
+    names = {p.name for p in directory.iterdir()}
+    assert {"model.json", "feature_spec.json", "input_scaler.json", "target_scaler.json"} <= names
+    assert not [p for p in directory.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert run.info.artifact_uri.startswith((tmp_path / "artifacts").resolve().as_uri())
+
+    loaded = tracker.load_model(run_id)
+    np.testing.assert_allclose(loaded.predict(data.test), model.predict(data.test), rtol=1e-12)
+
+
+def test_neural_run_carries_onnx_and_native_weights(tracker: Tracker, data: PreparedData) -> None:
+    model = _fit(data, "LSTM", max_epochs=2, hidden_size=8, batch_size=256)
+    run_id = _log(tracker, model)
+    names = {p.name for p in tracker.model_dir(run_id).iterdir()}
+    assert {"model.onnx", "state_dict.pt", "model.json"} <= names
+    assert data.test is not None
+    loaded = tracker.load_model(run_id)
+    np.testing.assert_allclose(loaded.predict(data.test), model.predict(data.test), rtol=1e-5)
+
+
+def test_failed_run_records_the_error(tracker: Tracker) -> None:
+    run_id = tracker.log_failed_run(
+        model_type="GRU",
+        identifier="global",
+        config_hash=HASH_A,
+        correlation_id="corr-1",
+        error="RuntimeError: loss is NaN",
+    )
+    [record] = tracker.runs_for(config_hash=HASH_A, identifier="global")
+    assert (record.run_id, record.status, record.model_type) == (run_id, FAILED, "GRU")
+    assert record.terminal
+    assert not record.finished
+    assert record.error == "RuntimeError: loss is NaN"
+
+
+def test_runs_for_filters_by_hash_and_identifier_oldest_first(
+    tracker: Tracker, data: PreparedData
+) -> None:
+    persistence = _fit(data, "PERSISTENCE")
+    first = _log(tracker, persistence)
+    second = _log(tracker, _fit(data, "SEASONAL_NAIVE"))
+    _log(tracker, persistence, config_hash=HASH_B)
+    _log(tracker, persistence, identifier="ElBorn")
+
+    runs = tracker.runs_for(config_hash=HASH_A, identifier="global")
+    assert [r.run_id for r in runs] == [first, second]
+    assert [r.model_type for r in runs] == ["PERSISTENCE", "SEASONAL_NAIVE"]
+    assert tracker.runs_for(config_hash="c" * 16, identifier="global") == []
+    with pytest.raises(ConfigurationError):
+        tracker.runs_for(config_hash=HASH_A, identifier="x' or tags.identifier != '")
+
+
+def test_run_exists_follows_deletion(tracker: Tracker, data: PreparedData) -> None:
+    run_id = _log(tracker, _fit(data, "PERSISTENCE"))
+    assert tracker.run_exists(run_id)
+    assert not tracker.run_exists(uuid.uuid4().hex)
+    tracker.client.delete_run(run_id)
+    assert not tracker.run_exists(run_id)
+    assert tracker.runs_for(config_hash=HASH_A, identifier="global") == []
+
+
+def test_model_dir_is_cached_and_missing_models_are_model_errors(
+    tracker: Tracker, data: PreparedData
+) -> None:
+    run_id = _log(tracker, _fit(data, "PERSISTENCE"))
+    directory = tracker.model_dir(run_id)
+    (directory / "marker").write_text("cached")
+    assert tracker.model_dir(run_id) == directory
+    assert (directory / "marker").exists()  # not downloaded again
+
+    failed = tracker.log_failed_run(
+        model_type="RIDGE", identifier="global", config_hash=HASH_A, correlation_id="c", error="x"
+    )
+    with pytest.raises(ModelError):
+        tracker.load_model(failed)
+    with pytest.raises(ModelError):
+        tracker.model_dir("../escape")
+
+
+def test_set_champion_moves_the_alias_idempotently(tracker: Tracker, data: PreparedData) -> None:
+    first = _log(tracker, _fit(data, "PERSISTENCE"))
+    second = _log(tracker, _fit(data, "RIDGE"))
+    assert tracker.champion_run_id("global") is None
+
+    assert tracker.set_champion(first, "global") == "1"
+    assert tracker.set_champion(first, "global") == "1"  # a resumed promotion adds nothing
+    assert tracker.champion_run_id("global") == first
+    assert tracker.set_champion(second, "global") == "2"
+    version = tracker.client.get_model_version_by_alias("flts-global", "champion")
+    assert (str(version.version), version.run_id) == ("2", second)
+    assert version.source == f"runs:/{second}/{MODEL_ARTIFACT}"
+    assert tracker.champion_run_id("ElBorn") is None
+
+
+def test_two_trackers_share_one_store(tracker: Tracker, data: PreparedData) -> None:
+    other = Tracker(tracker.settings)
+    run_id = _log(tracker, _fit(data, "PERSISTENCE"))
+    assert other.experiment_id == tracker.experiment_id
+    assert [r.run_id for r in other.runs_for(config_hash=HASH_A, identifier="global")] == [run_id]
+
+
+def test_server_uris_choose_their_own_artifact_location(tmp_path: Path) -> None:
+    assert is_server_uri("http://mlflow:5000")
+    assert is_server_uri("HTTPS://mlflow")
+    assert not is_server_uri("sqlite:///x.db")
+    assert not is_server_uri("postgresql://h/db")
+    remote = Tracker(Settings(home=tmp_path, tracking_uri="http://127.0.0.1:9"))
+    assert remote._artifact_location() is None  # no local folder for a server's runs
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_sqlite_path_names_the_database_file() -> None:
+    assert sqlite_path("sqlite:///.flts/mlflow.db") == Path(".flts/mlflow.db")
+    assert sqlite_path("sqlite:////abs/mlflow.db?timeout=5") == Path("/abs/mlflow.db")
+    assert sqlite_path("sqlite:///:memory:") is None
+    assert sqlite_path("http://mlflow:5000") is None
