@@ -8,7 +8,7 @@ DATA_DIR ?= ../shared/datasets
 SEEDS ?= 5
 BUILD := build
 
-.PHONY: help install lint format test bench-accuracy run clean lock
+.PHONY: help install lint format test bench-accuracy bench-pipeline run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,9 +37,15 @@ bench-accuracy: install  ## Accuracy benchmark on the Barcelona datasets (5 seed
 	$(BIN)/flts benchmark accuracy --data-dir $(DATA_DIR) --seeds $(SEEDS) \
 		--json $(BUILD)/bench/accuracy.json
 
-run: install  ## Demo: train and score every model type on one station (DATA_DIR, STATION)
-	$(BIN)/flts benchmark accuracy --data-dir $(DATA_DIR) --stations $(or $(STATION),PobleSec) \
-		--seeds 1 --json $(BUILD)/run/leaderboard.json
+run: install  ## The embedded system, one process per service (DATA=train.csv [TEST=test.csv] IDENTIFIER=name)
+	$(BIN)/flts up $(if $(DATA),--data $(DATA)) $(if $(TEST),--test $(TEST)) \
+		$(if $(IDENTIFIER),--identifier $(IDENTIFIER))
+
+bench-pipeline: install  ## flts pipeline on PobleSec with every model type (fresh home); JSON in build/
+	rm -rf $(BUILD)/bench/pipeline-home
+	FLTS_HOME=$(BUILD)/bench/pipeline-home $(BIN)/flts pipeline --train $(DATA_DIR)/PobleSec.csv --test $(DATA_DIR)/PobleSec_test.csv \
+		--identifier PobleSec --models LSTM,GRU,RIDGE,PERSISTENCE,PROPHET \
+		--json $(BUILD)/bench/pipeline.json
 
 lock: install  ## Refresh constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^flts' > constraints.txt

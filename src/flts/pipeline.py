@@ -22,6 +22,7 @@ from flts.events import (
     MODEL_TRAINING,
     TRAINING_DATA,
     Event,
+    ModelSelectedEvent,
     ModelTrainingEvent,
     TrainingDataEvent,
 )
@@ -80,8 +81,12 @@ class _Watcher:
                 "FAILED": f"FAILED: {p.error}",
             }.get(p.status.value, p.status.value)
             self.progress(f"{p.model_type:<15} {detail}")
-        else:
-            self.progress(f"promoted: {event.payload}")
+        elif isinstance(event, ModelSelectedEvent):
+            selected = event.payload
+            nrmse = selected.scores.get("nrmse", float("nan"))
+            self.progress(
+                f"promoted {selected.model_type} run {selected.run_id} (NRMSE {nrmse:.4f})"
+            )
 
 
 def _start(target: Callable[[], object], name: str) -> threading.Thread:

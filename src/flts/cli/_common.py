@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from flts.exceptions import ConfigurationError, FLTSError
 if TYPE_CHECKING:
     from flts.settings import Settings
 
-console = Console()
+# Piped output (CI logs, files) gets a wide fixed width so tables do not wrap at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 # soft_wrap: an error stays one line however narrow the terminal.
 err_console = Console(stderr=True, soft_wrap=True)
 

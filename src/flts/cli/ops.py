@@ -50,7 +50,7 @@ def status(
                     current.run_id,
                     current.config_hash[:12],
                     _number(current.scores.get("nrmse")),
-                    _number(live.get("nrmse")),
+                    _number((live.get("scores") or {}).get("nrmse")),
                     current.promoted_at.isoformat(timespec="seconds"),
                 )
             console.print(champions)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from flts.cli._common import console, err_console, load_settings, user_errors
+from flts.exceptions import ConfigurationError
 from flts.settings import DEFAULT_MODEL_TYPES, Settings
 
 app = typer.Typer()
@@ -42,12 +43,12 @@ def _demo_data(home: Path) -> tuple[Path, Path]:
     return train, test
 
 
-def _request_example(test_csv: Path, settings: Settings, identifier: str) -> Path:
-    """A forecast request body built from the last rows of the test file."""
+def _request_example(csv: Path, settings: Settings, identifier: str) -> Path:
+    """A forecast request body built from the last rows of a traffic file."""
     import pandas as pd
 
     spec = settings.feature_spec
-    rows = pd.read_csv(test_csv).tail(spec.lags)
+    rows = pd.read_csv(csv).tail(spec.lags)
     body = {
         "identifier": identifier,
         "history": json.loads(rows.to_json(orient="records")),
@@ -59,22 +60,19 @@ def _request_example(test_csv: Path, settings: Settings, identifier: str) -> Pat
     return path
 
 
-def upload(gateway: str, train: Path, test: Path, identifier: str) -> str:
-    """Upload a dataset through the gateway; returns the dataset id."""
+def upload(gateway: str, train: Path, test: Path | None, identifier: str) -> str:
+    """Upload a dataset through the gateway (without a test file the gateway holds out the
+    last part of the training rows); returns the dataset id."""
     import httpx
 
-    with train.open("rb") as train_file, test.open("rb") as test_file:
-        response = httpx.post(
-            f"{gateway}/v1/datasets",
-            files={
-                "train": (train.name, train_file, "text/csv"),
-                "test": (test.name, test_file, "text/csv"),
-            },
-            data={"identifier": identifier},
-            timeout=120.0,
-        )
+    files = {"train": (train.name, train.read_bytes(), "text/csv")}
+    if test is not None:
+        files["test"] = (test.name, test.read_bytes(), "text/csv")
+    response = httpx.post(
+        f"{gateway}/v1/datasets", files=files, data={"identifier": identifier}, timeout=120.0
+    )
     if response.status_code >= 400:
-        raise typer.BadParameter(f"upload rejected ({response.status_code}): {response.text}")
+        raise ConfigurationError(f"upload rejected ({response.status_code}): {response.text}")
     return str(response.json().get("dataset_id"))
 
 
@@ -105,9 +103,9 @@ def up(
     with user_errors():
         settings = load_settings()
         model_types = parse_model_types(models)
-    if (data is None) != (test is None):
-        raise typer.BadParameter("give both --data and --test, or neither for the demo data")
-    if data is None or test is None:
+    if test is not None and data is None:
+        raise typer.BadParameter("--test needs --data")
+    if data is None:
         data, test = _demo_data(settings.home)
         err_console.print(f"no data given: generated a synthetic demo in {data.parent}")
 
@@ -118,6 +116,7 @@ def up(
     )
     gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
     api = f"http://{settings.serving.host}:{settings.serving.port}"
+    _stop_on_sigterm()
     supervisor.start()
     err_console.print(
         f"started {len(supervisor.children)} processes; logs in {settings.home / 'logs'}"
@@ -125,11 +124,12 @@ def up(
     try:
         if not _wait_http(f"{gateway}/healthz", 60):
             raise typer.Exit(code=_fail("the gateway did not come up; see gateway.log"))
-        dataset = upload(gateway, data, test, identifier)
+        with user_errors():
+            dataset = upload(gateway, data, test, identifier)
         err_console.print(
             f"uploaded {data.name} as dataset {dataset}; training {', '.join(model_types)}"
         )
-        example = _request_example(test, settings, identifier)
+        example = _request_example(test or data, settings, identifier)
         console.print(f"gateway:    {gateway}/v1/datasets")
         console.print(f"forecasts:  {api}/v1/forecast   (metrics: {api}/metrics)")
         console.print(
@@ -151,6 +151,21 @@ def up(
     finally:
         supervisor.stop()
         err_console.print("all processes stopped")
+
+
+def _stop_on_sigterm() -> None:
+    """Ctrl-C and SIGTERM (a container stop, ``kill``) both shut the children down cleanly.
+
+    SIGINT is restored to Python's default too: a shell starts background jobs with SIGINT
+    ignored, and the children must not outlive their supervisor.
+    """
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _fail(message: str) -> int:
