@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from flts.models import Forecaster, load_model
 from flts.promotion import Promotion, PromotionStore
 from flts.services.context import ServiceContext
 from flts.settings import ServingSettings, Settings
+from helpers import memory_settings
 
 CONFIG_HASH = "abcdef0123456789"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -78,15 +78,8 @@ class Runs:
 
 
 def make_settings(tmp_path: Path, **serving: Any) -> Settings:
-    name = uuid.uuid4().hex
     defaults: dict[str, Any] = {"pointer_poll_seconds": 0.05, "max_history_rows": 200}
-    return Settings(
-        home=tmp_path,
-        bus_url=f"memory://api-{name}",
-        storage_url=f"memory://api-{name}",
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        serving=ServingSettings(**{**defaults, **serving}),
-    )
+    return memory_settings(tmp_path, serving=ServingSettings(**{**defaults, **serving}))
 
 
 @dataclass

@@ -84,6 +84,21 @@ def run_in_threads(jobs: list[Callable[[], ConsumeStats]]) -> list[ConsumeStats]
     return stats
 
 
+def consume_concurrently(
+    consumers: list[Bus], topic: str, group: str, handler: Callable[[Event], None]
+) -> list[ConsumeStats]:
+    """Every consumer drains ``topic`` for ``group`` in its own thread (no idempotency
+    filter, so each delivery reaches ``handler``)."""
+    return run_in_threads(
+        [
+            partial(
+                c.consume, topic, group, handler, max_idle=1.0, poll_timeout=0.05, idempotent=False
+            )
+            for c in consumers
+        ]
+    )
+
+
 class BusContract:
     """Assertions every bus backend must satisfy."""
 
@@ -158,20 +173,7 @@ class BusContract:
                 handled.append(event.event_id)
 
         consumers = [bus_factory() for _ in range(3)]
-        stats = run_in_threads(
-            [
-                partial(
-                    c.consume,
-                    topic,
-                    group,
-                    handler,
-                    max_idle=1.0,
-                    poll_timeout=0.05,
-                    idempotent=False,
-                )
-                for c in consumers
-            ]
-        )
+        stats = consume_concurrently(consumers, topic, group, handler)
         for b in [producer, *consumers]:
             b.close()
         assert Counter(handled) == Counter(e.event_id for e in sent)
@@ -351,20 +353,7 @@ class BusContract:
                 order[event.identifier].append(number(event))
 
         consumers = [bus_factory() for _ in range(4)]
-        run_in_threads(
-            [
-                partial(
-                    c.consume,
-                    topic,
-                    group,
-                    handler,
-                    max_idle=1.0,
-                    poll_timeout=0.05,
-                    idempotent=False,
-                )
-                for c in consumers
-            ]
-        )
+        consume_concurrently(consumers, topic, group, handler)
         for b in [producer, *consumers]:
             b.close()
         assert overlaps == []  # one key is never in two handlers at once

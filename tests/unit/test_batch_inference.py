@@ -7,8 +7,6 @@ call batch inference makes); the model itself is a real fitted and saved RIDGE f
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from flts.evaluation import score
 from flts.events import (
     DatasetUploaded,
     DatasetUploadedEvent,
-    InferenceData,
     ModelSelected,
     new_event,
 )
@@ -32,8 +29,7 @@ from flts.models.registry import model_class
 from flts.promotion import Promotion, PromotionStore
 from flts.services.batch_inference import LOGS_ROOT, BatchInferenceService, latest_live_scores
 from flts.services.context import ServiceContext
-from flts.services.preprocess import PreprocessService
-from flts.settings import Settings
+from flts.services.preprocess import PreprocessService, processed_payloads
 
 IDENTIFIER = "PobleSec"
 
@@ -46,16 +42,6 @@ class SavedModels:
 
     def load_model(self, run_id: str) -> Forecaster:
         return load_model(self.dirs[run_id])
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> Iterator[ServiceContext]:
-    name = uuid.uuid4().hex
-    ctx = ServiceContext(
-        Settings(home=tmp_path, bus_url=f"memory://bi-{name}", storage_url=f"memory://bi-{name}")
-    )
-    yield ctx
-    ctx.close()
 
 
 def _processed(context: ServiceContext, seed: int) -> ProcessedKeys:
@@ -172,7 +158,7 @@ def test_second_run_writes_a_second_object_and_never_rewrites(
 
     # New data arrives for the identifier: the champion is run on its test split.
     other = _processed(context, seed=12)
-    service.handle(new_event(InferenceData(**_inference_fields(other)), identifier=IDENTIFIER))
+    service.handle(new_event(processed_payloads(other)[1], identifier=IDENTIFIER))
     logs = list(context.store.list(f"{LOGS_ROOT}/{IDENTIFIER}"))
     assert len(logs) == 3
     assert context.store.get(first) == before
@@ -185,23 +171,12 @@ def test_second_run_writes_a_second_object_and_never_rewrites(
     assert latest["run_id"] == "runa"
 
 
-def _inference_fields(keys: ProcessedKeys) -> dict[str, str]:
-    return {
-        "config_hash": keys.config_hash,
-        "processed_prefix": keys.prefix,
-        "test_key": keys.test_key,
-        "scaler_key": keys.scaler_key,
-        "feature_spec_key": keys.feature_spec_key,
-        "meta_key": keys.meta_key,
-    }
-
-
 def test_inference_data_without_champion_writes_nothing(
     context: ServiceContext,
     champion: tuple[BatchInferenceService, PromotionStore, ProcessedKeys, Forecaster],
 ) -> None:
     service, _, keys, _ = champion
-    service.handle(new_event(InferenceData(**_inference_fields(keys)), identifier="ElBorn"))
+    service.handle(new_event(processed_payloads(keys)[1], identifier="ElBorn"))
     assert list(context.store.list(LOGS_ROOT)) == []
     assert latest_live_scores(context.store, "ElBorn") is None
 
@@ -230,42 +205,30 @@ def test_consumed_from_the_bus(
     assert len(list(context.store.list(LOGS_ROOT))) == 1
 
 
-def test_with_the_real_tracker_and_pointer(tmp_path: Path) -> None:
+def test_with_the_real_tracker_and_pointer(context: ServiceContext, tmp_path: Path) -> None:
     """No stand-ins: the champion is logged in MLflow (SQLite) and found through the context's
     own tracker and promotion store."""
-    name = uuid.uuid4().hex
-    context = ServiceContext(
-        Settings(
-            home=tmp_path,
-            bus_url=f"memory://bi-{name}",
-            storage_url=f"memory://bi-{name}",
-            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    keys = _processed(context, seed=13)
+    model = _fit_ridge(context, keys, tmp_path / "local")
+    run_id = context.tracker.log_training_run(
+        model, identifier=IDENTIFIER, config_hash=keys.config_hash, correlation_id="c"
+    )
+    context.promotions.record(
+        Promotion(
+            run_id=run_id,
+            model_type="RIDGE",
+            config_hash=keys.config_hash,
+            identifier=IDENTIFIER,
         )
     )
-    try:
-        keys = _processed(context, seed=13)
-        model = _fit_ridge(context, keys, tmp_path / "local")
-        run_id = context.tracker.log_training_run(
-            model, identifier=IDENTIFIER, config_hash=keys.config_hash, correlation_id="c"
-        )
-        context.promotions.record(
-            Promotion(
-                run_id=run_id,
-                model_type="RIDGE",
-                config_hash=keys.config_hash,
-                identifier=IDENTIFIER,
-            )
-        )
-        service = BatchInferenceService(context)
-        service.handle(new_event(InferenceData(**_inference_fields(keys)), identifier=IDENTIFIER))
-        latest = latest_live_scores(context.store, IDENTIFIER)
-        assert latest is not None
-        assert latest["run_id"] == run_id
-        assert latest["key"].endswith(f"-{run_id}.json")
-        splits = read_splits(context.store, keys)
-        assert splits.test is not None
-        windows = windows_from_frame(splits.test, splits.spec)
-        expected = score(windows.targets, model.predict(windows), splits.spec.targets)
-        assert latest["scores"]["nrmse"] == pytest.approx(expected.nrmse, rel=1e-9)
-    finally:
-        context.close()
+    service = BatchInferenceService(context)
+    service.handle(new_event(processed_payloads(keys)[1], identifier=IDENTIFIER))
+    latest = latest_live_scores(context.store, IDENTIFIER)
+    assert latest is not None
+    assert latest["run_id"] == run_id
+    assert latest["key"].endswith(f"-{run_id}.json")
+    splits = read_splits(context.store, keys)
+    assert splits.test is not None
+    windows = windows_from_frame(splits.test, splits.spec)
+    expected = score(windows.targets, model.predict(windows), splits.spec.targets)
+    assert latest["scores"]["nrmse"] == pytest.approx(expected.nrmse, rel=1e-9)

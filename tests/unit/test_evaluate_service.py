@@ -3,18 +3,14 @@ the test split, promotes through the gate once, and resumes after a restart."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+import helpers
 from flts.bus import Bus
-from flts.data import FeatureSpec, split, validate_frame
-from flts.data.processed import ProcessedKeys, read_splits, write_processed
-from flts.data.synthetic import synthetic_traffic
+from flts.data.processed import ProcessedKeys, read_splits
 from flts.evaluation import score
 from flts.events import (
     MODEL_SELECTED,
@@ -22,10 +18,8 @@ from flts.events import (
     Event,
     ModelSelectedEvent,
     ModelTrainingEvent,
-    TrainingData,
     TrainingDataEvent,
     TrainingStatus,
-    new_event,
 )
 from flts.services.context import ServiceContext
 from flts.services.evaluate import (
@@ -40,6 +34,7 @@ from flts.services.train import TrainService
 from flts.settings import EvaluationSettings, Settings
 from flts.storage import ObjectStore
 from flts.tracking import Tracker
+from helpers import training_event
 
 HASH_1 = "1111aaaa" * 2
 HASH_2 = "2222bbbb" * 2
@@ -59,60 +54,16 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its schema created once (copying it is instant)."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    database = home / "mlflow.db"
-    Tracker(Settings(home=home, tracking_uri=f"sqlite:///{database}")).client.search_experiments()
-    return database
-
-
 @pytest.fixture
-def settings(tmp_path: Path, mlflow_template: Path) -> Settings:
-    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
-    return Settings(
-        home=tmp_path,
-        bus_url=f"memory://{uuid.uuid4().hex}",
-        storage_url=f"memory://{uuid.uuid4().hex}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        evaluation=EvaluationSettings(expected_models=CHEAP, deadline_seconds=60),
-    )
-
-
-@pytest.fixture
-def context(settings: Settings) -> Iterator[ServiceContext]:
-    context = ServiceContext(settings)
-    yield context
-    context.close()
+def settings(settings: Settings) -> Settings:
+    """The shared per-test settings, waiting for the cheap models for at most a minute."""
+    evaluation = EvaluationSettings(expected_models=CHEAP, deadline_seconds=60)
+    return settings.model_copy(update={"evaluation": evaluation})
 
 
 def write_data(store: ObjectStore, config_hash: str, seed: int) -> TrainingDataEvent:
     """Processed data as preprocessing leaves it, and the claim check announcing it."""
-    spec = FeatureSpec()
-    full = synthetic_traffic(800, seed=seed)
-    train = validate_frame(full.iloc[:600].reset_index(drop=True), spec)
-    test = validate_frame(full.iloc[600:].reset_index(drop=True), spec)
-    keys = write_processed(
-        store,
-        split(train, test, spec=spec),
-        config_hash=config_hash,
-        canonical_json="{}",
-        input_digests={},
-    )
-    payload = TrainingData(
-        config_hash=keys.config_hash,
-        processed_prefix=keys.prefix,
-        train_key=keys.train_key,
-        validation_key=keys.validation_key,
-        test_key=keys.test_key,
-        scaler_key=keys.scaler_key,
-        feature_spec_key=keys.feature_spec_key,
-        meta_key=keys.meta_key,
-    )
-    event = new_event(payload, correlation_id=f"corr-{config_hash[:4]}")
-    assert isinstance(event, TrainingDataEvent)
-    return event
+    return training_event(helpers.write_data(store, config_hash, seed=seed))
 
 
 def events(bus: Bus, topic: str) -> list[Event]:

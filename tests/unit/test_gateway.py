@@ -19,7 +19,8 @@ from flts.data.synthetic import synthetic_traffic
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Event
 from flts.services.context import ServiceContext
 from flts.services.gateway import create_gateway_app, is_dataset_id, sanitize_filename
-from flts.settings import GatewaySettings, Settings
+from flts.settings import GatewaySettings
+from helpers import memory_settings
 
 
 class GatewayClient:
@@ -55,15 +56,8 @@ def traffic() -> pd.DataFrame:
 
 
 def _context(tmp_path: Path, max_upload_bytes: int = 1 << 20) -> ServiceContext:
-    name = uuid.uuid4().hex
-    return ServiceContext(
-        Settings(
-            home=tmp_path,
-            bus_url=f"memory://gateway-{name}",
-            storage_url=f"memory://gateway-{name}",
-            gateway=GatewaySettings(max_upload_bytes=max_upload_bytes),
-        )
-    )
+    gateway = GatewaySettings(max_upload_bytes=max_upload_bytes)
+    return ServiceContext(memory_settings(tmp_path, gateway=gateway))
 
 
 @pytest.fixture

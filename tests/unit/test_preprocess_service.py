@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,17 +28,6 @@ from flts.exceptions import DataValidationError
 from flts.services import preprocess
 from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_RULE, PreprocessService
-from flts.settings import Settings
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> Iterator[ServiceContext]:
-    name = uuid.uuid4().hex
-    ctx = ServiceContext(
-        Settings(home=tmp_path, bus_url=f"memory://pre-{name}", storage_url=f"memory://pre-{name}")
-    )
-    yield ctx
-    ctx.close()
 
 
 @pytest.fixture

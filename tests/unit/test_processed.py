@@ -8,21 +8,17 @@ import uuid
 import numpy as np
 import pytest
 
-from flts.data import FeatureSpec, split, validate_frame
+from flts.data import FeatureSpec, split
 from flts.data.processed import ProcessedKeys, is_processed, read_splits, write_processed
-from flts.data.synthetic import synthetic_traffic
 from flts.exceptions import DataValidationError
 from flts.storage import ObjectStore
+from helpers import synthetic_tables
 
 
 def test_round_trip_gives_identical_windows(spec: FeatureSpec) -> None:
     store = ObjectStore(f"memory://processed-{uuid.uuid4().hex}")
-    full = synthetic_traffic(1_200, seed=7, missing_fraction=0.01)
-    splits = split(
-        validate_frame(full.iloc[:1_000].reset_index(drop=True), spec),
-        validate_frame(full.iloc[1_000:].reset_index(drop=True), spec),
-        spec=spec,
-    )
+    train, test = synthetic_tables(1_200, 1_000, seed=7, spec=spec, missing_fraction=0.01)
+    splits = split(train, test, spec=spec)
     assert not is_processed(store, "abc123")
     keys = write_processed(
         store, splits, config_hash="abc123", canonical_json="{}", input_digests={"train": "x"}

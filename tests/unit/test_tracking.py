@@ -2,58 +2,34 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flts.data import FeatureSpec, PreparedData, prepare, validate_frame
-from flts.data.synthetic import synthetic_traffic
+from flts.data import FeatureSpec, PreparedData, prepare
 from flts.evaluation import score
 from flts.exceptions import ConfigurationError, ModelError
 from flts.models import model_class
 from flts.models.base import Forecaster
 from flts.settings import Settings
 from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker, is_server_uri, sqlite_path
+from helpers import synthetic_tables
 
 HASH_A = "a" * 16
 HASH_B = "b" * 16
 
 
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its schema created once: creating the tables takes
-    about two seconds, copying the file a millisecond."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    database = home / "mlflow.db"
-    tracker = Tracker(Settings(home=home, tracking_uri=f"sqlite:///{database}"))
-    tracker.client.search_experiments()
-    return database
-
-
-def _settings(tmp_path: Path, template: Path) -> Settings:
-    shutil.copy(template, tmp_path / "mlflow.db")
-    return Settings(
-        home=tmp_path,
-        bus_url=f"memory://{uuid.uuid4().hex}",
-        storage_url=f"memory://{uuid.uuid4().hex}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
-
-
 @pytest.fixture
-def tracker(tmp_path: Path, mlflow_template: Path) -> Tracker:
-    return Tracker(_settings(tmp_path, mlflow_template))
+def tracker(settings: Settings) -> Tracker:
+    return Tracker(settings)
 
 
 @pytest.fixture(scope="module")
 def data() -> PreparedData:
     spec = FeatureSpec()
-    full = synthetic_traffic(900, seed=3)
-    train = validate_frame(full.iloc[:700].reset_index(drop=True), spec)
-    test = validate_frame(full.iloc[700:].reset_index(drop=True), spec)
+    train, test = synthetic_tables(900, 700, seed=3, spec=spec)
     return prepare(train, test, spec=spec)
 
 

@@ -2,88 +2,27 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flts.bus import Bus
-from flts.data import FeatureSpec, split, validate_frame
-from flts.data.processed import ProcessedKeys, write_processed
-from flts.data.synthetic import synthetic_traffic
+from flts.data.processed import ProcessedKeys
 from flts.data.windows import Windows
 from flts.events import (
     MODEL_TRAINING,
     TRAINING_DATA,
     Event,
     ModelTrainingEvent,
-    TrainingData,
-    TrainingDataEvent,
     TrainingStatus,
-    new_event,
 )
 from flts.exceptions import ConfigurationError, DataValidationError
 from flts.models.ridge import Ridge
 from flts.services.context import ServiceContext
 from flts.services.train import TrainService
-from flts.settings import Settings
-from flts.storage import ObjectStore
-from flts.tracking import Tracker
+from helpers import training_event, write_data
 
 CONFIG_HASH = "0123abcd" * 2
-
-
-@pytest.fixture(scope="module")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its schema created once (copying it is instant)."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    database = home / "mlflow.db"
-    Tracker(Settings(home=home, tracking_uri=f"sqlite:///{database}")).client.search_experiments()
-    return database
-
-
-@pytest.fixture
-def context(tmp_path: Path, mlflow_template: Path) -> Iterator[ServiceContext]:
-    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
-    settings = Settings(
-        home=tmp_path,
-        bus_url=f"memory://{uuid.uuid4().hex}",
-        storage_url=f"memory://{uuid.uuid4().hex}",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
-    context = ServiceContext(settings)
-    yield context
-    context.close()
-
-
-def write_data(store: ObjectStore, config_hash: str = CONFIG_HASH) -> ProcessedKeys:
-    """Processed data as preprocessing leaves it (small synthetic table)."""
-    spec = FeatureSpec()
-    full = synthetic_traffic(800, seed=5)
-    train = validate_frame(full.iloc[:600].reset_index(drop=True), spec)
-    test = validate_frame(full.iloc[600:].reset_index(drop=True), spec)
-    splits = split(train, test, spec=spec)
-    return write_processed(
-        store, splits, config_hash=config_hash, canonical_json="{}", input_digests={}
-    )
-
-
-def training_event(keys: ProcessedKeys, identifier: str = "global") -> TrainingDataEvent:
-    payload = TrainingData(
-        config_hash=keys.config_hash,
-        processed_prefix=keys.prefix,
-        train_key=keys.train_key,
-        validation_key=keys.validation_key,
-        test_key=keys.test_key,
-        scaler_key=keys.scaler_key,
-        feature_spec_key=keys.feature_spec_key,
-        meta_key=keys.meta_key,
-    )
-    event = new_event(payload, identifier=identifier, correlation_id="corr-42")
-    assert isinstance(event, TrainingDataEvent)
-    return event
 
 
 def reports(bus: Bus) -> list[ModelTrainingEvent]:
@@ -109,7 +48,9 @@ def test_model_type_is_checked_at_construction(context: ServiceContext) -> None:
 
 
 def test_success_reports_running_then_the_run(context: ServiceContext) -> None:
-    event = training_event(write_data(context.store), identifier="PobleSec")
+    event = training_event(
+        write_data(context.store, CONFIG_HASH), identifier="PobleSec", correlation_id="corr-42"
+    )
     TrainService(context, "RIDGE").handle(event)
 
     running, success = reports(context.bus)
@@ -130,7 +71,7 @@ def test_success_reports_running_then_the_run(context: ServiceContext) -> None:
 
 
 def test_same_training_data_twice_trains_once(context: ServiceContext) -> None:
-    keys = write_data(context.store)
+    keys = write_data(context.store, CONFIG_HASH)
     event = training_event(keys)
     service = TrainService(context, "RIDGE")
     service.handle(event)
@@ -149,7 +90,7 @@ def test_same_training_data_twice_trains_once(context: ServiceContext) -> None:
 
 
 def test_duplicate_through_the_bus_trains_once(context: ServiceContext) -> None:
-    event = training_event(write_data(context.store))
+    event = training_event(write_data(context.store, CONFIG_HASH))
     context.bus.publish(TRAINING_DATA, event)
     context.bus.publish(TRAINING_DATA, event)
     service = TrainService(context, "PERSISTENCE")
@@ -165,7 +106,8 @@ def test_model_failure_publishes_failed_with_the_error(
         raise FloatingPointError("singular design matrix")
 
     monkeypatch.setattr(Ridge, "_fit", explode)
-    TrainService(context, "RIDGE").handle(training_event(write_data(context.store)))  # no raise
+    event = training_event(write_data(context.store, CONFIG_HASH))
+    TrainService(context, "RIDGE").handle(event)  # no raise
 
     running, failed = reports(context.bus)
     assert running.payload.status is TrainingStatus.RUNNING
@@ -177,7 +119,7 @@ def test_model_failure_publishes_failed_with_the_error(
 
     # A failed run is not a finished one: a later delivery trains again.
     monkeypatch.undo()
-    TrainService(context, "RIDGE").handle(training_event(write_data(context.store)))
+    TrainService(context, "RIDGE").handle(training_event(write_data(context.store, CONFIG_HASH)))
     runs = context.tracker.runs_for(config_hash=CONFIG_HASH, identifier="global")
     assert [r.status for r in runs] == ["FAILED", "FINISHED"]
 

@@ -7,11 +7,11 @@ backends register with :func:`register_backend` (one line next to the others her
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, NamedTuple
 
+from flts._lazy import import_target
 from flts.bus.base import Bus
-from flts.exceptions import ConfigurationError, DependencyMissingError
+from flts.exceptions import ConfigurationError
 
 
 class BackendEntry(NamedTuple):
@@ -49,14 +49,7 @@ def backend_class(scheme: str) -> type[Bus]:
         raise ConfigurationError(
             f"unknown bus scheme {scheme!r}; known schemes: {', '.join(sorted(BACKENDS))}"
         )
-    module_name, _, class_name = entry.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if entry.package and exc.name and exc.name.split(".")[0] == entry.package:
-            raise DependencyMissingError(entry.package, entry.extra or "all") from exc
-        raise
-    cls: type[Bus] = getattr(module, class_name)
+    cls: type[Bus] = import_target(entry.target, package=entry.package, extra=entry.extra)
     return cls
 
 

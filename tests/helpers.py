@@ -1,0 +1,68 @@
+"""Helpers shared by the unit and API tests: per-test settings on fresh memory:// backends,
+validated synthetic tables, processed data as preprocessing leaves it, and its claim check."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flts.data import FeatureSpec, TrafficTable, split, validate_frame
+from flts.data.processed import ProcessedKeys, write_processed
+from flts.data.synthetic import synthetic_traffic
+from flts.events import TrainingDataEvent, new_event
+from flts.services.preprocess import processed_payloads
+from flts.settings import Settings
+from flts.storage import ObjectStore
+
+
+def memory_settings(home: Path, **overrides: Any) -> Settings:
+    """Settings of one test: its own memory:// bus and object store, tracking at
+    ``home/mlflow.db`` and everything else under ``home``."""
+    return Settings(
+        home=home,
+        bus_url=f"memory://{uuid.uuid4().hex}",
+        storage_url=f"memory://{uuid.uuid4().hex}",
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+        **overrides,
+    )
+
+
+def synthetic_tables(
+    rows: int, train_rows: int, *, seed: int, spec: FeatureSpec | None = None, **options: Any
+) -> tuple[TrafficTable, TrafficTable]:
+    """Validated train and test tables: the first ``train_rows`` of one synthetic series and
+    the rows that follow them (``options`` go to :func:`synthetic_traffic`)."""
+    spec = spec or FeatureSpec()
+    full = synthetic_traffic(rows, seed=seed, **options)
+    train = validate_frame(full.iloc[:train_rows].reset_index(drop=True), spec)
+    test = validate_frame(full.iloc[train_rows:].reset_index(drop=True), spec)
+    return train, test
+
+
+def write_data(store: ObjectStore, config_hash: str, *, seed: int = 5) -> ProcessedKeys:
+    """Processed data as preprocessing leaves it (800 synthetic rows, the last 200 as test)."""
+    spec = FeatureSpec()
+    train, test = synthetic_tables(800, 600, seed=seed, spec=spec)
+    return write_processed(
+        store,
+        split(train, test, spec=spec),
+        config_hash=config_hash,
+        canonical_json="{}",
+        input_digests={},
+    )
+
+
+def training_event(
+    keys: ProcessedKeys, *, identifier: str = "global", correlation_id: str | None = None
+) -> TrainingDataEvent:
+    """The ``training-data`` claim check for ``keys`` (correlation id ``corr-<hash[:4]>`` unless
+    given)."""
+    training, _ = processed_payloads(keys)
+    event = new_event(
+        training,
+        identifier=identifier,
+        correlation_id=correlation_id or f"corr-{keys.config_hash[:4]}",
+    )
+    assert isinstance(event, TrainingDataEvent)
+    return event
