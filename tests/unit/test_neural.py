@@ -27,7 +27,7 @@ from flts.models.onnx_runtime import OnnxSession, onnx_predict  # noqa: E402
 
 #: Small enough to train in well under a second per model.
 TINY: dict[str, Any] = {"hidden_size": 8, "max_epochs": 6, "patience": 3, "batch_size": 64}
-NEURAL_TYPES = ["LSTM", "GRU"]
+NEURAL_TYPES = ["LSTM", "GRU", "MLP"]
 
 
 def synthetic_frame(rows: int, *, seed: int, start: str = "2024-01-01") -> pd.DataFrame:
@@ -126,11 +126,14 @@ def test_onnx_runtime_module_does_not_import_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_same_seed_same_predictions_other_seed_differs(prepared: PreparedData) -> None:
+@pytest.mark.parametrize("model_type", ["LSTM", "MLP"])
+def test_same_seed_same_predictions_other_seed_differs(
+    prepared: PreparedData, model_type: str
+) -> None:
     assert prepared.test is not None
-    first = fit(prepared, "LSTM", seed=3, max_epochs=2).predict(prepared.test)
-    again = fit(prepared, "LSTM", seed=3, max_epochs=2).predict(prepared.test)
-    other = fit(prepared, "LSTM", seed=4, max_epochs=2).predict(prepared.test)
+    first = fit(prepared, model_type, seed=3, max_epochs=2).predict(prepared.test)
+    again = fit(prepared, model_type, seed=3, max_epochs=2).predict(prepared.test)
+    other = fit(prepared, model_type, seed=4, max_epochs=2).predict(prepared.test)
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 
@@ -179,6 +182,23 @@ def test_training_learns_and_beats_persistence(prepared: PreparedData, model_typ
     learned = score(prepared.test.targets, model.predict(prepared.test), targets).nrmse
     naive = score(prepared.test.targets, baseline.predict(prepared.test), targets).nrmse
     assert learned < naive
+
+
+def test_mlp_depth_follows_num_layers(prepared: PreparedData) -> None:
+    def linear_layers(num_layers: int) -> int:
+        model = model_class("MLP")(
+            prepared.spec,
+            prepared.input_scaler,
+            prepared.target_scaler,
+            hidden_size=8,
+            num_layers=num_layers,
+        )
+        assert isinstance(model, TorchForecaster)
+        module = model._build_module()
+        return sum(isinstance(m, torch.nn.Linear) for m in module.modules())
+
+    assert linear_layers(1) == 2
+    assert linear_layers(4) == 5
 
 
 def test_time_features_widen_the_input_and_export(tmp_path: Path) -> None:
@@ -261,6 +281,13 @@ def test_uniform_ensemble_averages_its_members(prepared: PreparedData) -> None:
     assert [m.params["loss"] for m in model.members] == ["mse", "huber"]
     expected = np.mean([m.predict(prepared.test) for m in model.members], axis=0)
     np.testing.assert_allclose(model.predict(prepared.test), expected)
+
+
+def test_default_ensemble_is_two_lstms_and_an_mlp(prepared: PreparedData) -> None:
+    model = model_class("ENSEMBLE")(prepared.spec, prepared.input_scaler, prepared.target_scaler)
+    assert isinstance(model, Ensemble)
+    assert model.params["members"] == ["LSTM", "LSTM", "MLP"]
+    assert [p.get("loss", "mse") for p in model.params["member_params"]] == ["mse", "huber", "mse"]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,16 @@ PUBLISHED_CLIP_PERCENTILES: dict[str, tuple[float, float]] = {
     "LesCorts": (10.0, 90.0),
 }
 DEFAULT_STATIONS = ("PobleSec", "ElBorn", "LesCorts")
-DEFAULT_MODELS = ("PERSISTENCE", "SEASONAL_NAIVE", "RIDGE", "PROPHET", "LSTM", "GRU", "ENSEMBLE")
+DEFAULT_MODELS = (
+    "PERSISTENCE",
+    "SEASONAL_NAIVE",
+    "RIDGE",
+    "PROPHET",
+    "LSTM",
+    "GRU",
+    "MLP",
+    "ENSEMBLE",
+)
 #: Headline figures summarised over seeds.
 SUMMARY_FIELDS = ("nrmse", "mae5", "rmse5", "train_seconds")
 

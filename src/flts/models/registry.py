@@ -3,10 +3,10 @@ matters when that model type is asked for, with an install hint instead of an Im
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, NamedTuple
 
-from flts.exceptions import ConfigurationError, DependencyMissingError
+from flts._lazy import import_target
+from flts.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from flts.models.base import Forecaster
@@ -24,6 +24,7 @@ MODEL_TYPES: dict[str, _Entry] = {
     "RIDGE": _Entry("flts.models.ridge:Ridge", None, None),
     "LSTM": _Entry("flts.models.neural:LSTMForecaster", "torch", "torch"),
     "GRU": _Entry("flts.models.neural:GRUForecaster", "torch", "torch"),
+    "MLP": _Entry("flts.models.mlp:MLPForecaster", "torch", "torch"),
     "PROPHET": _Entry("flts.models.prophet:ProphetForecaster", "prophet", "prophet"),
     "ENSEMBLE": _Entry("flts.models.ensemble:Ensemble", None, None),
 }
@@ -38,14 +39,7 @@ def model_class(model_type: str) -> type[Forecaster]:
         raise ConfigurationError(
             f"unknown model type {model_type!r}; choose from {', '.join(MODEL_TYPES)}"
         )
-    module_name, _, class_name = entry.target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if entry.package and exc.name and exc.name.split(".")[0] == entry.package:
-            raise DependencyMissingError(entry.package, entry.extra or "all") from exc
-        raise
-    cls: type[Forecaster] = getattr(module, class_name)
+    cls: type[Forecaster] = import_target(entry.target, package=entry.package, extra=entry.extra)
     return cls
 
 
