@@ -8,7 +8,7 @@ DATA_DIR ?= ../shared/datasets
 SEEDS ?= 5
 BUILD := build
 
-.PHONY: help install lint format test bench-accuracy bench-pipeline run clean lock
+.PHONY: help install lint format test bench-accuracy bench-pipeline bench-serve bench-serve-ci e2e deploy-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +30,15 @@ format: install  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
-test: install  ## Run the test suite
+# Prometheus (and its promtool) come from Debian: the scrape test and the rule tests use them.
+system-deps:  ## Debian packages the tests need (prometheus); installs them when run as root
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+			&& { pkill -x prometheus || true; }; \
+		else echo "install Debian's prometheus package (sudo apt-get install prometheus)" >&2; exit 1; fi; }
+
+test: install system-deps  ## Run the test suite (unit, contract on real servers, API, e2e, deploy)
 	$(BIN)/pytest
 
 bench-accuracy: install  ## Accuracy benchmark on the Barcelona datasets (5 seeds), JSON in build/
@@ -46,6 +54,21 @@ bench-pipeline: install  ## flts pipeline on PobleSec with every model type (fre
 	FLTS_HOME=$(BUILD)/bench/pipeline-home $(BIN)/flts pipeline --train $(DATA_DIR)/PobleSec.csv --test $(DATA_DIR)/PobleSec_test.csv \
 		--identifier PobleSec --models LSTM,GRU,RIDGE,PERSISTENCE,PROPHET \
 		--json $(BUILD)/bench/pipeline.json
+
+bench-serve: install  ## Serving benchmark: FLTS vs mlflow models serve, swap under load; JSON in build/bench/
+	$(BIN)/flts bench serve --duration 20 --concurrency 1,8,32 --workers 1 --json $(BUILD)/bench/serve.json
+	$(BIN)/flts bench swap --duration 15 --json $(BUILD)/bench/swap.json
+
+bench-serve-ci: install  ## Short serving benchmark: fails only on failed requests or a broken run
+	$(BIN)/flts bench serve --duration 3 --concurrency 1,32 --paced-rps 0 --epochs 1 --check \
+		--json $(BUILD)/bench/serve-ci.json
+	$(BIN)/flts bench swap --duration 6 --epochs 1 --check --json $(BUILD)/bench/swap-ci.json
+
+e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
+	$(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)
+
+deploy-check: install system-deps  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml
+	$(BIN)/python scripts/deploy_check.py
 
 lock: install  ## Refresh constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^flts' > constraints.txt

@@ -7,6 +7,13 @@ Backends are chosen by URL, all under one home directory by default::
     FLTS_STORAGE_URL=file:///abs/.flts/store (memory://..., file://..., s3://bucket/prefix)
     FLTS_TRACKING_URI=sqlite:///.flts/mlflow.db (sqlite:///..., http://mlflow:5000)
 
+An ``s3://`` store takes its endpoint, keys and region from ``FLTS_S3_ENDPOINT_URL``,
+``FLTS_S3_ACCESS_KEY_ID``, ``FLTS_S3_SECRET_ACCESS_KEY`` and ``FLTS_S3_REGION`` when set, else
+from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``) that botocore reads itself; see
+:mod:`flts.storage`. Against an MLflow server started with ``--serve-artifacts`` the services
+need no S3 settings for tracking at all: artifacts travel through the server.
+
 Per-concern sections use a double underscore: ``FLTS_EVALUATION__DEADLINE_SECONDS=300``,
 ``FLTS_SERVING__MAX_IN_FLIGHT=64``. Settings are built when a command starts (never at import
 time), so tests and services can pass their own.
@@ -91,13 +98,22 @@ class Settings(BaseSettings):
     tracking_uri: str = ""
     #: The model type a trainer process trains (``flts worker train --model`` overrides).
     model_type: str | None = None
+    #: Port of a worker's health and metrics endpoint (``/healthz``, ``/readyz``,
+    #: ``/metrics``); unset: no endpoint.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: Its bind address (``0.0.0.0`` in a container so Prometheus can reach it).
+    metrics_host: str = "127.0.0.1"
     #: Registered-model name prefix in the MLflow registry (one registered model per
     #: identifier: ``<prefix>-<identifier>``).
     registry_prefix: str = "flts"
-    #: S3 credentials when not taken from the standard AWS variables.
+    #: S3 settings for an ``s3://`` store; each one unset falls back to the standard AWS
+    #: variable (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
+    #: ``AWS_DEFAULT_REGION``) through botocore, so AWS proper needs none of them.
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
+    #: e.g. ``http://minio:9000`` or ``http://127.0.0.1:8333`` (SeaweedFS).
     s3_endpoint_url: str | None = None
+    s3_region: str | None = None
 
     recipe: Recipe = Recipe()
     feature_spec: FeatureSpec = FeatureSpec()
@@ -115,6 +131,12 @@ class Settings(BaseSettings):
             object.__setattr__(self, "storage_url", (home / "store").resolve().as_uri())
         if not self.tracking_uri:
             object.__setattr__(self, "tracking_uri", f"sqlite:///{home / 'mlflow.db'}")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            # botocore would fail later with "partial credentials", at the first object.
+            raise ValueError(
+                "set FLTS_S3_ACCESS_KEY_ID and FLTS_S3_SECRET_ACCESS_KEY together (or neither, "
+                "to use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+            )
         if self.model_type is not None:
             key = self.model_type.strip().upper()
             if key not in MODEL_TYPES:
@@ -126,8 +148,12 @@ class Settings(BaseSettings):
         return self
 
     def storage_options(self) -> dict[str, Any]:
-        """fsspec options for ``s3://`` stores (empty for other schemes)."""
-        if not self.storage_url.startswith("s3://"):
+        """s3fs options for ``s3://`` stores (empty for other schemes).
+
+        Only the ``FLTS_S3_*`` settings that are set appear here; s3fs leaves everything else
+        to botocore, which reads the standard AWS variables, so settings win over them.
+        """
+        if not self.storage_url.lower().startswith(("s3://", "s3a://")):
             return {}
         options: dict[str, Any] = {}
         if self.s3_endpoint_url:
@@ -136,6 +162,8 @@ class Settings(BaseSettings):
             options["key"] = self.s3_access_key_id
         if self.s3_secret_access_key:
             options["secret"] = self.s3_secret_access_key.get_secret_value()
+        if self.s3_region:
+            options["client_kwargs"] = {"region_name": self.s3_region}
         return options
 
     def redacted(self) -> dict[str, Any]:

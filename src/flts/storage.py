@@ -1,13 +1,29 @@
 """The object store: a thin wrapper over ``fsspec.url_to_fs``, chosen by URL.
 
-``file://`` (embedded default), ``memory://`` (tests) and ``s3://bucket/prefix`` (s3fs, with
-endpoint and credentials from the standard AWS environment variables) all work through the
-same calls. Keys are relative, ``/``-separated and validated, so a key built from user input
-can never escape the store's root.
+``file://`` (embedded default), ``memory://`` (tests) and ``s3://bucket[/prefix]`` (s3fs) all
+work through the same calls. Keys are relative, ``/``-separated and validated, so a key built
+from user input can never escape the store's root.
+
+S3 configuration (works with AWS, MinIO and SeaweedFS), highest precedence first:
+
+1. options passed to :class:`ObjectStore` (``Settings.storage_options()`` passes
+   ``FLTS_S3_ENDPOINT_URL``, ``FLTS_S3_ACCESS_KEY_ID``, ``FLTS_S3_SECRET_ACCESS_KEY`` and
+   ``FLTS_S3_REGION`` when set);
+2. the standard AWS variables, resolved by botocore itself: ``AWS_ENDPOINT_URL_S3`` /
+   ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (and
+   ``AWS_SESSION_TOKEN``), ``AWS_DEFAULT_REGION`` / ``AWS_REGION``;
+3. botocore's other sources: ``~/.aws`` profiles, container and instance roles.
+
+S3 directory listings are not cached (``use_listings_cache=False`` unless given): another
+process may write between two of our reads (the evaluator polls for markers, replicas for
+the pointer), and a stale listing would hide its objects.
 
 Pointer files (the promotion pointer) must never be seen half-written: ``put_atomic`` writes a
-temporary object and renames it on filesystems that can, and relies on a single whole-object
-PUT on object stores (S3 has no partial objects).
+temporary object and renames it on local filesystems, and on object stores relies on a single
+PUT of the whole object (S3 has no partial objects; readers see the old or the new one). s3fs
+switches to a multipart upload above its block size, which is still all-or-nothing but not one
+request, so ``put_atomic`` refuses objects that large: a pointer is a few hundred bytes.
+A reader of a missing object gets ``KeyError`` and decides what "absent" means.
 """
 
 from __future__ import annotations
@@ -22,6 +38,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from flts.exceptions import ConfigurationError, DataValidationError
+
+#: Largest object ``put_atomic`` writes on an object store: s3fs's multipart threshold (its
+#: default block size), below which ``pipe_file`` is one ``PutObject`` request.
+SINGLE_PUT_LIMIT = 50 * 2**20
+_S3_SCHEMES = ("s3://", "s3a://")
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
 
@@ -42,13 +63,16 @@ class ObjectStore:
     """Bytes and JSON by key under one root URL."""
 
     def __init__(self, url: str, **storage_options: Any) -> None:
+        if url.lower().startswith(_S3_SCHEMES):
+            storage_options.setdefault("use_listings_cache", False)
         try:
             self.fs, root = fsspec.core.url_to_fs(url, **storage_options)
         except (ValueError, ImportError) as exc:
             raise ConfigurationError(f"cannot open object store {url!r}: {exc}") from exc
         self.url = url
         self.root = root.rstrip("/")
-        if isinstance(self.fs, LocalFileSystem):
+        self.local = isinstance(self.fs, LocalFileSystem)
+        if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
@@ -56,13 +80,19 @@ class ObjectStore:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if self.local:  # object stores have no directories to create
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         self.fs.pipe_file(path, data)
 
     def put_atomic(self, key: str, data: bytes) -> None:
         """Write so readers see the old object or the new one, never a partial one."""
-        if not isinstance(self.fs, LocalFileSystem):
-            self.put(key, data)  # a single PUT is atomic on object stores
+        if not self.local:
+            if len(data) > SINGLE_PUT_LIMIT:
+                raise DataValidationError(
+                    f"{key!r}: {len(data)} bytes is too large for one atomic PUT "
+                    f"(limit {SINGLE_PUT_LIMIT})"
+                )
+            self.fs.pipe_file(self._path(key), data)  # one PutObject: atomic on S3
             return
         path = self._path(key)
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -88,15 +118,20 @@ class ObjectStore:
         return json.loads(self.get(key))
 
     def list(self, prefix: str) -> Iterator[str]:
-        """Keys under ``prefix`` (recursively), relative to the store root, sorted."""
+        """Keys under ``prefix/`` (recursively), relative to the store root, sorted.
+
+        Only keys strictly below the prefix count: fsspec's ``find`` also returns the prefix
+        itself when it names an object, and SeaweedFS answers a HEAD on an emptied
+        "directory" as if it were an empty object, which would list a key nobody wrote.
+        """
         base = self._path(prefix.rstrip("/"))
-        if not self.fs.exists(base):
+        try:
+            found = self.fs.find(base)  # [] for a missing prefix on every backend we use
+        except FileNotFoundError:  # e.g. a bucket that does not exist (yet)
             return iter(())
-        found = self.fs.find(base)
+        below = f"{base}/"
         start = len(self.root) + 1
-        return iter(
-            sorted(str(p)[start:] if str(p).startswith(self.root) else str(p) for p in found)
-        )
+        return iter(sorted(str(p)[start:] for p in found if str(p).startswith(below)))
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -109,3 +109,12 @@ def test_data_validate_summarises_a_good_file_and_lists_problems(tmp_path: Path)
     result = CliRunner().invoke(app, ["data", "validate", str(bad)])
     assert result.exit_code == 1
     assert "missing input columns ['up']" in result.stderr
+
+
+def test_cli_defaults_match_the_benchmark_defaults() -> None:
+    """The CLI repeats the defaults as text (so ``--help`` stays cheap); they must agree."""
+    from flts.benchmarks import accuracy
+    from flts.cli import benchmark
+
+    assert ",".join(accuracy.DEFAULT_MODELS) == benchmark.DEFAULT_MODELS
+    assert ",".join(accuracy.DEFAULT_STATIONS) == benchmark.DEFAULT_STATIONS

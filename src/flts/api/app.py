@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -88,26 +89,71 @@ def create_app(
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """Uvicorn factory for ``flts serve --workers N``: each worker process builds its own
+    settings (``FLTS_*``), context, model and consumer group (``serve-<host>-<pid>``), so
+    every worker learns of every promotion; the context closes with the worker."""
+    from flts.settings import Settings
+
+    context = ServiceContext(Settings())
+    app = create_app(context)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with inner(app):
+                yield
+        finally:
+            context.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def uvicorn_options(serving_timeout: float) -> dict[str, Any]:  # passed on as **kwargs
+    """The fast HTTP stack (uvloop event loop, httptools parser) and no access log: a log
+    line per request is per-request I/O that would cost more than the forecast itself
+    (``flts_http_requests_total`` counts every request instead)."""
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "info",
+        "timeout_graceful_shutdown": max(5, round(serving_timeout)),
+    }
+
+
 def serve(
     context: ServiceContext,
     host: str | None = None,
     port: int | None = None,
     *,
     replica_id: str | None = None,
+    workers: int = 1,
 ) -> None:
-    """Run one replica with uvicorn (one worker: the model lives in this process) until
-    SIGINT/SIGTERM, then close the context."""
+    """Run uvicorn until SIGINT/SIGTERM, then close the context.
+
+    One worker serves this process's ``context`` (and ``replica_id``). ``workers > 1`` starts
+    that many worker processes (one per core is the sweet spot), each loading its own copy
+    of the model from the environment's settings via :func:`app_from_environment`.
+    """
     import uvicorn
 
     serving = context.settings.serving
+    options: Any = uvicorn_options(serving.request_timeout)
+    bind: Any = {"host": host or serving.host, "port": port or serving.port}
     try:
-        uvicorn.run(
-            create_app(context, replica_id=replica_id),
-            host=host or serving.host,
-            port=port or serving.port,
-            workers=1,
-            log_level="info",
-            timeout_graceful_shutdown=max(5, round(serving.request_timeout)),
-        )
+        if workers > 1:
+            context.close()  # each worker opens its own
+            uvicorn.run(
+                "flts.api.app:app_from_environment",
+                factory=True,
+                workers=workers,
+                **bind,
+                **options,
+            )
+        else:
+            uvicorn.run(create_app(context, replica_id=replica_id), workers=1, **bind, **options)
     finally:
         context.close()

@@ -100,34 +100,50 @@ def request_window(request: ForecastRequest, spec: FeatureSpec) -> Windows:
 
 
 def model_info(loaded: LoadedModel) -> dict[str, Any]:
-    promotion = loaded.promotion
-    return {
-        "run_id": promotion.run_id,
-        "model_type": promotion.model_type,
-        "config_hash": promotion.config_hash,
-        "identifier": promotion.identifier,
-        "promoted_at": promotion.promoted_at.isoformat(),
-    }
+    return loaded.info
 
 
-def forecast(loaded: LoadedModel, request: ForecastRequest, *, prefix: str = "") -> dict[str, Any]:
-    """Answer one request with ``loaded`` (the reference the caller took at its start).
+def _iso(times: np.ndarray) -> list[str]:
+    """``pd.Timestamp.isoformat`` of each time, vectorised for whole seconds (the usual case)."""
+    ticks = times.astype("datetime64[ns]")
+    if (ticks.view(np.int64) % 1_000_000_000 == 0).all():
+        return [str(t) for t in np.datetime_as_string(ticks, unit="s")]
+    return [pd.Timestamp(t).isoformat() for t in ticks]
+
+
+def answer(loaded: LoadedModel, windows: Windows, horizons: Sequence[int]) -> list[dict[str, Any]]:
+    """One answer per window from one ``predict`` call (batched: one ONNX run for all).
 
     Values are in original units with negatives clipped to 0, exactly as the evaluator scores
     them (traffic, users and resource blocks cannot be negative).
     """
     spec = loaded.spec
-    try:
-        window = request_window(request, spec)
-    except DataValidationError as exc:
-        raise ApiError.from_validation(exc, prefix) from exc
-    prediction = loaded.model.predict(window)[0, : request.horizon]
+    prediction = loaded.model.predict(windows)
     if not np.isfinite(prediction).all():
         raise ModelError(f"{loaded.promotion.model_type} produced non-finite forecasts")
     values = np.clip(prediction, 0.0, None).tolist()
-    times = window.target_times[0, : request.horizon]
-    records = [
-        {spec.time_column: pd.Timestamp(t).isoformat(), **dict(zip(spec.targets, row, strict=True))}
-        for t, row in zip(times, values, strict=True)
-    ]
-    return {"forecast": records, "model": model_info(loaded)}
+    stamps = _iso(windows.target_times.reshape(-1))
+    width = windows.target_times.shape[1]
+    targets = spec.targets
+    info = loaded.info
+    time_column = spec.time_column
+    answers = []
+    for index, horizon in enumerate(horizons):
+        steps = values[index]
+        base = index * width
+        records = [
+            {time_column: stamps[base + k], **dict(zip(targets, steps[k], strict=True))}
+            for k in range(horizon)
+        ]
+        answers.append({"forecast": records, "model": info})
+    return answers
+
+
+def forecast(loaded: LoadedModel, request: ForecastRequest, *, prefix: str = "") -> dict[str, Any]:
+    """Answer one validated request with ``loaded`` (the reference the caller took at its
+    start) through the reference validation path."""
+    try:
+        window = request_window(request, loaded.spec)
+    except DataValidationError as exc:
+        raise ApiError.from_validation(exc, prefix) from exc
+    return answer(loaded, window, [request.horizon])[0]

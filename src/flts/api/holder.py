@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -52,6 +53,36 @@ class LoadedModel:
     @property
     def identifier(self) -> str:
         return self.promotion.identifier
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        """The ``model`` block of every answer, built once per swap (never mutate it)."""
+        promotion = self.promotion
+        return {
+            "run_id": promotion.run_id,
+            "model_type": promotion.model_type,
+            "config_hash": promotion.config_hash,
+            "identifier": promotion.identifier,
+            "promoted_at": promotion.promoted_at.isoformat(),
+        }
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Response headers naming the model, built once per swap."""
+        return {
+            "X-Model-Run-Id": self.promotion.run_id,
+            "X-Config-Hash": self.promotion.config_hash,
+        }
+
+    @cached_property
+    def inline(self) -> bool:
+        """Whether forecasts may run on the event loop: only runtimes whose ``predict`` is a
+        few bounded numpy/ONNX operations (tens of microseconds), checked by exact class so a
+        subclass with its own ``_predict`` is never trusted blindly. Everything else (Prophet,
+        ensembles, test doubles) runs in a worker thread under the 504 time limit."""
+        from flts.api.runtime import inline_types
+
+        return type(self.model) in inline_types()
 
 
 class ModelSource(Protocol):
@@ -117,7 +148,11 @@ class TrackingModelSource:
         return self.context.promotions.current(identifier)
 
     def load(self, promotion: Promotion) -> Forecaster:
-        return self.context.tracker.load_model(promotion.run_id)
+        # The fastest runtime per model type: ONNX Runtime for torch models, so torch is
+        # never imported by a serving process (see flts.api.runtime).
+        from flts.api.runtime import load_serving_model
+
+        return load_serving_model(self.context.tracker.model_dir(promotion.run_id))
 
 
 class RefreshOutcome(StrEnum):

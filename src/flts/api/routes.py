@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from flts.api.errors import ApiError, describe_pydantic_errors, problem_response
-from flts.api.forecasting import forecast, model_info
+from flts.api.fastpath import FastBatch, body_may_be_fast, fast_windows
+from flts.api.forecasting import answer, forecast, model_info
 from flts.api.holder import LoadedModel, ModelHolder
 from flts.api.metrics import MODEL_TYPE_SCOPE_KEY, ApiMetrics
 from flts.api.schemas import (
@@ -38,7 +39,9 @@ from flts.settings import ServingSettings
 T = TypeVar("T")
 
 #: Most forecasts one batch call may carry (each with its own history limit).
-MAX_BATCH_REQUESTS = 64
+MAX_BATCH_REQUESTS = 1024
+#: Largest fast-path batch answered on the event loop (1024 LSTM windows take ~2 ms).
+_INLINE_MAX_WINDOWS = 1024
 #: Generous JSON budget per history row (a row of 12 numbers is ~300 bytes), used to refuse
 #: oversized bodies before reading them; the row count itself is then checked exactly.
 _BYTES_PER_ROW = 1024
@@ -91,6 +94,10 @@ class ForecastService:
     # ------------------------------------------------------------------ bodies
 
     async def read_json(self, request: Request, limit: int) -> Any:
+        return parse_json(await self.read_body(request, limit))
+
+    async def read_body(self, request: Request, limit: int) -> bytes:
+        """The raw body, refused with 413 as soon as it is over ``limit`` bytes."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(
@@ -103,13 +110,7 @@ class ForecastService:
             if size > limit:
                 raise ApiError(413, [f"request body is over the {limit}-byte limit"])
             chunks.append(chunk)
-        body = b"".join(chunks)
-        if not body.strip():
-            raise ApiError.invalid("malformed JSON: the request body is empty")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError.invalid(f"malformed JSON: {exc}") from exc
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def check_rows(self, document: Any, prefix: str = "") -> None:
         """413 for a history over ``max_history_rows`` (checked before full validation)."""
@@ -120,6 +121,44 @@ class ForecastService:
                 413,
                 [f"{prefix}history has {len(history)} rows, over the limit of {limit} rows"],
             )
+
+    # ------------------------------------------------------------------ fast path
+
+    def fast_resolve(self, identifier: Any) -> LoadedModel | None:
+        """:meth:`resolve` without errors: ``None`` sends the request to the reference path,
+        which reports the 422/503 precisely."""
+        models = self.holder.snapshot()
+        if identifier is None:
+            if "global" in models:
+                return models["global"]
+            return next(iter(models.values())) if len(models) == 1 else None
+        return models.get(identifier) if type(identifier) is str else None
+
+    def fast(self, documents: list[Any], body: bytes) -> tuple[LoadedModel, FastBatch] | None:
+        """Windows of ``documents`` when every one is fast-path material for one model."""
+        if not documents or not body_may_be_fast(body):
+            return None
+        loaded: LoadedModel | None = None
+        for document in documents:
+            if type(document) is not dict:
+                return None
+            model = self.fast_resolve(document.get("identifier"))
+            if model is None or (loaded is not None and model is not loaded):
+                return None
+            loaded = model
+        assert loaded is not None
+        batch = fast_windows(documents, loaded.spec)
+        return None if batch is None else (loaded, batch)
+
+    async def answer_fast(self, loaded: LoadedModel, batch: FastBatch) -> list[dict[str, Any]]:
+        """Answers of a fast-path batch: on the event loop for bounded numpy/ONNX runtimes
+        (a thread hop would cost more than the forecast), in a worker thread otherwise."""
+        if loaded.inline and len(batch.horizons) <= _INLINE_MAX_WINDOWS:
+            try:
+                return answer(loaded, batch.windows, batch.horizons)
+            except ModelError as exc:
+                raise ApiError(500, [f"the model failed: {exc}"]) from exc
+        return await self.run(lambda: answer(loaded, batch.windows, batch.horizons))
 
     # ------------------------------------------------------------------ execution
 
@@ -143,6 +182,17 @@ class ForecastService:
             raise ApiError(500, [f"the model failed: {exc}"]) from exc
         finally:
             self._in_flight -= 1
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson's strict JSON (``NaN``/``Infinity`` literals are malformed), 422 with the
+    position of the problem."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not body.strip():
+            raise ApiError.invalid("malformed JSON: the request body is empty") from exc
+        raise ApiError.invalid(f"malformed JSON: {exc}") from exc
 
 
 def _validate(model: type[Any], document: Any, prefix: str = "") -> Any:
@@ -173,17 +223,20 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
         summary="Forecast the next steps from recent history",
     )
     async def post_forecast(request: Request) -> Response:
-        document = await service.read_json(request, service.max_body_bytes)
+        raw = await service.read_body(request, service.max_body_bytes)
+        document = parse_json(raw)
         service.check_rows(document)
+        fast = service.fast([document], raw)
+        if fast is not None:
+            loaded, batch = fast  # the reference this request keeps
+            request.scope[MODEL_TYPE_SCOPE_KEY] = loaded.promotion.model_type
+            [result] = await service.answer_fast(loaded, batch)
+            return _json(result, loaded.headers)
         body: ForecastRequest = _validate(ForecastRequest, document)
-        loaded = service.resolve(body.identifier)  # the reference this request keeps
+        loaded = service.resolve(body.identifier)
         request.scope[MODEL_TYPE_SCOPE_KEY] = loaded.promotion.model_type
         result = await service.run(lambda: forecast(loaded, body))
-        headers = {
-            "X-Model-Run-Id": loaded.promotion.run_id,
-            "X-Config-Hash": loaded.promotion.config_hash,
-        }
-        return _json(result, headers)
+        return _json(result, loaded.headers)
 
     @router.post(
         "/v1/forecast/batch",
@@ -192,7 +245,8 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
         summary="Several forecasts in one call (all succeed or the call fails)",
     )
     async def post_forecast_batch(request: Request) -> Response:
-        document = await service.read_json(request, service.max_batch_bytes)
+        raw = await service.read_body(request, service.max_batch_bytes)
+        document = parse_json(raw)
         items = document.get("requests") if isinstance(document, dict) else None
         if isinstance(items, list):
             if len(items) > MAX_BATCH_REQUESTS:
@@ -202,6 +256,12 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
                 )
             for index, item in enumerate(items):
                 service.check_rows(item, f"requests[{index}].")
+            if type(document) is dict and document.keys() == {"requests"}:
+                fast = service.fast(items, raw)
+                if fast is not None:
+                    model, batch = fast
+                    request.scope[MODEL_TYPE_SCOPE_KEY] = model.promotion.model_type
+                    return _json({"results": await service.answer_fast(model, batch)})
         body: BatchForecastRequest = _validate(BatchForecastRequest, document)
         loaded = [service.resolve(item.identifier) for item in body.requests]
         request.scope[MODEL_TYPE_SCOPE_KEY] = ",".join(

@@ -172,6 +172,14 @@ class DeadLetter:
     key: str
     value: bytes
     headers: Mapping[str, str] = field(repr=False)
+    dlq_partition: int = 0
+    """Partition of the dead letter in its DLQ topic (always 0 except on Kafka)."""
+
+    @property
+    def letter_id(self) -> str:
+        """Where the dead letter itself lives, ``dlq.<topic>/<partition>/<offset>``: the id
+        ``flts dlq replay --id`` takes (unique across every DLQ topic and backend)."""
+        return f"{self.dlq_topic}/{self.dlq_partition}/{self.dlq_offset}"
 
     @classmethod
     def from_message(cls, message: Message) -> DeadLetter:
@@ -188,6 +196,7 @@ class DeadLetter:
             key=message.key,
             value=message.value,
             headers=dict(h),
+            dlq_partition=message.partition,
         )
 
 
@@ -362,6 +371,20 @@ class Bus(ABC):
             else sorted(t for t in self._topics() if t.startswith(DLQ_PREFIX))
         )
         return [DeadLetter.from_message(m) for name in names for m in self._read(name, limit)]
+
+    def replay(self, letter: DeadLetter) -> None:
+        """Re-publish a dead letter's original bytes to its source topic (``flts dlq replay``).
+
+        The key and the original headers are kept, the ``x-dlq-*`` provenance is dropped and
+        ``x-replayed-from`` names the dead letter. The letter stays in its DLQ (the log is
+        append-only). A replayed event runs again even with idempotency on: failed events are
+        never marked processed.
+        """
+        self._check_open()
+        validate_topic(letter.source_topic)
+        headers = {k: v for k, v in letter.headers.items() if not k.startswith("x-dlq-")}
+        headers["x-replayed-from"] = letter.letter_id
+        self._publish(letter.source_topic, letter.key, letter.value, headers)
 
     @abstractmethod
     def pending(self, group: str, topic: str) -> int:

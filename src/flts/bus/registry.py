@@ -23,6 +23,7 @@ class BackendEntry(NamedTuple):
 BACKENDS: dict[str, BackendEntry] = {
     "memory": BackendEntry("flts.bus.memory:MemoryBus"),
     "sqlite": BackendEntry("flts.bus.sqlite:SQLiteBus"),
+    "kafka": BackendEntry("flts.bus.kafka:KafkaBus", extra="kafka", package="confluent_kafka"),
 }
 
 

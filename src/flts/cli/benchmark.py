@@ -1,4 +1,4 @@
-"""``flts benchmark``: measure models with the pipeline's own code and report JSON."""
+"""``flts bench accuracy``: measure models with the pipeline's own code and report JSON."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flts.benchmarks.accuracy import DEFAULT_MODELS, DEFAULT_STATIONS, run_accuracy_benchmark
 from flts.cli._common import console, err_console, user_errors, write_json
-from flts.models import parse_model_types
 
-app = typer.Typer(help="Benchmarks (accuracy now; serving comes with the inference API).")
+#: Defaults repeated here (not imported) so ``flts --help`` does not import every model.
+DEFAULT_STATIONS = "PobleSec,ElBorn,LesCorts"
+DEFAULT_MODELS = "PERSISTENCE,SEASONAL_NAIVE,RIDGE,PROPHET,LSTM,GRU,MLP,ENSEMBLE"
 
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-@app.command("accuracy")
 def accuracy(
     data_dir: Annotated[
         Path,
@@ -27,16 +26,17 @@ def accuracy(
             exists=True, file_okay=False, help="Directory with <station>.csv and _test.csv."
         ),
     ],
-    stations: Annotated[str, typer.Option(help="Comma-separated station names.")] = ",".join(
-        DEFAULT_STATIONS
-    ),
-    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = ",".join(
-        DEFAULT_MODELS
-    ),
+    stations: Annotated[
+        str, typer.Option(help="Comma-separated station names.")
+    ] = DEFAULT_STATIONS,
+    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = DEFAULT_MODELS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per model and station.")] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Train and score every model on every station's held-out test file."""
+    from flts.benchmarks.accuracy import run_accuracy_benchmark
+    from flts.models import parse_model_types
+
     with user_errors():
         document = run_accuracy_benchmark(
             data_dir,

@@ -18,10 +18,25 @@ def worker(
     model: Annotated[
         str | None, typer.Option("--model", help="Model type for a trainer (or FLTS_MODEL_TYPE).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve /healthz, /readyz and /metrics on this port (FLTS_METRICS_PORT).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            help="Bind address of the health server (0.0.0.0 in a pod) (FLTS_METRICS_HOST).",
+        ),
+    ] = None,
 ) -> None:
     """Run one pipeline worker until SIGTERM/Ctrl-C."""
     from flts.logs import configure_logging
     from flts.services.context import ServiceContext
+    from flts.services.health import HealthServer, HealthState
     from flts.services.runner import build_service, install_stop_signals, run_service
 
     with user_errors():
@@ -31,9 +46,18 @@ def worker(
     configure_logging(f"worker-{name}" + (f"-{model.lower()}" if model else ""))
     stop = threading.Event()
     install_stop_signals(stop)
+    port = metrics_port or settings.metrics_port
+    health = HealthState() if port is not None else None
+    server = None
+    if health is not None and port is not None:
+        # Started before consuming so a slow first poll still answers liveness probes.
+        host = metrics_host or settings.metrics_host
+        server = HealthServer(health, host=host, port=port).start()
     try:
-        run_service(service, context, stop)
+        run_service(service, context, stop, health=health)
     finally:
+        if server is not None:
+            server.stop()
         context.close()
 
 
@@ -44,6 +68,10 @@ def serve(
     replica_id: Annotated[
         str | None, typer.Option(help="Stable replica name (its own model-selected group).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Worker processes, each with its own model copy (one per core)."),
+    ] = 1,
 ) -> None:
     """Serve the champion over HTTP and follow promotions."""
     from flts.api import serve as run_api
@@ -59,6 +87,7 @@ def serve(
         host=host or serving.host,
         port=port or serving.port,
         replica_id=replica_id,
+        workers=workers,
     )
 
 

@@ -190,7 +190,19 @@ class BatchInferenceService:
         key = self._new_key(store, identifier, run_id, moment)
         store.put_json(key, document, atomic=True)
         log.info(
-            "batch inference %s on %s: nrmse %.4f -> %s", run_id, config_hash, scores.nrmse, key
+            "batch inference %s on %s: nrmse %.4f -> %s",
+            run_id,
+            config_hash,
+            scores.nrmse,
+            key,
+            extra={
+                "event": "batch-inference-written",
+                "correlation_id": None if trigger is None else trigger.correlation_id,
+                "config_hash": config_hash,
+                "run_id": run_id,
+                "model_type": model.model_type,
+                "identifier": identifier,
+            },
         )
         return key
 

@@ -58,6 +58,7 @@ from flts.exceptions import ConfigurationError, DataValidationError, ModelError
 from flts.models.baselines import Persistence
 from flts.promotion import Promotion
 from flts.services.context import ServiceContext
+from flts.services.metrics import rejection_reason, worker_metrics
 from flts.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -316,6 +317,23 @@ class EvaluateService:
             self._write(decision)  # the intent first: a crash from here on resumes it
             return self._apply(decision)
         self._finish(decision)
+        top = decision.leaderboard[0] if decision.leaderboard else None
+        reason = rejection_reason(top.reason if top is not None and top.status == "SUCCESS" else "")
+        worker_metrics().rejections.labels(identifier, reason).inc()
+        log.info(
+            "%s/%s: nothing promoted (%s)",
+            identifier,
+            config_hash[:12],
+            top.reason if top is not None else "no candidate",
+            extra={
+                "event": "promotion-rejected",
+                "identifier": identifier,
+                "config_hash": config_hash,
+                "correlation_id": decision.correlation_id,
+                "model_type": top.model_type if top is not None else None,
+                "run_id": top.run_id if top is not None else None,
+            },
+        )
         return decision
 
     def _started(self, identifier: str, config_hash: str, runs: list[RunRecord]) -> datetime:
@@ -363,12 +381,23 @@ class EvaluateService:
         )
         done = decision.model_copy(update={"state": "done"})
         self._finish(done)
+        metrics = worker_metrics()
+        metrics.promotions.labels(promotion.identifier, promotion.model_type).inc()
+        metrics.last_promotion.labels(promotion.identifier).set(promotion.promoted_at.timestamp())
         log.info(
             "%s: promoted %s run %s (%s)",
             promotion.identifier,
             promotion.model_type,
             promotion.run_id,
             promotion.reason,
+            extra={
+                "event": "promoted",
+                "identifier": promotion.identifier,
+                "config_hash": promotion.config_hash,
+                "correlation_id": decision.correlation_id,
+                "model_type": promotion.model_type,
+                "run_id": promotion.run_id,
+            },
         )
         return done
 

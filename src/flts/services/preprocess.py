@@ -156,6 +156,12 @@ class PreprocessService:
             event.payload.dataset_id,
             keys.config_hash,
             event.correlation_id,
+            extra={
+                "event": "preprocessed",
+                "correlation_id": event.correlation_id,
+                "config_hash": keys.config_hash,
+                "identifier": event.identifier,
+            },
         )
 
     def process(self, event: DatasetUploadedEvent) -> ProcessedKeys:

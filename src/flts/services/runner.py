@@ -14,9 +14,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
+from flts.bus.base import RetryPolicy
 from flts.events import Event
 from flts.exceptions import ConfigurationError
 from flts.services.context import ServiceContext
+from flts.services.health import HealthState
+from flts.services.metrics import instrument, worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +83,47 @@ def run_service(
     stop: threading.Event,
     *,
     poll_timeout: float = 0.5,
+    health: HealthState | None = None,
+    retry: RetryPolicy | None = None,
 ) -> None:
-    """Consume for ``service`` until ``stop`` is set; evaluators also get a deadline ticker."""
+    """Consume for ``service`` until ``stop`` is set; evaluators also get a deadline ticker.
+
+    The handler is counted in the process's :func:`~flts.services.metrics.worker_metrics`
+    (consumed, failed, dead-lettered per topic; trainer retries). With ``health`` (the worker
+    serves ``/readyz``), readiness is on while the loop runs and the group's pending messages
+    are exported at scrape time; a loop that ends flips liveness off.
+    """
+    policy = retry or RetryPolicy()
+    metrics = worker_metrics()
+    model_type = getattr(service, "model_type", None)
+
+    def count_retry(_event: Event) -> None:
+        if isinstance(model_type, str):
+            metrics.training_retries.labels(model_type).inc()
+
+    handler = instrument(service.handle, service=service.group, policy=policy, on_retry=count_retry)
     check_deadlines = getattr(service, "check_deadlines", None)
     ticker = None
     if callable(check_deadlines):
         ticker = _ticker(check_deadlines, stop, DEADLINE_TICK_SECONDS)
+    if health is not None:
+        metrics.watch_lag(context.bus, service.group, service.topics)
+        if callable(check_deadlines):  # the evaluator: the promotion clock survives restarts
+            metrics.seed_last_promotions(context.promotions)
+        health.mark_ready()
     try:
         context.bus.consume(
-            service.topics, service.group, service.handle, stop=stop, poll_timeout=poll_timeout
+            service.topics,
+            service.group,
+            handler,
+            stop=stop,
+            poll_timeout=poll_timeout,
+            retry=policy,
         )
     finally:
         stop.set()
+        if health is not None:
+            health.mark_dead()
         if ticker is not None:
             ticker.join(timeout=DEADLINE_TICK_SECONDS + 1)
 

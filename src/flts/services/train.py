@@ -24,6 +24,7 @@ held-out test split with its own computation (DESIGN.md rule 3).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flts.data.prepare import PreparedData
@@ -42,6 +43,7 @@ from flts.events import (
 from flts.exceptions import ConfigurationError, DataValidationError, ModelError
 from flts.models.registry import model_class
 from flts.services.context import ServiceContext
+from flts.services.metrics import worker_metrics
 
 if TYPE_CHECKING:
     from flts.models.base import Forecaster
@@ -116,8 +118,17 @@ class TrainService:
             raise DataValidationError(
                 f"{self.group} consumes {TRAINING_DATA} events, got {event.type}"
             )
+        try:
+            self._handle(event)
+        except Exception:
+            # Store or tracking trouble: the bus retries, then dead-letters the event.
+            worker_metrics().training_failures.labels(self.model_type, "infrastructure").inc()
+            raise
+
+    def _handle(self, event: TrainingDataEvent) -> None:
         payload = event.payload
         identifier = event.identifier
+        context = self._log_context(event)
         done = self._finished_run(payload.config_hash, identifier)
         if done is not None:
             log.info(
@@ -126,6 +137,7 @@ class TrainService:
                 identifier,
                 payload.config_hash,
                 done.run_id,
+                extra={**context, "event": "training-skipped", "run_id": done.run_id},
             )
             self._publish(
                 event, TrainingStatus.SUCCESS, run_id=done.run_id, train_seconds=done.train_seconds
@@ -133,6 +145,10 @@ class TrainService:
             return
 
         self._publish(event, TrainingStatus.RUNNING)
+        log.info(
+            "%s training started", self.model_type, extra={**context, "event": "training-started"}
+        )
+        started = time.perf_counter()
         prepared = read_splits(self.context.store, processed_keys(payload)).windows()
         try:
             model, validation = self._fit(prepared)
@@ -151,6 +167,15 @@ class TrainService:
             self._report_failure(event, exc)
             return
         seconds = model.metadata.get("train_seconds")
+        elapsed = time.perf_counter() - started
+        worker_metrics().training_duration.labels(self.model_type).observe(elapsed)
+        log.info(
+            "%s trained in %.2fs (run %s)",
+            self.model_type,
+            elapsed,
+            run_id,
+            extra={**context, "event": "training-succeeded", "run_id": run_id},
+        )
         self._publish(
             event,
             TrainingStatus.SUCCESS,
@@ -159,6 +184,15 @@ class TrainService:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _log_context(self, event: TrainingDataEvent) -> dict[str, str]:
+        """The structured-log fields every trainer line carries (:mod:`flts.logs`)."""
+        return {
+            "correlation_id": event.correlation_id,
+            "config_hash": event.payload.config_hash,
+            "model_type": self.model_type,
+            "identifier": event.identifier,
+        }
 
     def _finished_run(self, config_hash: str, identifier: str) -> RunRecord | None:
         """The oldest finished run of this type for the config (the one everyone uses)."""
@@ -183,7 +217,14 @@ class TrainService:
     def _report_failure(self, event: TrainingDataEvent, exc: Exception) -> None:
         """Record a FAILED run and announce it, so the evaluator stops waiting for this type."""
         error = _one_line(exc)
-        log.warning("%s failed on %s: %s", self.model_type, event.payload.config_hash, error)
+        worker_metrics().training_failures.labels(self.model_type, "model").inc()
+        log.warning(
+            "%s failed on %s: %s",
+            self.model_type,
+            event.payload.config_hash,
+            error,
+            extra={**self._log_context(event), "event": "training-failed"},
+        )
         run_id = self.context.tracker.log_failed_run(
             model_type=self.model_type,
             identifier=event.identifier,

@@ -1,0 +1,352 @@
+"""``make e2e``: the distributed system for real, on one machine.
+
+1. Starts a Kafka-API broker (Tansu), an S3 server (SeaweedFS), a fresh PostgreSQL database
+   and an MLflow server on it, all on 127.0.0.1 with unique names.
+2. Starts every FLTS service as its own OS process with kafka://, s3:// and http:// URLs:
+   gateway, preprocess, one trainer per model type, evaluator, batch inference and two
+   inference replicas.
+3. Uploads a training CSV and its test file through the gateway, waits for the champion and
+   checks that both replicas serve it and agree.
+4. Publishes the same upload event again and checks nothing is retrained.
+5. Uploads a second configuration (a traffic regime change) that promotes a new champion
+   while a client sends requests to both replicas: both switch, zero failed requests.
+6. Meanwhile kills one trainer in the middle of training; its message is redelivered to the
+   restarted trainer and the pipeline still completes.
+7. Stops everything it started (also on failure); exits non-zero naming each failed check.
+
+Run: ``python scripts/e2e_distributed.py [--data-dir ../shared/datasets] [--station PobleSec]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from flts.bus import open_bus
+from flts.devservers import free_port
+from flts.devservers.kafka import start_kafka
+from flts.devservers.mlflow_server import start_mlflow_server
+from flts.devservers.postgres import create_database
+from flts.devservers.s3 import start_seaweedfs
+from flts.events import (
+    DATASET_UPLOADED,
+    MODEL_SELECTED,
+    MODEL_TRAINING,
+    DatasetUploaded,
+    DatasetUploadedEvent,
+    Event,
+    ModelTrainingEvent,
+)
+from flts.settings import Settings
+from flts.supervisor import Supervisor, service_specs
+from flts.tracking import Tracker
+
+MODELS = ["LSTM", "GRU", "RIDGE", "PERSISTENCE", "PROPHET"]
+KILLED = "LSTM"
+IDENTIFIER = "e2e"
+#: Short sessions so a killed consumer's partitions move on quickly (Tansu joins in ~1 s).
+KAFKA_OPTIONS = "session_timeout_ms=6000&heartbeat_interval_ms=500"
+
+
+class Checks:
+    """Collects pass/fail lines and phase timings; the exit code is the number of failures."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def check(self, ok: bool, what: str) -> bool:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}", flush=True)
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - started, 1)
+            print(f"   {name}: {self.timings[name]}s", flush=True)
+
+
+def wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.HTTPError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class EventLog:
+    """Every model-training and model-selected event, from its own consumer group."""
+
+    def __init__(self, bus_url: str) -> None:
+        self.events: list[tuple[float, Event]] = []
+        self.stop = threading.Event()
+        self._bus = open_bus(bus_url)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._bus.consume(
+            [MODEL_TRAINING, MODEL_SELECTED],
+            f"e2e-watch-{uuid.uuid4().hex[:8]}",
+            lambda event: self.events.append((time.monotonic(), event)),
+            stop=self.stop,
+            poll_timeout=0.5,
+        )
+
+    def training(self, model: str, status: str, after: float = 0.0) -> list[ModelTrainingEvent]:
+        return [
+            e
+            for t, e in self.events
+            if t >= after
+            and isinstance(e, ModelTrainingEvent)
+            and e.payload.model_type == model
+            and e.payload.status.value == status
+        ]
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+        self._bus.close()
+
+
+def upload(gateway: str, train: bytes, test: bytes) -> dict[str, Any]:
+    response = httpx.post(
+        f"{gateway}/v1/datasets",
+        files={
+            "train": ("train.csv", io.BytesIO(train), "text/csv"),
+            "test": ("test.csv", io.BytesIO(test), "text/csv"),
+        },
+        data={"identifier": IDENTIFIER},
+        timeout=120,
+    )
+    response.raise_for_status()
+    meta: dict[str, Any] = response.json()
+    return meta
+
+
+def alive(api: str) -> bool:
+    return httpx.get(f"{api}/healthz").status_code == 200
+
+
+def champion(api: str) -> str | None:
+    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": IDENTIFIER})
+    return str(response.json()["run_id"]) if response.status_code == 200 else None
+
+
+def request_body(test_csv: bytes) -> dict[str, Any]:
+    rows = pd.read_csv(io.BytesIO(test_csv)).tail(10)
+    return {"identifier": IDENTIFIER, "history": json.loads(rows.to_json(orient="records"))}
+
+
+def scaled(csv: bytes, factor: float) -> bytes:
+    """The same traffic at another level: a regime change the old champion has not seen."""
+    frame = pd.read_csv(io.BytesIO(csv))
+    for column in ("down", "up", "rb_down", "rb_up", "rnti_count"):
+        frame[column] = frame[column] * factor
+    return frame.to_csv(index=False).encode()
+
+
+def replay_upload(bus_url: str, meta: dict[str, Any]) -> None:
+    """Publish the gateway's upload event again: same event id, same payload."""
+    event = DatasetUploadedEvent(
+        event_id=meta["event_id"],
+        correlation_id=meta["correlation_id"],
+        identifier=meta["identifier"],
+        payload=DatasetUploaded(
+            dataset_id=meta["dataset_id"],
+            filename=meta["train"]["filename"],
+            train_key=meta["train"]["key"],
+            test_key=meta["test"]["key"],
+            size_bytes=meta["train"]["size_bytes"],
+            digest=meta["train"]["digest"],
+        ),
+    )
+    with open_bus(bus_url) as bus:
+        bus.publish(DATASET_UPLOADED, event)
+
+
+def run(data_dir: Path, station: str, workdir: Path) -> Checks:
+    checks = Checks()
+    train = (data_dir / f"{station}.csv").read_bytes()
+    test = (data_dir / f"{station}_test.csv").read_bytes()
+    with ExitStack() as stack:
+        with checks.phase("1. start Kafka, S3, PostgreSQL, MLflow"):
+            kafka = stack.enter_context(start_kafka(workdir / "logs"))
+            bucket = f"flts-e2e-{uuid.uuid4().hex[:8]}"
+            s3 = stack.enter_context(start_seaweedfs(workdir / "s3", buckets=[bucket]))
+            database = stack.enter_context(create_database("flts_e2e"))
+            mlflow = stack.enter_context(
+                start_mlflow_server(
+                    database.url,
+                    artifacts_destination=f"s3://{bucket}/mlflow",
+                    workdir=workdir / "mlflow",
+                    s3=s3.credentials,
+                )
+            )
+        bus_url = f"{kafka.url}?{KAFKA_OPTIONS}"
+        gateway_port, ports = free_port(), [free_port(), free_port()]
+        env = {
+            **os.environ,
+            **s3.credentials.env(),
+            "FLTS_HOME": str(workdir / "home"),
+            "FLTS_BUS_URL": bus_url,
+            "FLTS_STORAGE_URL": f"s3://{bucket}/data",
+            "FLTS_TRACKING_URI": mlflow.url,
+            "FLTS_GATEWAY__PORT": str(gateway_port),
+            "FLTS_SERVING__POINTER_POLL_SECONDS": "1",
+            "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(MODELS),
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("FLTS_", "AWS_"))})
+        settings = Settings()
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        apis = [f"http://127.0.0.1:{port}" for port in ports]
+
+        with checks.phase("2. start every FLTS service"):
+            supervisor = Supervisor(
+                service_specs(settings, MODELS, serve_ports=ports),
+                log_dir=workdir / "logs",
+                env=env,
+                max_restarts=3,
+            )
+            supervisor.start()
+            stack.callback(supervisor.stop)
+            wait(lambda: httpx.get(f"{gateway}/healthz").status_code == 200, 120, "gateway")
+            for api in apis:
+                wait(partial(alive, api), 120, api)
+            events = EventLog(bus_url)
+            stack.callback(events.close)
+
+        with checks.phase("3. upload, champion on both replicas"):
+            meta = upload(gateway, train, test)
+            first = wait(lambda: champion(apis[0]), 600, "the first champion")
+            wait(lambda: champion(apis[1]) == first, 60, "the second replica")
+            body = request_body(test)
+            answers = [httpx.post(f"{api}/v1/forecast", json=body, timeout=30) for api in apis]
+            checks.check(all(a.status_code == 200 for a in answers), "both replicas answer 200")
+            checks.check(
+                answers[0].json() == answers[1].json(),
+                f"both replicas serve champion {first} and agree on the forecast",
+            )
+
+        tracker = Tracker(settings)
+        config_hash = answers[0].headers["x-config-hash"]
+        with checks.phase("4. same upload event again: nothing retrained"):
+            before = len(tracker.runs_for(config_hash=config_hash, identifier=IDENTIFIER))
+            replay_upload(bus_url, meta)
+            time.sleep(15)  # time for any (wrong) retraining to start and log a run
+            after = len(tracker.runs_for(config_hash=config_hash, identifier=IDENTIFIER))
+            checks.check(after == before, f"tracking runs for the config: {before} -> {after}")
+            checks.check(champion(apis[0]) == first, "champion unchanged")
+
+        with checks.phase("5+6. new config under load, a trainer killed mid-training"):
+            failures: list[str] = []
+            seen: dict[str, int] = {}
+            stop = threading.Event()
+
+            def client(api: str) -> None:
+                with httpx.Client(base_url=api, timeout=30) as http:
+                    while not stop.is_set():
+                        reply = http.post("/v1/forecast", json=body)
+                        if reply.status_code != 200:
+                            failures.append(f"{api}: {reply.status_code} {reply.text[:200]}")
+                            continue
+                        run_id = reply.headers["x-model-run-id"]
+                        seen[f"{api} {run_id}"] = seen.get(f"{api} {run_id}", 0) + 1
+
+            clients = [threading.Thread(target=client, args=(api,)) for api in apis]
+            for thread in clients:
+                thread.start()
+            try:
+                started = time.monotonic()
+                upload(gateway, scaled(train, 0.2), scaled(test, 0.2))
+                wait(lambda: events.training(KILLED, "RUNNING", started), 300, f"{KILLED} start")
+                time.sleep(2)  # in the middle of training
+                killed = not events.training(KILLED, "SUCCESS", started)
+                supervisor.kill(f"train-{KILLED.lower()}")
+                checks.check(killed, f"killed train-{KILLED.lower()} before it finished")
+                wait(
+                    lambda: supervisor.check() == [] and all(supervisor.alive().values()),
+                    60,
+                    "the restarted trainer",
+                )
+                wait(lambda: events.training(KILLED, "SUCCESS", started), 600, f"{KILLED} again")
+                second = wait(
+                    lambda: (run := champion(apis[0])) != first and run, 600, "a new champion"
+                )
+                for api in apis:
+                    wait(partial(seen.get, f"{api} {second}", 0), 60, f"{api} swap")
+            finally:
+                stop.set()
+                for thread in clients:
+                    thread.join(timeout=60)
+            total = sum(seen.values())
+            checks.check(
+                failures == [], f"{total} requests during the swap, {len(failures)} failed"
+            )
+            for api in apis:
+                checks.check(seen.get(f"{api} {first}", 0) > 0, f"{api} answered with the old run")
+                checks.check(seen.get(f"{api} {second}", 0) > 0, f"{api} switched to {second}")
+            redelivered = events.training(KILLED, "SUCCESS", started)
+            checks.check(
+                bool(redelivered), f"{KILLED} message redelivered and trained after the kill"
+            )
+            checks.timings["requests_during_swap"] = total
+            checks.timings["failed_requests_during_swap"] = len(failures)
+    return checks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--station", default="PobleSec")
+    parser.add_argument("--keep", action="store_true", help="Keep the work directory.")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="flts-e2e-"))
+    started = time.perf_counter()
+    try:
+        checks = run(args.data_dir, args.station, workdir)
+    except Exception as exc:  # a phase that could not even finish is a failed check
+        print(f"  [FAIL] {type(exc).__name__}: {exc}", flush=True)
+        print(f"logs: {workdir / 'logs'}", flush=True)
+        return 1
+    timings = {**checks.timings, "total": round(time.perf_counter() - started, 1)}
+    print(json.dumps(timings, indent=1))
+    if checks.failures:
+        print(f"{len(checks.failures)} failed checks; logs: {workdir / 'logs'}")
+        return 1
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("e2e: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Serving runtimes: the fastest way to run each saved model type, behind one interface.
+
+* **LSTM, GRU, MLP**: the ``model.onnx`` every torch model saves, run by ONNX Runtime with one
+  intra-op thread (:class:`OnnxForecaster`). torch is never imported, so a serving process
+  stays small and starts fast; the torch module is only the reference the graph is tested
+  against.
+* **RIDGE, PERSISTENCE, SEASONAL_NAIVE, ENSEMBLE**: their own numpy ``predict``.
+* **PROPHET**: its own path (a cmdstan-fitted model per target) behind the same interface; it
+  is slow per call, so its forecasts run in a worker thread under the 504 time limit.
+
+:func:`load_serving_model` picks the runtime from the saved manifest; everything else
+(validation, scaling, answers) is the shared :class:`~flts.models.Forecaster` contract.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from flts.data.scaling import MinMaxScaler
+from flts.data.spec import FeatureSpec
+from flts.data.windows import Windows
+from flts.exceptions import ModelError
+from flts.models.base import FORMAT_VERSION, MANIFEST, Forecaster, load_model
+from flts.models.onnx_runtime import ONNX_FILE, OnnxSession
+
+
+class OnnxForecaster(Forecaster):
+    """A saved torch forecaster served from its ONNX graph: ``encode`` -> ORT -> ``decode``,
+    exactly the steps of the torch model's own ``predict``. Serving only: it cannot be fitted
+    or saved (the training class owns the on-disk format)."""
+
+    model_type: ClassVar[str] = "ONNX"
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        input_scaler: MinMaxScaler,
+        target_scaler: MinMaxScaler,
+        session: OnnxSession,
+        *,
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(spec, input_scaler, target_scaler, seed=seed)
+        self.params = dict(params or {})  # the training params, for descriptions only
+        self.session = session
+
+    def _fit(self, train: Windows, validation: Windows) -> None:
+        raise ModelError("an ONNX-served model cannot be trained; train its torch class")
+
+    def _predict(self, windows: Windows) -> np.ndarray:
+        scaled = self.session.run(self.encode(windows))
+        return self.decode(scaled.astype(np.float64))
+
+    def _save_state(self, directory: Path) -> None:
+        raise ModelError("an ONNX-served model cannot be saved; save its torch class")
+
+    def _load_state(self, directory: Path) -> None:  # pragma: no cover - built by the loader
+        raise ModelError("use load_serving_model to load an ONNX-served model")
+
+
+class OnnxLSTM(OnnxForecaster):
+    model_type = "LSTM"
+
+
+class OnnxGRU(OnnxForecaster):
+    model_type = "GRU"
+
+
+class OnnxMLP(OnnxForecaster):
+    model_type = "MLP"
+
+
+#: Model types served from their ONNX graph, by manifest ``model_type``.
+ONNX_TYPES: dict[str, type[OnnxForecaster]] = {"LSTM": OnnxLSTM, "GRU": OnnxGRU, "MLP": OnnxMLP}
+
+
+def load_serving_model(directory: Path, *, threads: int = 1) -> Forecaster:
+    """The saved model in ``directory`` with its fastest serving runtime (see module doc).
+
+    A torch model saved without ``model.onnx`` (an older format) falls back to torch.
+    """
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise ModelError(f"no {MANIFEST} in {directory}: not a saved FLTS model")
+    manifest = json.loads(manifest_path.read_text())
+    cls = ONNX_TYPES.get(str(manifest.get("model_type", "")).upper())
+    if cls is None or not (directory / ONNX_FILE).is_file():
+        return load_model(directory)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"model format {manifest.get('format_version')} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    try:
+        session = OnnxSession(directory / ONNX_FILE, threads=threads)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+        raise ModelError(f"cannot load the ONNX graph in {directory}: {exc}") from exc
+    model = cls(
+        FeatureSpec.model_validate_json((directory / "feature_spec.json").read_text()),
+        MinMaxScaler.load(directory / "input_scaler.json"),
+        MinMaxScaler.load(directory / "target_scaler.json"),
+        session,
+        seed=int(manifest.get("seed", 0)),
+        params=dict(manifest.get("params", {})),
+    )
+    model.metadata = dict(manifest.get("metadata", {}))
+    model.fitted = True
+    return model
+
+
+def inline_types() -> frozenset[type[Forecaster]]:
+    """Model classes cheap and bounded enough to run on the event loop (see
+    :attr:`flts.api.holder.LoadedModel.inline`)."""
+    from flts.models.baselines import Persistence, SeasonalNaive
+    from flts.models.ridge import Ridge
+
+    return frozenset({OnnxLSTM, OnnxGRU, OnnxMLP, Ridge, Persistence, SeasonalNaive})

@@ -1,0 +1,139 @@
+"""The Tracker against a real MLflow tracking server: PostgreSQL backend store, artifacts in
+S3 (SeaweedFS) served through the server, so the client needs only the tracking URI.
+
+The test process never holds the S3 keys: if the client tried to reach S3 itself, logging or
+loading a model would fail; the objects the server wrote are then checked in the bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flts.data import FeatureSpec, PreparedData, prepare
+from flts.devservers import Server
+from flts.devservers.s3 import SeaweedFS
+from flts.models import model_class
+from flts.models.base import Forecaster
+from flts.settings import Settings
+from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker
+from helpers import synthetic_tables
+
+from .conftest import ARTIFACT_BUCKET, ARTIFACT_PREFIX
+
+HASH = "f" * 16
+
+
+@pytest.fixture(scope="module")
+def data() -> PreparedData:
+    spec = FeatureSpec()
+    train, test = synthetic_tables(700, 550, seed=4, spec=spec)
+    return prepare(train, test, spec=spec)
+
+
+@pytest.fixture(scope="module")
+def ridge(data: PreparedData) -> Forecaster:
+    model = model_class("RIDGE")(data.spec, data.input_scaler, data.target_scaler, seed=0)
+    return model.fit(data.train, data.validation)
+
+
+@pytest.fixture
+def server_settings(
+    mlflow_server: Server, s3_server: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """Settings that name only the tracking server: no S3 variables in this process, and an
+    experiment (and registry prefix) of this test's own on the shared server."""
+    for name in ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert s3_server.credentials.secret_access_key not in os.environ.values()
+    return Settings(
+        home=tmp_path / "home",
+        tracking_uri=mlflow_server.url,
+        storage_url=f"memory://{uuid.uuid4().hex}",
+        bus_url=f"memory://{uuid.uuid4().hex}",
+        registry_prefix=f"flts-it-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+def tracker(server_settings: Settings) -> Tracker:
+    return Tracker(server_settings)
+
+
+def _log(tracker: Tracker, model: Forecaster, identifier: str = "PobleSec") -> str:
+    return tracker.log_training_run(
+        model, identifier=identifier, config_hash=HASH, correlation_id="corr-it"
+    )
+
+
+def test_training_run_round_trips_through_the_server(
+    tracker: Tracker,
+    server_settings: Settings,
+    ridge: Forecaster,
+    data: PreparedData,
+    s3_server: SeaweedFS,
+    tmp_path: Path,
+) -> None:
+    run_id = _log(tracker, ridge)
+
+    [record] = tracker.runs_for(config_hash=HASH, identifier="PobleSec")
+    assert (record.run_id, record.status, record.model_type) == (run_id, FINISHED, "RIDGE")
+    assert (record.identifier, record.correlation_id) == ("PobleSec", "corr-it")
+    assert record.train_seconds is not None
+    assert tracker.runs_for(config_hash=HASH, identifier="ElBorn") == []
+
+    # Artifacts went through the server (proxied URI) and landed in the server's bucket.
+    artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
+    assert artifact_uri.startswith("mlflow-artifacts:")
+    stored = s3_server.filesystem().find(f"{ARTIFACT_BUCKET}/{ARTIFACT_PREFIX}")
+    assert any(f"/{run_id}/artifacts/{MODEL_ARTIFACT}/model.json" in p for p in stored)
+
+    # Another process (new tracker, empty model cache) loads a model that predicts the same.
+    other_home = server_settings.model_copy(update={"home": tmp_path / "other"})
+    loaded = Tracker(other_home).load_model(run_id)
+    assert data.test is not None
+    np.testing.assert_allclose(loaded.predict(data.test), ridge.predict(data.test), rtol=1e-12)
+    assert (tmp_path / "other" / "cache" / "models" / run_id / "model.json").is_file()
+
+
+def test_set_champion_moves_the_registry_alias(tracker: Tracker, ridge: Forecaster) -> None:
+    first, second = _log(tracker, ridge), _log(tracker, ridge)
+    assert tracker.champion_run_id("PobleSec") is None
+    assert tracker.set_champion(first, "PobleSec") == "1"
+    assert tracker.set_champion(first, "PobleSec") == "1"  # idempotent on resume
+    assert tracker.champion_run_id("PobleSec") == first
+    assert tracker.set_champion(second, "PobleSec") == "2"
+    assert tracker.champion_run_id("PobleSec") == second
+    version = tracker.client.get_model_version_by_alias(
+        tracker.registered_model_name("PobleSec"), "champion"
+    )
+    assert version.source == f"runs:/{second}/{MODEL_ARTIFACT}"
+
+
+def test_run_exists_for_failed_unknown_and_deleted_runs(tracker: Tracker) -> None:
+    failed = tracker.log_failed_run(
+        model_type="GRU",
+        identifier="PobleSec",
+        config_hash=HASH,
+        correlation_id="corr-it",
+        error="RuntimeError: loss is NaN",
+    )
+    [record] = tracker.runs_for(config_hash=HASH, identifier="PobleSec")
+    assert (record.status, record.error) == (FAILED, "RuntimeError: loss is NaN")
+    assert tracker.run_exists(failed)
+    assert not tracker.run_exists(uuid.uuid4().hex)
+    tracker.client.delete_run(failed)
+    assert not tracker.run_exists(failed)
+
+
+def test_trackers_share_one_experiment_on_the_server(
+    tracker: Tracker, server_settings: Settings, ridge: Forecaster
+) -> None:
+    other = Tracker(server_settings)
+    run_id = _log(tracker, ridge)
+    assert other.experiment_id == tracker.experiment_id
+    assert [r.run_id for r in other.runs_for(config_hash=HASH, identifier="PobleSec")] == [run_id]
