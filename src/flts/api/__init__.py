@@ -6,7 +6,8 @@
 Modules: :mod:`~flts.api.app` (factory, ``serve``), :mod:`~flts.api.holder` (atomic model
 swaps), :mod:`~flts.api.watcher` (pointer polling + ``model-selected``),
 :mod:`~flts.api.routes`, :mod:`~flts.api.forecasting` (the validated forecast path),
-:mod:`~flts.api.schemas`, :mod:`~flts.api.errors`, :mod:`~flts.api.metrics`.
+:mod:`~flts.api.schemas`, :mod:`~flts.api.errors`, :mod:`~flts.api.metrics`,
+:mod:`~flts.api.front` (the lean path of the two forecast routes), :mod:`~flts.api.fastpath`.
 """
 
 from flts.api.app import create_app, default_replica_id, serve

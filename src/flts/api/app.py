@@ -7,6 +7,7 @@ one test process) each learn of every promotion.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import socket
@@ -16,8 +17,10 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from flts.api.errors import install_error_handlers
+from flts.api.front import ForecastFront, served
 from flts.api.holder import ModelHolder, ModelSource, TrackingModelSource
 from flts.api.metrics import ApiMetrics, MetricsMiddleware
 from flts.api.routes import ForecastService, build_router
@@ -59,6 +62,7 @@ def create_app(
 
     metrics = ApiMetrics()
     holder = ModelHolder(source or TrackingModelSource(context), on_load=metrics.on_load)
+    service = ForecastService(holder, settings.serving)
     watcher = ChampionWatcher(
         holder,
         poll_seconds=settings.serving.pointer_poll_seconds,
@@ -78,18 +82,32 @@ def create_app(
         title="FLTS inference API",
         summary="Forecasts of cellular base-station load from the promoted champion model.",
         lifespan=lifespan,
+        **_no_native_telemetry(),
     )
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.watcher = watcher
     app.state.replica_id = replica
+    app.state.forecast_service = service
     install_error_handlers(app)
-    app.include_router(build_router(ForecastService(holder, settings.serving), metrics))
+    app.include_router(build_router(service, metrics))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Added last, so outermost: ordinary forecasts never reach FastAPI's routing (see
+    # flts.api.front); everything else goes through the middleware and routes above.
+    app.add_middleware(ForecastFront, service=service, metrics=metrics)
     return app
 
 
-def app_from_environment() -> FastAPI:
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI >= 0.16x asks OpenTelemetry on every request whether its native telemetry is
+    configured (tens of microseconds); this app exports Prometheus metrics itself, so turn
+    it off where the option exists (older FastAPI has no such per-request cost)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
+def app_from_environment() -> ASGIApp:
     """Uvicorn factory for ``flts serve --workers N``: each worker process builds its own
     settings (``FLTS_*``), context, model and consumer group (``serve-<host>-<pid>``), so
     every worker learns of every promotion; the context closes with the worker."""
@@ -108,7 +126,7 @@ def app_from_environment() -> FastAPI:
             context.close()
 
     app.router.lifespan_context = lifespan
-    return app
+    return served(app)
 
 
 def uvicorn_options(serving_timeout: float) -> dict[str, Any]:  # passed on as **kwargs
@@ -154,6 +172,7 @@ def serve(
                 **options,
             )
         else:
-            uvicorn.run(create_app(context, replica_id=replica_id), workers=1, **bind, **options)
+            app = served(create_app(context, replica_id=replica_id))
+            uvicorn.run(app, workers=1, **bind, **options)
     finally:
         context.close()

@@ -107,7 +107,8 @@ def _iso(times: np.ndarray) -> list[str]:
     """``pd.Timestamp.isoformat`` of each time, vectorised for whole seconds (the usual case)."""
     ticks = times.astype("datetime64[ns]")
     if (ticks.view(np.int64) % 1_000_000_000 == 0).all():
-        return [str(t) for t in np.datetime_as_string(ticks, unit="s")]
+        stamps: list[str] = np.datetime_as_string(ticks, unit="s").tolist()
+        return stamps
     return [pd.Timestamp(t).isoformat() for t in ticks]
 
 
@@ -115,28 +116,27 @@ def answer(loaded: LoadedModel, windows: Windows, horizons: Sequence[int]) -> li
     """One answer per window from one ``predict`` call (batched: one ONNX run for all).
 
     Values are in original units with negatives clipped to 0, exactly as the evaluator scores
-    them (traffic, users and resource blocks cannot be negative).
+    them (traffic, users and resource blocks cannot be negative). Records are built for all
+    windows at once (one ``tolist`` and one ``dict(zip(...))`` per step), then sliced.
     """
     spec = loaded.spec
     prediction = loaded.model.predict(windows)
     if not np.isfinite(prediction).all():
         raise ModelError(f"{loaded.promotion.model_type} produced non-finite forecasts")
-    values = np.clip(prediction, 0.0, None).tolist()
-    stamps = _iso(windows.target_times.reshape(-1))
     width = windows.target_times.shape[1]
     targets = spec.targets
+    steps = np.clip(prediction, 0.0, None).reshape(-1, len(targets)).tolist()
+    stamps = _iso(windows.target_times.reshape(-1))
+    keys = (spec.time_column, *targets)
+    records = [
+        dict(zip(keys, (stamp, *step), strict=True))
+        for stamp, step in zip(stamps, steps, strict=True)
+    ]
     info = loaded.info
-    time_column = spec.time_column
-    answers = []
-    for index, horizon in enumerate(horizons):
-        steps = values[index]
-        base = index * width
-        records = [
-            {time_column: stamps[base + k], **dict(zip(targets, steps[k], strict=True))}
-            for k in range(horizon)
-        ]
-        answers.append({"forecast": records, "model": info})
-    return answers
+    return [
+        {"forecast": records[index * width : index * width + horizon], "model": info}
+        for index, horizon in enumerate(horizons)
+    ]
 
 
 def forecast(loaded: LoadedModel, request: ForecastRequest, *, prefix: str = "") -> dict[str, Any]:
