@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
@@ -39,6 +39,14 @@ import pandas as pd
 
 from flts.bus import open_bus
 from flts.devservers import free_port
+from flts.devservers.client import (
+    champion_run,
+    forecast_body,
+    healthy,
+    scale_traffic,
+    upload_dataset,
+    wait_http,
+)
 from flts.devservers.kafka import start_kafka
 from flts.devservers.mlflow_server import start_mlflow_server
 from flts.devservers.postgres import create_database
@@ -87,19 +95,6 @@ class Checks:
             print(f"   {name}: {self.timings[name]}s", flush=True)
 
 
-def wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 class EventLog:
     """Every model-training and model-selected event, from its own consumer group."""
 
@@ -136,40 +131,19 @@ class EventLog:
 
 
 def upload(gateway: str, train: bytes, test: bytes) -> dict[str, Any]:
-    response = httpx.post(
-        f"{gateway}/v1/datasets",
-        files={
-            "train": ("train.csv", io.BytesIO(train), "text/csv"),
-            "test": ("test.csv", io.BytesIO(test), "text/csv"),
-        },
-        data={"identifier": IDENTIFIER},
-        timeout=120,
-    )
+    response = upload_dataset(gateway, train, test, IDENTIFIER)
     response.raise_for_status()
     meta: dict[str, Any] = response.json()
     return meta
 
 
-def alive(api: str) -> bool:
-    return httpx.get(f"{api}/healthz").status_code == 200
-
-
 def champion(api: str) -> str | None:
-    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": IDENTIFIER})
-    return str(response.json()["run_id"]) if response.status_code == 200 else None
-
-
-def request_body(test_csv: bytes) -> dict[str, Any]:
-    rows = pd.read_csv(io.BytesIO(test_csv)).tail(10)
-    return {"identifier": IDENTIFIER, "history": json.loads(rows.to_json(orient="records"))}
+    return champion_run(api, IDENTIFIER)
 
 
 def scaled(csv: bytes, factor: float) -> bytes:
     """The same traffic at another level: a regime change the old champion has not seen."""
-    frame = pd.read_csv(io.BytesIO(csv))
-    for column in ("down", "up", "rb_down", "rb_up", "rnti_count"):
-        frame[column] = frame[column] * factor
-    return frame.to_csv(index=False).encode()
+    return scale_traffic(pd.read_csv(io.BytesIO(csv)), factor).to_csv(index=False).encode()
 
 
 def replay_upload(bus_url: str, meta: dict[str, Any]) -> None:
@@ -236,17 +210,17 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             )
             supervisor.start()
             stack.callback(supervisor.stop)
-            wait(lambda: httpx.get(f"{gateway}/healthz").status_code == 200, 120, "gateway")
+            wait_http(partial(healthy, gateway), 120, "gateway")
             for api in apis:
-                wait(partial(alive, api), 120, api)
+                wait_http(partial(healthy, api), 120, api)
             events = EventLog(bus_url)
             stack.callback(events.close)
 
         with checks.phase("3. upload, champion on both replicas"):
             meta = upload(gateway, train, test)
-            first = wait(lambda: champion(apis[0]), 600, "the first champion")
-            wait(lambda: champion(apis[1]) == first, 60, "the second replica")
-            body = request_body(test)
+            first = wait_http(lambda: champion(apis[0]), 600, "the first champion")
+            wait_http(lambda: champion(apis[1]) == first, 60, "the second replica")
+            body = forecast_body(test, IDENTIFIER)
             answers = [httpx.post(f"{api}/v1/forecast", json=body, timeout=30) for api in apis]
             checks.check(all(a.status_code == 200 for a in answers), "both replicas answer 200")
             checks.check(
@@ -285,22 +259,26 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             try:
                 started = time.monotonic()
                 upload(gateway, scaled(train, 0.2), scaled(test, 0.2))
-                wait(lambda: events.training(KILLED, "RUNNING", started), 300, f"{KILLED} start")
+                wait_http(
+                    lambda: events.training(KILLED, "RUNNING", started), 300, f"{KILLED} start"
+                )
                 time.sleep(2)  # in the middle of training
                 killed = not events.training(KILLED, "SUCCESS", started)
                 supervisor.kill(f"train-{KILLED.lower()}")
                 checks.check(killed, f"killed train-{KILLED.lower()} before it finished")
-                wait(
+                wait_http(
                     lambda: supervisor.check() == [] and all(supervisor.alive().values()),
                     60,
                     "the restarted trainer",
                 )
-                wait(lambda: events.training(KILLED, "SUCCESS", started), 600, f"{KILLED} again")
-                second = wait(
+                wait_http(
+                    lambda: events.training(KILLED, "SUCCESS", started), 600, f"{KILLED} again"
+                )
+                second = wait_http(
                     lambda: (run := champion(apis[0])) != first and run, 600, "a new champion"
                 )
                 for api in apis:
-                    wait(partial(seen.get, f"{api} {second}", 0), 60, f"{api} swap")
+                    wait_http(partial(seen.get, f"{api} {second}", 0), 60, f"{api} swap")
             finally:
                 stop.set()
                 for thread in clients:

@@ -8,21 +8,26 @@ switches without a single failed request.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 
 from flts.data.synthetic import synthetic_traffic
+from flts.devservers import free_port
+from flts.devservers.client import (
+    champion_run,
+    forecast_body,
+    healthy,
+    scale_traffic,
+    upload_dataset,
+    wait_http,
+)
 from flts.settings import Settings
 from flts.supervisor import Supervisor, service_specs
 
@@ -30,40 +35,23 @@ pytestmark = pytest.mark.e2e
 MODELS = ["PERSISTENCE", "RIDGE"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _dataset(seed: int, start: str, scale: float = 1.0) -> tuple[bytes, bytes]:
     """Train (2 days) and test (12 h) CSV bytes; ``scale`` shifts the traffic level so that a
     model trained on another level is measurably worse (a regime change)."""
-    frame = synthetic_traffic(1_800, seed=seed, start=start)
-    for column in ("down", "up", "rb_down", "rb_up", "rnti_count"):
-        frame[column] = frame[column] * scale
+    frame = scale_traffic(synthetic_traffic(1_800, seed=seed, start=start), scale)
     return (
         frame.iloc[:1_440].to_csv(index=False).encode(),
         frame.iloc[1_440:].to_csv(index=False).encode(),
     )
 
 
-def _wait(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_http(check, timeout, what, interval=0.3)
 
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    gateway_port, serve_port = _free_port(), _free_port()
+    gateway_port, serve_port = free_port(), free_port()
     env = {
         **os.environ,
         "FLTS_HOME": str(tmp_path / "home"),
@@ -92,46 +80,26 @@ def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _upload(gateway: str, train: bytes, test: bytes, identifier: str) -> str:
-    response = httpx.post(
-        f"{gateway}/v1/datasets",
-        files={
-            "train": ("train.csv", io.BytesIO(train), "text/csv"),
-            "test": ("test.csv", io.BytesIO(test), "text/csv"),
-        },
-        data={"identifier": identifier},
-        timeout=60,
-    )
+    response = upload_dataset(gateway, train, test, identifier, timeout=60)
     assert response.status_code in (200, 201, 202), response.text
     return str(response.json()["dataset_id"])
-
-
-def _request(test_csv: bytes, identifier: str) -> dict[str, Any]:
-    rows = pd.read_csv(io.BytesIO(test_csv)).tail(10)
-    return {"identifier": identifier, "history": json.loads(rows.to_json(orient="records"))}
-
-
-def _champion(api: str, identifier: str) -> str | None:
-    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": identifier})
-    if response.status_code != 200:
-        return None
-    return str(response.json()["run_id"])
 
 
 def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, Any]) -> None:
     gateway, api = system["gateway"], system["api"]
     identifier = "Station1"
-    _wait(lambda: httpx.get(f"{gateway}/healthz").status_code == 200, 90, "the gateway")
-    _wait(lambda: httpx.get(f"{api}/healthz").status_code == 200, 90, "the inference API")
+    _wait(lambda: healthy(gateway), 90, "the gateway")
+    _wait(lambda: healthy(api), 90, "the inference API")
     # Before any promotion the API is alive but not ready and answers 503 with Retry-After.
     assert httpx.get(f"{api}/readyz").status_code == 503
     train, test = _dataset(seed=1, start="2018-02-05 00:00:00")
-    body = _request(test, identifier)
+    body = forecast_body(test, identifier)
     early = httpx.post(f"{api}/v1/forecast", json=body)
     assert early.status_code == 503
     assert "retry-after" in early.headers
 
     _upload(gateway, train, test, identifier)
-    first = _wait(lambda: _champion(api, identifier), 180, "the first champion")
+    first = _wait(lambda: champion_run(api, identifier), 180, "the first champion")
     response = httpx.post(f"{api}/v1/forecast", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["x-model-run-id"] == first
@@ -158,7 +126,7 @@ def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, An
         train2, test2 = _dataset(seed=2, start="2018-03-05 00:00:00", scale=0.2)
         _upload(gateway, train2, test2, identifier)
         second = _wait(
-            lambda: (run := _champion(api, identifier)) != first and run, 180, "a new champion"
+            lambda: (run := champion_run(api, identifier)) != first and run, 180, "a new champion"
         )
         _wait(lambda: seen.get(second, 0) > 0, 30, "answers from the new champion")
     finally:

@@ -101,27 +101,29 @@ def machine_load() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- models
 
 
-def _bench_settings(home: Path) -> Any:
+@contextmanager
+def _service_context(home: Path) -> Iterator[Any]:
+    """A :class:`~flts.services.context.ServiceContext` on ``home``, closed on exit."""
+    from flts.services.context import ServiceContext
     from flts.settings import Settings
 
-    return Settings(home=home)
+    context = ServiceContext(Settings(home=home))
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 def ensure_models(home: Path, train_csv: Path | None, count: int, *, epochs: int) -> list[str]:
     """``count`` finished LSTM runs in ``home`` (trained once, reused on later calls)."""
-    from flts.services.context import ServiceContext
-
     registry = home / "bench-runs.json"
-    context = ServiceContext(_bench_settings(home))
-    try:
+    with _service_context(home) as context:
         runs: list[str] = json.loads(registry.read_text()) if registry.is_file() else []
         runs = [r for r in runs if context.tracker.run_exists(r)]
         while len(runs) < count:
             runs.append(_train_lstm(context, train_csv, seed=len(runs), epochs=epochs))
             registry.write_text(json.dumps(runs))
         return runs[:count]
-    finally:
-        context.close()
 
 
 def _train_lstm(context: Any, train_csv: Path | None, *, seed: int, epochs: int) -> str:
@@ -150,16 +152,12 @@ def _train_lstm(context: Any, train_csv: Path | None, *, seed: int, epochs: int)
 
 def promote(home: Path, run_id: str) -> None:
     """Promote ``run_id`` the way ``flts promote`` does (pointer, alias, ``model-selected``)."""
-    from flts.services.context import ServiceContext
     from flts.services.evaluate import promote_run
 
-    context = ServiceContext(_bench_settings(home))
-    try:
+    with _service_context(home) as context:
         if (current := context.promotions.current(IDENTIFIER)) and current.run_id == run_id:
             return
         promote_run(context, run_id, reason="serving benchmark")
-    finally:
-        context.close()
 
 
 # ----------------------------------------------------------------------------- servers
@@ -181,20 +179,42 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _spawn_on_free_port(
+    name: str,
+    argv: Callable[[int], list[str]],
+    *,
+    logs: Path,
+    env: dict[str, str],
+    ready_path: str,
+    timeout: float,
+) -> Server:
+    """Spawn ``argv(port)`` on a free loopback port; ready once ``ready_path`` answers 200."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return spawn(
+        name,
+        argv(port),
+        url=url,
+        log_dir=logs,
+        env=env,
+        ready=lambda: _http_ok(url + ready_path),
+        timeout=timeout,
+    )
+
+
 def start_flts(home: Path, *, workers: int, logs: Path) -> tuple[Server, float]:
     """``flts serve`` on a free port; returns the server and its cold start (process start
     to ``/readyz`` 200, champion loaded and warmed) in seconds."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "flts", "serve", "--port", str(port), "--workers", str(workers)]
     started = time.perf_counter()
-    server = spawn(
+    server = _spawn_on_free_port(
         "flts-serve",
-        argv,
-        url=url,
-        log_dir=logs,
+        lambda port: [
+            *(sys.executable, "-m", "flts", "serve"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
+        logs=logs,
         env=_env(home, FLTS_SERVING__POINTER_POLL_SECONDS="1"),
-        ready=lambda: _http_ok(url + "/readyz"),
+        ready_path="/readyz",
         timeout=120.0,
     )
     return server, time.perf_counter() - started
@@ -202,18 +222,17 @@ def start_flts(home: Path, *, workers: int, logs: Path) -> tuple[Server, float]:
 
 def start_mlflow(home: Path, model_uri: str, *, workers: int, logs: Path) -> Server:
     """``mlflow models serve`` of the same model in this environment."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
-    argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
     tracking = f"sqlite:///{home / 'mlflow.db'}"
-    return spawn(
+    return _spawn_on_free_port(
         "mlflow-serve",
-        argv,
-        url=url,
-        log_dir=logs,
+        lambda port: [
+            *(sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri),
+            *("--env-manager", "local", "-h", "127.0.0.1"),
+            *("-p", str(port), "-w", str(workers)),
+        ],
+        logs=logs,
         env=_env(home, MLFLOW_TRACKING_URI=tracking),
-        ready=lambda: _http_ok(url + "/ping"),
+        ready_path="/ping",
         timeout=180.0,
     )
 
@@ -310,14 +329,6 @@ def summarise(server: str, users: int, requests: Requests, **extra: Any) -> Leve
 # ----------------------------------------------------------------------------- bench serve
 
 
-@contextmanager
-def _stopping(server: Server) -> Iterator[Server]:
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def bench_serve(
     *,
     home: Path,
@@ -339,82 +350,62 @@ def bench_serve(
     [run_id] = ensure_models(home, train_csv, 1, epochs=epochs)
     promote(home, run_id)
     results: list[LevelResult] = []
+
+    def load(
+        server: Server, user_class: str, users: int, extra: list[str] | None = None
+    ) -> Requests:
+        return run_locust(
+            host=server.url,
+            user_class=user_class,
+            users=users,
+            duration=duration,
+            windows_csv=test_csv,
+            work=work,
+            extra=extra,
+        )
+
+    def record(result: LevelResult) -> LevelResult:
+        results.append(result)
+        echo(_row(result))
+        return result
+
     echo(f"starting flts serve ({workers} worker(s)) ...")
     server, cold = start_flts(home, workers=workers, logs=logs)
-    with _stopping(server):
+    with server:
         echo(f"ready in {cold:.2f} s")
         # A champion started from the local model cache is verified against the tracking
         # store by the watcher's next poll (importing MLflow in the background, ~2 s of CPU):
         # start-up work that belongs to the cold start, not to the first load level.
         time.sleep(SETTLE_SECONDS)
         for users in concurrency:
-            requests = run_locust(
-                host=server.url,
-                user_class="FltsUser",
-                users=users,
-                duration=duration,
-                windows_csv=test_csv,
-                work=work,
-                extra=["--forecast-mix", "single"],
-            )
-            results.append(summarise("flts", users, requests))
-            echo(_row(results[-1]))
+            requests = load(server, "FltsUser", users, ["--forecast-mix", "single"])
+            record(summarise("flts", users, requests))
         if paced_rps > 0:
             users = max(concurrency)
-            requests = run_locust(
-                host=server.url,
-                user_class="FltsUser",
-                users=users,
-                duration=duration,
-                windows_csv=test_csv,
-                work=work,
-                extra=["--forecast-mix", "single", "--rate-per-user", f"{paced_rps / users:g}"],
-            )
-            results.append(summarise("flts", users, requests, mode="paced", offered_rps=paced_rps))
-            echo(_row(results[-1]))
-        batch = run_locust(
-            host=server.url,
-            user_class="FltsUser",
-            users=BATCH_USERS,
-            duration=duration,
-            windows_csv=test_csv,
-            work=work,
-            extra=["--forecast-mix", "batch", "--batch-size", str(BATCH_WINDOWS)],
-        )
-        batch_result = summarise("flts", BATCH_USERS, batch, mode=f"batch{BATCH_WINDOWS}")
-        results.append(batch_result)
-        echo(_row(batch_result))
+            pacing = ["--rate-per-user", f"{paced_rps / users:g}"]
+            requests = load(server, "FltsUser", users, ["--forecast-mix", "single", *pacing])
+            record(summarise("flts", users, requests, mode="paced", offered_rps=paced_rps))
+        batching = ["--forecast-mix", "batch", "--batch-size", str(BATCH_WINDOWS)]
+        batch = load(server, "FltsUser", BATCH_USERS, batching)
+        batch_result = record(summarise("flts", BATCH_USERS, batch, mode=f"batch{BATCH_WINDOWS}"))
     windows_per_s = (
         round(batch_result.rps * BATCH_WINDOWS, 0) if batch_result.failures == 0 else 0.0
     )
 
     if mlflow:
         from flts.mlflow_pyfunc import log_pyfunc_model
-        from flts.services.context import ServiceContext
 
-        context = ServiceContext(_bench_settings(home))
-        try:
+        with _service_context(home) as context:
             model_dir = context.tracker.model_dir(run_id)
-        finally:
-            context.close()
         echo("logging the same model as an MLflow pyfunc and starting mlflow models serve ...")
         uri = log_pyfunc_model(
             model_dir,
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
             artifacts=home / "pyfunc-artifacts",
         )
-        with _stopping(start_mlflow(home, uri, workers=workers, logs=logs)) as mlflow_server:
+        with start_mlflow(home, uri, workers=workers, logs=logs) as mlflow_server:
             for users in concurrency:
-                requests = run_locust(
-                    host=mlflow_server.url,
-                    user_class="MlflowUser",
-                    users=users,
-                    duration=duration,
-                    windows_csv=test_csv,
-                    work=work,
-                )
-                results.append(summarise("mlflow", users, requests))
-                echo(_row(results[-1]))
+                record(summarise("mlflow", users, load(mlflow_server, "MlflowUser", users)))
     ratio: dict[str, float] = {}
     for users in concurrency:
         ours = _closed(results, "flts", users)
@@ -498,7 +489,7 @@ def bench_swap(
         promote(home, new)
         marks["published"] = time.time()
 
-    with _stopping(server):
+    with server:
         requests = run_locust(
             host=server.url,
             user_class="FltsUser",

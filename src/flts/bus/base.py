@@ -331,35 +331,36 @@ class Bus(ABC):
         no message arrived for ``max_idle`` seconds (``None``: wait forever). Every group
         receives every message; within a group each message goes to one consumer.
         """
-        topic_list = [topics] if isinstance(topics, str) else list(topics)
-        if not topic_list:
-            raise ConfigurationError("consume needs at least one topic")
-        for name in [*topic_list, group]:
-            validate_topic(name)
-        policy = retry or RetryPolicy()
-        consumer_id = consumer or default_consumer_id()
-        stats = ConsumeStats()
-        self._enter_consume()
-        try:
-            idle_since = time.monotonic()
-            while not self._should_stop(stop):
-                if max_messages is not None and stats.messages >= max_messages:
-                    break
-                wait = poll_timeout
-                if max_idle is not None:
-                    left = max_idle - (time.monotonic() - idle_since)
-                    if left <= 0:
-                        break
-                    wait = min(wait, left)
-                message = self._poll(topic_list, group, consumer_id, wait)
-                if message is None:
-                    continue
-                if not self._process(message, handler, policy, idempotent, stop, stats):
-                    break  # stopped during a backoff; the message went back uncommitted
+        with self._consume_scope(group, stop):
+            topic_list = [topics] if isinstance(topics, str) else list(topics)
+            if not topic_list:
+                raise ConfigurationError("consume needs at least one topic")
+            for name in [*topic_list, group]:
+                validate_topic(name)
+            policy = retry or RetryPolicy()
+            consumer_id = consumer or default_consumer_id()
+            stats = ConsumeStats()
+            self._enter_consume()
+            try:
                 idle_since = time.monotonic()
-        finally:
-            self._exit_consume()
-        return stats
+                while not self._should_stop(stop):
+                    if max_messages is not None and stats.messages >= max_messages:
+                        break
+                    wait = poll_timeout
+                    if max_idle is not None:
+                        left = max_idle - (time.monotonic() - idle_since)
+                        if left <= 0:
+                            break
+                        wait = min(wait, left)
+                    message = self._poll(topic_list, group, consumer_id, wait)
+                    if message is None:
+                        continue
+                    if not self._process(message, handler, policy, idempotent, stop, stats):
+                        break  # stopped during a backoff; the message went back uncommitted
+                    idle_since = time.monotonic()
+            finally:
+                self._exit_consume()
+            return stats
 
     def dead_letters(self, topic: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
         """Dead letters of ``topic`` (the source topic, e.g. ``training-data``), or of every
@@ -430,6 +431,12 @@ class Bus(ABC):
 
     def _should_stop(self, stop: threading.Event | None) -> bool:
         return self._closing.is_set() or (stop is not None and stop.is_set())
+
+    @contextmanager
+    def _consume_scope(self, group: str, stop: threading.Event | None) -> Iterator[None]:
+        """Around one whole :meth:`consume` call of ``group``; backends that keep per-loop
+        state (the Kafka bus: its stop event and group member) override it."""
+        yield
 
     def _enter_consume(self) -> None:
         if self._closing.is_set():

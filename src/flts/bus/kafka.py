@@ -77,7 +77,7 @@ from confluent_kafka import (
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from flts.bus.base import Bus, ConsumeStats, Handler, Lag, Message, RetryPolicy
+from flts.bus.base import Bus, Lag, Message
 from flts.events import DLQ_PREFIX
 from flts.exceptions import BusError, ConfigurationError
 
@@ -268,21 +268,9 @@ class KafkaBus(Bus):
 
     # ------------------------------------------------------------------ consume
 
-    def consume(
-        self,
-        topics: str | Sequence[str],
-        group: str,
-        handler: Handler,
-        *,
-        consumer: str | None = None,
-        stop: threading.Event | None = None,
-        max_messages: int | None = None,
-        max_idle: float | None = None,
-        poll_timeout: float = 1.0,
-        retry: RetryPolicy | None = None,
-        idempotent: bool = True,
-    ) -> ConsumeStats:
-        """:meth:`Bus.consume`; the loop's consumer leaves its group when the call returns.
+    @contextmanager
+    def _consume_scope(self, group: str, stop: threading.Event | None) -> Iterator[None]:
+        """The loop's consumer leaves its group when the :meth:`Bus.consume` call returns.
 
         A member that stays in the group without polling would stall every rebalance of the
         group until ``max.poll.interval.ms`` evicts it, so consumers live exactly as long as
@@ -290,18 +278,7 @@ class KafkaBus(Bus):
         """
         self._local.stop = stop
         try:
-            return super().consume(
-                topics,
-                group,
-                handler,
-                consumer=consumer,
-                stop=stop,
-                max_messages=max_messages,
-                max_idle=max_idle,
-                poll_timeout=poll_timeout,
-                retry=retry,
-                idempotent=idempotent,
-            )
+            yield
         finally:
             self._local.stop = None
             member = self._members.get((threading.get_ident(), group))

@@ -7,7 +7,7 @@ import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import typer
 from rich.table import Table
@@ -35,6 +35,7 @@ Test = Annotated[
 Home = Annotated[Path, typer.Option(help="FLTS_HOME of the benchmark (models are reused).")]
 Fresh = Annotated[bool, typer.Option(help="Delete the benchmark home first (retrain).")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs of the benchmark LSTMs.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write results here.")]
 
 
 def _test_csv(data: Path, test: Path | None) -> Path | None:
@@ -55,6 +56,21 @@ def _prepare_home(home: Path, fresh: bool) -> Path:
     return home.resolve()
 
 
+class _Inputs(TypedDict):
+    home: Path
+    train_csv: Path | None
+    test_csv: Path | None
+
+
+def _inputs(data: Path, test: Path | None, home: Path, fresh: bool) -> _Inputs:
+    """The benchmark home (emptied first when ``fresh``) and the CSVs both benchmarks use."""
+    return {
+        "home": _prepare_home(home, fresh),
+        "train_csv": data if data.is_file() else None,
+        "test_csv": _test_csv(data, test),
+    }
+
+
 @app.command("serve")
 def serve(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of load per level.")] = 20.0,
@@ -69,7 +85,7 @@ def serve(
     home: Home = DEFAULT_HOME,
     fresh: Fresh = False,
     epochs: Epochs = 3,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    json_out: JsonOut = None,
     check: Annotated[
         bool, typer.Option(help="Exit 1 on any failed request (CI), never on speed.")
     ] = False,
@@ -82,9 +98,7 @@ def serve(
         raise typer.BadParameter("give positive user counts, e.g. 1,8,32")
     with user_errors():
         report = bench_serve(
-            home=_prepare_home(home, fresh),
-            train_csv=data if data.is_file() else None,
-            test_csv=_test_csv(data, test),
+            **_inputs(data, test, home, fresh),
             duration=duration,
             concurrency=levels,
             workers=workers,
@@ -132,7 +146,7 @@ def swap(
     home: Home = DEFAULT_HOME,
     fresh: Fresh = False,
     epochs: Epochs = 3,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    json_out: JsonOut = None,
     check: Annotated[
         bool, typer.Option(help="Exit 1 on failed requests or a swap never served.")
     ] = False,
@@ -142,9 +156,7 @@ def swap(
 
     with user_errors():
         report = bench_swap(
-            home=_prepare_home(home, fresh),
-            train_csv=data if data.is_file() else None,
-            test_csv=_test_csv(data, test),
+            **_inputs(data, test, home, fresh),
             duration=duration,
             users=users,
             epochs=epochs,

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -26,16 +28,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until it returns True; raise ``TimeoutError`` naming ``what``."""
+def wait_for(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+    errors: tuple[type[Exception], ...] = (OSError,),
+) -> T:
+    """Poll ``check`` every ``interval`` seconds until it returns something truthy, and
+    return that; ``errors`` it raises count as "not yet". Raise ``TimeoutError`` naming
+    ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if check():
-                return
-        except OSError:
+            if result := check():
+                return result
+        except errors:
             pass
-        time.sleep(0.1)
+        time.sleep(interval)
     raise TimeoutError(f"{what} was not ready after {timeout:.0f}s")
 
 

@@ -1,0 +1,63 @@
+"""HTTP helpers that drive a running FLTS system from outside, as a client would: the
+embedded end-to-end test and ``make e2e`` (``scripts/e2e_distributed.py``)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+import pandas as pd
+
+from flts.devservers import wait_for
+
+T = TypeVar("T")
+
+#: Traffic columns a regime change rescales.
+TRAFFIC_LEVEL_COLUMNS = ("down", "up", "rb_down", "rb_up", "rnti_count")
+
+
+def wait_http(check: Callable[[], T], timeout: float, what: str, *, interval: float = 0.5) -> T:
+    """:func:`~flts.devservers.wait_for` where an HTTP error means "not yet"."""
+    return wait_for(check, timeout, what, interval=interval, errors=(httpx.HTTPError,))
+
+
+def healthy(url: str) -> bool:
+    """The service at ``url`` answers ``/healthz`` with 200."""
+    return httpx.get(f"{url}/healthz").status_code == 200
+
+
+def upload_dataset(
+    gateway: str, train: bytes, test: bytes, identifier: str, *, timeout: float = 120
+) -> httpx.Response:
+    """Upload a training CSV and its test CSV through the gateway (unchecked response)."""
+    return httpx.post(
+        f"{gateway}/v1/datasets",
+        files={
+            "train": ("train.csv", io.BytesIO(train), "text/csv"),
+            "test": ("test.csv", io.BytesIO(test), "text/csv"),
+        },
+        data={"identifier": identifier},
+        timeout=timeout,
+    )
+
+
+def forecast_body(test_csv: bytes, identifier: str, lags: int = 10) -> dict[str, Any]:
+    """A ``/v1/forecast`` request from the last ``lags`` rows of ``test_csv``."""
+    rows = pd.read_csv(io.BytesIO(test_csv)).tail(lags)
+    return {"identifier": identifier, "history": json.loads(rows.to_json(orient="records"))}
+
+
+def champion_run(api: str, identifier: str) -> str | None:
+    """The run id the inference API at ``api`` serves for ``identifier`` (None: no champion)."""
+    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": identifier})
+    return str(response.json()["run_id"]) if response.status_code == 200 else None
+
+
+def scale_traffic(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """``frame`` (changed in place) at another traffic level: a regime change."""
+    for column in TRAFFIC_LEVEL_COLUMNS:
+        frame[column] = frame[column] * factor
+    return frame
