@@ -40,6 +40,7 @@ import pandas as pd
 from flts.bus import open_bus
 from flts.devservers import free_port
 from flts.devservers.client import (
+    LoadClient,
     champion_run,
     forecast_body,
     healthy,
@@ -218,7 +219,7 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
 
         with checks.phase("3. upload, champion on both replicas"):
             meta = upload(gateway, train, test)
-            first = wait_http(lambda: champion(apis[0]), 600, "the first champion")
+            first = str(wait_http(lambda: champion(apis[0]), 600, "the first champion"))
             wait_http(lambda: champion(apis[1]) == first, 60, "the second replica")
             body = forecast_body(test, IDENTIFIER)
             answers = [httpx.post(f"{api}/v1/forecast", json=body, timeout=30) for api in apis]
@@ -239,24 +240,8 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             checks.check(champion(apis[0]) == first, "champion unchanged")
 
         with checks.phase("5+6. new config under load, a trainer killed mid-training"):
-            failures: list[str] = []
-            seen: dict[str, int] = {}
-            stop = threading.Event()
-
-            def client(api: str) -> None:
-                with httpx.Client(base_url=api, timeout=30) as http:
-                    while not stop.is_set():
-                        reply = http.post("/v1/forecast", json=body)
-                        if reply.status_code != 200:
-                            failures.append(f"{api}: {reply.status_code} {reply.text[:200]}")
-                            continue
-                        run_id = reply.headers["x-model-run-id"]
-                        seen[f"{api} {run_id}"] = seen.get(f"{api} {run_id}", 0) + 1
-
-            clients = [threading.Thread(target=client, args=(api,)) for api in apis]
-            for thread in clients:
-                thread.start()
-            try:
+            with ExitStack() as load_stack:
+                loads = [load_stack.enter_context(LoadClient(api, body)) for api in apis]
                 started = time.monotonic()
                 upload(gateway, scaled(train, 0.2), scaled(test, 0.2))
                 wait_http(
@@ -274,22 +259,21 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
                 wait_http(
                     lambda: events.training(KILLED, "SUCCESS", started), 600, f"{KILLED} again"
                 )
-                second = wait_http(
-                    lambda: (run := champion(apis[0])) != first and run, 600, "a new champion"
+                second = str(
+                    wait_http(
+                        lambda: (run := champion(apis[0])) != first and run, 600, "a new champion"
+                    )
                 )
-                for api in apis:
-                    wait_http(partial(seen.get, f"{api} {second}", 0), 60, f"{api} swap")
-            finally:
-                stop.set()
-                for thread in clients:
-                    thread.join(timeout=60)
-            total = sum(seen.values())
+                for load in loads:
+                    wait_http(partial(load.seen.get, second, 0), 60, f"{load.api} swap")
+            failures = [f for load in loads for f in load.failures]
+            total = sum(load.requests for load in loads)
             checks.check(
                 failures == [], f"{total} requests during the swap, {len(failures)} failed"
             )
-            for api in apis:
-                checks.check(seen.get(f"{api} {first}", 0) > 0, f"{api} answered with the old run")
-                checks.check(seen.get(f"{api} {second}", 0) > 0, f"{api} switched to {second}")
+            for load in loads:
+                checks.check(load.seen.get(first, 0) > 0, f"{load.api} answered with the old run")
+                checks.check(load.seen.get(second, 0) > 0, f"{load.api} switched to {second}")
             redelivered = events.training(KILLED, "SUCCESS", started)
             checks.check(
                 bool(redelivered), f"{KILLED} message redelivered and trained after the kill"

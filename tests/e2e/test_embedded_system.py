@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from flts.data.synthetic import synthetic_traffic
 from flts.devservers import free_port
 from flts.devservers.client import (
+    LoadClient,
     champion_run,
     forecast_body,
     healthy,
@@ -106,33 +106,14 @@ def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, An
     assert set(response.json()["forecast"][0]) >= {"time", "down", "up", "rnti_count"}
 
     # A client keeps sending requests while a second configuration is promoted.
-    seen: dict[str, int] = {}
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(base_url=api, timeout=10) as http:
-            while not stop.is_set():
-                reply = http.post("/v1/forecast", json=body)
-                if reply.status_code != 200:
-                    failures.append(f"{reply.status_code} {reply.text[:200]}")
-                    continue
-                run = reply.headers["x-model-run-id"]
-                seen[run] = seen.get(run, 0) + 1
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
+    with LoadClient(api, body, timeout=10) as load:
         train2, test2 = _dataset(seed=2, start="2018-03-05 00:00:00", scale=0.2)
         _upload(gateway, train2, test2, identifier)
         second = _wait(
             lambda: (run := champion_run(api, identifier)) != first and run, 180, "a new champion"
         )
-        _wait(lambda: seen.get(second, 0) > 0, 30, "answers from the new champion")
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert failures == []
-    assert seen[first] > 0
-    assert seen[second] > 0
+        _wait(lambda: load.seen.get(second, 0) > 0, 30, "answers from the new champion")
+    assert load.failures == []
+    assert load.seen[first] > 0
+    assert load.seen[second] > 0
     assert all(system["supervisor"].alive().values()), system["supervisor"].alive()

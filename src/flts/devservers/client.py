@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import httpx
 import pandas as pd
@@ -61,3 +63,45 @@ def scale_traffic(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     for column in TRAFFIC_LEVEL_COLUMNS:
         frame[column] = frame[column] * factor
     return frame
+
+
+class LoadClient:
+    """Keeps posting one forecast request to an inference API from a background thread, as a
+    user would during a champion swap; counts answers per serving run id and records every
+    non-200 answer. Use as a context manager: the load runs inside the ``with`` block."""
+
+    def __init__(self, api: str, body: dict[str, Any], *, timeout: float = 30) -> None:
+        self.api = api
+        self.body = body
+        self.timeout = timeout
+        self.seen: dict[str, int] = {}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.api, timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                reply = http.post("/v1/forecast", json=self.body)
+                if reply.status_code != 200:
+                    self.failures.append(f"{self.api}: {reply.status_code} {reply.text[:200]}")
+                    continue
+                run_id = reply.headers["x-model-run-id"]
+                self.seen[run_id] = self.seen.get(run_id, 0) + 1
+
+    @property
+    def requests(self) -> int:
+        return sum(self.seen.values()) + len(self.failures)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

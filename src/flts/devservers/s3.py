@@ -25,10 +25,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from flts.devservers import Server, port_open, spawn, wait_for
+from flts.devservers import Server, Stoppable, port_open, spawn, wait_for
 
 #: Offset SeaweedFS adds to an HTTP port to get the component's default gRPC port.
 GRPC_OFFSET = 10_000
@@ -65,7 +64,7 @@ class S3Credentials:
 
 
 @dataclass
-class SeaweedFS:
+class SeaweedFS(Stoppable):
     """A running ``weed mini``: its process (``server``) and the credentials it enforces."""
 
     server: Server
@@ -99,17 +98,6 @@ class SeaweedFS:
 
     def stop(self) -> None:
         self.server.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def weed_binary() -> str:
