@@ -9,7 +9,10 @@ MLflow), so model loading never counts as failures.
 User classes (pick one on the command line; see docs/performance.md for scenarios):
 
 * ``FltsUser``: ``POST /v1/forecast`` and ``POST /v1/forecast/batch`` (``--batch-size``
-  windows), mixed by ``--forecast-mix`` (``single``, ``batch`` or ``mixed``: 9 to 1).
+  windows per request in the form ``--batch-form`` names: ``rows``, the ``requests`` of one
+  history each; ``windows``, the tensor form as JSON numbers; ``encoded``, the tensor form as
+  base64 float64 bytes), mixed by ``--forecast-mix`` (``single``, ``batch`` or ``mixed``: 9
+  to 1).
 * ``MlflowUser``: the same histories in MLflow's input format (``dataframe_records``) to
   ``POST /invocations``.
 
@@ -27,9 +30,11 @@ Examples::
 
 from __future__ import annotations
 
+import base64
 import csv
 import itertools
 import json
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -54,6 +59,9 @@ def _options(parser: Any) -> None:
     parser.add_argument("--windows-csv", default="", help="Traffic CSV to take windows from.")
     parser.add_argument("--window-rows", type=int, default=DEFAULT_ROWS, help="Rows per window.")
     parser.add_argument("--batch-size", type=int, default=32, help="Windows per batch request.")
+    parser.add_argument(
+        "--batch-form", default="rows", choices=["rows", "windows", "encoded"], help="Batch form."
+    )
     parser.add_argument(
         "--forecast-mix", default="mixed", choices=["single", "batch", "mixed"], help="Tasks."
     )
@@ -108,6 +116,29 @@ def _synthetic_window(rows: int, offset: int) -> list[dict[str, Any]]:
     ]
 
 
+def _compact(document: Any) -> bytes:
+    """JSON without optional spaces, as client libraries send it."""
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _batch_body(
+    histories: list[list[dict[str, Any]]], extra: dict[str, Any], form: str
+) -> dict[str, Any]:
+    """One batch request in ``form`` (see the module doc)."""
+    if form == "rows":
+        return {"requests": [{**extra, "history": history} for history in histories]}
+    columns = [name for name in histories[0][0] if name != "time"]
+    windows = [[[row[c] for c in columns] for row in history] for history in histories]
+    body = {**extra, "columns": columns, "end_times": [h[-1]["time"] for h in histories]}
+    if form == "windows":
+        return {**body, "windows": windows}
+    values = [value for window in windows for row in window for value in row]
+    data = struct.pack(f"<{len(values)}d", *values)
+    shape = [len(windows), len(windows[0]), len(columns)]
+    encoded = {"dtype": "float64", "shape": shape, "base64": base64.b64encode(data).decode()}
+    return {**body, "encoded_windows": encoded}
+
+
 def _wait_ready(host: str, path: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
@@ -128,14 +159,14 @@ def _prepare(environment: Environment, **_: Any) -> None:
     assert options is not None
     windows = _windows(options.windows_csv, options.window_rows)
     extra = {"identifier": options.identifier} if options.identifier else {}
-    _state["single"] = [json.dumps({**extra, "history": w}).encode() for w in windows]
+    _state["single"] = [_compact({**extra, "history": w}) for w in windows]
     size = max(1, options.batch_size)
     cycle = itertools.cycle(windows)
     _state["batch"] = [
-        json.dumps({"requests": [{**extra, "history": next(cycle)} for _ in range(size)]}).encode()
+        _compact(_batch_body([next(cycle) for _ in range(size)], extra, options.batch_form))
         for _ in range(min(16, len(windows)))
     ]
-    _state["mlflow"] = [json.dumps({"dataframe_records": w}).encode() for w in windows]
+    _state["mlflow"] = [_compact({"dataframe_records": w}) for w in windows]
     if not options.skip_ready_wait and environment.host:
         mlflow = any(cls.__name__ == "MlflowUser" for cls in environment.user_classes)
         _wait_ready(environment.host, "/ping" if mlflow else "/readyz")

@@ -21,6 +21,7 @@ anywhere in the body, strings for numbers, time zones, gaps) goes to the referen
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from flts.api.window_batch import ENCODED_DTYPES, build_windows, column_order
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 
 #: Top-level keys a forecast request may carry (``ForecastRequest`` forbids others).
 _REQUEST_KEYS = frozenset({"history", "horizon", "identifier"})
+#: Keys of the tensor batch form (``WindowBatchRequest``).
+_WINDOW_BATCH_KEYS = frozenset(
+    {"identifier", "horizon", "columns", "end_times", "windows", "encoded_windows"}
+)
+_ENCODED_KEYS = {"dtype", "shape", "base64"}
 #: Naive ISO 8601 timestamps, one per line; the reference path parses these identically.
 _TIMES = re.compile(
     r"(?:\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
@@ -181,3 +188,87 @@ def fast_windows(documents: list[Any], spec: FeatureSpec) -> FastBatch | None:
         ),
         horizons=horizons,
     )
+
+
+def fast_window_batch(
+    document: Any, body: bytes, spec: FeatureSpec, max_windows: int
+) -> tuple[Windows, int] | None:
+    """Windows and horizon of a tensor batch body (:mod:`flts.api.window_batch`), or ``None``
+    when anything needs the reference path."""
+    compiled = compile_spec(spec)
+    if type(document) is not dict or not document.keys() <= _WINDOW_BATCH_KEYS:
+        return None
+    horizon = document.get("horizon", 1)
+    if type(horizon) is not int or not 1 <= horizon <= compiled.horizon:
+        return None
+    columns, ends = document.get("columns"), document.get("end_times")
+    if (
+        type(columns) is not list
+        or type(ends) is not list
+        or not 0 < len(ends) <= max_windows
+        or not all(type(name) is str for name in columns)
+        or len(set(columns)) != len(columns)
+        or not all(type(end) is str for end in ends)
+    ):
+        return None
+    try:
+        order = column_order(columns, spec)  # ValueError: an input is not named
+    except ValueError:
+        return None
+    if "windows" in document:
+        # numpy would read JSON booleans inside the windows as numbers.
+        values = None if "encoded_windows" in document else _listed(document["windows"], body)
+    else:
+        values = _decoded(document.get("encoded_windows"))
+    if (
+        values is None
+        or values.shape[0] != len(ends)
+        or values.shape[1] < compiled.lags
+        or values.shape[2] != len(columns)
+        or not np.isfinite(values).all()
+        or _TIMES.fullmatch("\n".join(ends) + "\n") is None
+    ):
+        return None
+    try:
+        end_times = np.array(ends, dtype="datetime64[ns]")
+    except ValueError:  # e.g. February 30th, which the pattern lets through
+        return None
+    return build_windows(values, end_times, order, spec), horizon
+
+
+def _listed(windows: Any, body: bytes) -> np.ndarray | None:
+    """``windows`` as JSON numbers -> a 3-D float array, or ``None``."""
+    if type(windows) is not list or not body_may_be_fast(body):
+        return None
+    try:
+        # Ragged windows or rows raise; strings, nulls or nested lists give another dtype.
+        values = np.array(windows)
+    except ValueError:
+        return None
+    if values.dtype.kind not in "if" or values.ndim != 3:
+        return None
+    return values
+
+
+def _decoded(encoded: Any) -> np.ndarray | None:
+    """``encoded_windows`` -> a 3-D array of its dtype, or ``None``."""
+    if type(encoded) is not dict or encoded.keys() != _ENCODED_KEYS:
+        return None
+    dtype, shape, data = encoded["dtype"], encoded["shape"], encoded["base64"]
+    if (
+        type(dtype) is not str
+        or dtype not in ENCODED_DTYPES
+        or type(shape) is not list
+        or len(shape) != 3
+        or not all(type(size) is int and size > 0 for size in shape)
+        or type(data) is not str
+    ):
+        return None
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except ValueError:
+        return None
+    item = np.dtype(ENCODED_DTYPES[dtype])
+    if len(raw) != shape[0] * shape[1] * shape[2] * item.itemsize:
+        return None
+    return np.frombuffer(raw, dtype=item).reshape(shape)

@@ -103,7 +103,7 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
     return loaded.info
 
 
-def _iso(times: np.ndarray) -> list[str]:
+def iso_times(times: np.ndarray) -> list[str]:
     """``pd.Timestamp.isoformat`` of each time, vectorised for whole seconds (the usual case)."""
     ticks = times.astype("datetime64[ns]")
     if (ticks.view(np.int64) % 1_000_000_000 == 0).all():
@@ -112,21 +112,28 @@ def _iso(times: np.ndarray) -> list[str]:
     return [pd.Timestamp(t).isoformat() for t in ticks]
 
 
-def answer(loaded: LoadedModel, windows: Windows, horizons: Sequence[int]) -> list[dict[str, Any]]:
-    """One answer per window from one ``predict`` call (batched: one ONNX run for all).
-
-    Values are in original units with negatives clipped to 0, exactly as the evaluator scores
-    them (traffic, users and resource blocks cannot be negative). Records are built for all
-    windows at once (one ``tolist`` and one ``dict(zip(...))`` per step), then sliced.
-    """
-    spec = loaded.spec
+def predict_clipped(loaded: LoadedModel, windows: Windows) -> np.ndarray:
+    """``(n, horizon, targets)`` forecasts in original units with negatives clipped to 0,
+    exactly as the evaluator scores them (traffic, users and resource blocks cannot be
+    negative); a model that produces NaN or infinity is a :class:`ModelError` (a 500)."""
     prediction = loaded.model.predict(windows)
     if not np.isfinite(prediction).all():
         raise ModelError(f"{loaded.promotion.model_type} produced non-finite forecasts")
+    clipped: np.ndarray = np.clip(prediction, 0.0, None)
+    return clipped
+
+
+def answer(loaded: LoadedModel, windows: Windows, horizons: Sequence[int]) -> list[dict[str, Any]]:
+    """One answer per window from one ``predict`` call (batched: one ONNX run for all).
+
+    Values come from :func:`predict_clipped`. Records are built for all windows at once
+    (one ``tolist`` and one ``dict(zip(...))`` per step), then sliced.
+    """
+    spec = loaded.spec
     width = windows.target_times.shape[1]
     targets = spec.targets
-    steps = np.clip(prediction, 0.0, None).reshape(-1, len(targets)).tolist()
-    stamps = _iso(windows.target_times.reshape(-1))
+    steps = predict_clipped(loaded, windows).reshape(-1, len(targets)).tolist()
+    stamps = iso_times(windows.target_times.reshape(-1))
     keys = (spec.time_column, *targets)
     records = [
         dict(zip(keys, (stamp, *step), strict=True))

@@ -28,6 +28,7 @@ from flts.api.forecasting import answer
 from flts.api.holder import LoadedModel
 from flts.api.metrics import ApiMetrics
 from flts.api.routes import _INLINE_MAX_WINDOWS, MAX_BATCH_REQUESTS, ForecastService
+from flts.api.window_batch import answer_window_batch, is_window_batch
 
 #: Scope key set once a front handed a request on, so a second front behind it (the
 #: middleware inside the FastAPI app, when :func:`served` wraps it) does not try again.
@@ -92,6 +93,8 @@ class ForecastFront:
             if not _rows_ok(document, service.settings.max_history_rows):
                 return False
             documents = [document]
+        elif is_window_batch(document):
+            return await self._answer_window_batch(document, body, send, started)
         else:
             if type(document) is not dict or document.keys() != {"requests"}:
                 return False
@@ -113,14 +116,39 @@ class ForecastFront:
             payload = orjson.dumps(answers[0] if path == SINGLE else {"results": answers})
         except Exception:  # the reference route reports it (500) with its own message
             return False
-        await self._send(path, loaded, payload, send, started)
+        # The row-form batch names no single model (items may use different identifiers).
+        await self._send(path, loaded, payload, send, started, named=path == SINGLE)
+        return True
+
+    async def _answer_window_batch(
+        self, document: dict[str, Any], body: bytes, send: Send, started: float
+    ) -> bool:
+        """The tensor batch form (:mod:`flts.api.window_batch`), as :meth:`_answer`."""
+        fast = self.service.fast_window_batch(document, body)
+        if fast is None:
+            return False
+        loaded, windows, horizon = fast
+        if not loaded.inline or len(windows) > _INLINE_MAX_WINDOWS:
+            return False
+        try:
+            payload = orjson.dumps(answer_window_batch(loaded, windows, horizon))
+        except Exception:  # the reference route reports it (500) with its own message
+            return False
+        await self._send(BATCH, loaded, payload, send, started, named=True)
         return True
 
     async def _send(
-        self, path: str, loaded: LoadedModel, payload: bytes, send: Send, started: float
+        self,
+        path: str,
+        loaded: LoadedModel,
+        payload: bytes,
+        send: Send,
+        started: float,
+        *,
+        named: bool,
     ) -> None:
         headers = [(b"content-length", str(len(payload)).encode()), _CONTENT_TYPE]
-        if path == SINGLE:  # the batch route names no single model
+        if named:  # lineage headers of the one model that answered
             headers += loaded.raw_headers
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

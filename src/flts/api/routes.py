@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from flts.api.errors import ApiError, describe_pydantic_errors, problem_response
-from flts.api.fastpath import FastBatch, body_may_be_fast, fast_windows
+from flts.api.fastpath import FastBatch, body_may_be_fast, fast_window_batch, fast_windows
 from flts.api.forecasting import answer, forecast, model_info
 from flts.api.holder import LoadedModel, ModelHolder
 from flts.api.metrics import MODEL_TYPE_SCOPE_KEY, ApiMetrics
@@ -31,14 +31,24 @@ from flts.api.schemas import (
     BatchForecastResponse,
     ForecastRequest,
     ForecastResponse,
+    WindowBatchRequest,
+    WindowBatchResponse,
 )
+from flts.api.window_batch import (
+    answer_window_batch,
+    is_window_batch,
+    validate_window_batch,
+    window_count,
+)
+from flts.data.windows import Windows
 from flts.events import Identifier
-from flts.exceptions import ModelError
+from flts.exceptions import DataValidationError, ModelError
 from flts.settings import ServingSettings
 
 T = TypeVar("T")
 
-#: Most forecasts one batch call may carry (each with its own history limit).
+#: Most forecasts one batch call may carry (requests of the row form, windows of the tensor
+#: form).
 MAX_BATCH_REQUESTS = 1024
 #: Largest fast-path batch answered on the event loop (1024 LSTM windows take ~2 ms).
 _INLINE_MAX_WINDOWS = 1024
@@ -150,15 +160,35 @@ class ForecastService:
         batch = fast_windows(documents, loaded.spec)
         return None if batch is None else (loaded, batch)
 
-    async def answer_fast(self, loaded: LoadedModel, batch: FastBatch) -> list[dict[str, Any]]:
-        """Answers of a fast-path batch: on the event loop for bounded numpy/ONNX runtimes
-        (a thread hop would cost more than the forecast), in a worker thread otherwise."""
-        if loaded.inline and len(batch.horizons) <= _INLINE_MAX_WINDOWS:
+    def fast_window_batch(
+        self, document: Any, body: bytes
+    ) -> tuple[LoadedModel, Windows, int] | None:
+        """Model, windows and horizon of an ordinary tensor batch body (``None``: the
+        reference path decides)."""
+        if type(document) is not dict:
+            return None
+        loaded = self.fast_resolve(document.get("identifier"))
+        if loaded is None:
+            return None
+        fast = fast_window_batch(document, body, loaded.spec, MAX_BATCH_REQUESTS)
+        return None if fast is None else (loaded, *fast)
+
+    async def predict(self, loaded: LoadedModel, windows: int, work: Callable[[], T]) -> T:
+        """``work`` (a forecast of ``windows`` windows with ``loaded``): on the event loop for
+        bounded numpy/ONNX runtimes (a thread hop would cost more than the forecast), in a
+        worker thread under the 429/504 limits otherwise."""
+        if loaded.inline and windows <= _INLINE_MAX_WINDOWS:
             try:
-                return answer(loaded, batch.windows, batch.horizons)
+                return work()
             except ModelError as exc:
                 raise ApiError(500, [f"the model failed: {exc}"]) from exc
-        return await self.run(lambda: answer(loaded, batch.windows, batch.horizons))
+        return await self.run(work)
+
+    async def answer_fast(self, loaded: LoadedModel, batch: FastBatch) -> list[dict[str, Any]]:
+        """Answers of a fast-path batch (see :meth:`predict`)."""
+        return await self.predict(
+            loaded, len(batch.horizons), lambda: answer(loaded, batch.windows, batch.horizons)
+        )
 
     # ------------------------------------------------------------------ execution
 
@@ -206,10 +236,15 @@ def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(document), media_type=_JSON, headers=headers)
 
 
-def _body_schema(model: type[Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"requestBody": {"required": True, "content": {_JSON: {"schema": schema}}}}
+def _body_schema(*models: type[Any]) -> dict[str, Any]:
+    """The documented request body: one model, or either of several (``oneOf``)."""
+    schemas = []
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema.pop("$defs", None)
+        schemas.append(schema)
+    body = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    return {"requestBody": {"required": True, "content": {_JSON: {"schema": body}}}}
 
 
 def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
@@ -238,15 +273,52 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
         result = await service.run(lambda: forecast(loaded, body))
         return _json(result, loaded.headers)
 
+    async def post_window_batch(request: Request, raw: bytes, document: dict[str, Any]) -> Response:
+        """The tensor form (:mod:`flts.api.window_batch`): one model answers every window."""
+        count = window_count(document)
+        if count > MAX_BATCH_REQUESTS:
+            raise ApiError(
+                413, [f"{count} windows in one batch, over the limit of {MAX_BATCH_REQUESTS}"]
+            )
+        fast = service.fast_window_batch(document, raw)
+        if fast is not None:
+            loaded, batch, horizon = fast
+        else:
+            if "requests" in document:
+                raise ApiError.invalid(
+                    "a batch is either `requests` (row form) or `windows` (tensor form), not both"
+                )
+            body: WindowBatchRequest = _validate(WindowBatchRequest, document)
+            loaded = service.resolve(body.identifier)
+            try:
+                batch = validate_window_batch(body, loaded.spec)
+            except DataValidationError as exc:
+                raise ApiError.from_validation(exc) from exc
+            horizon = body.horizon
+        request.scope[MODEL_TYPE_SCOPE_KEY] = loaded.promotion.model_type
+        result = await service.predict(
+            loaded, len(batch), lambda: answer_window_batch(loaded, batch, horizon)
+        )
+        return _json(result, loaded.headers)
+
     @router.post(
         "/v1/forecast/batch",
-        response_model=BatchForecastResponse,
-        openapi_extra=_body_schema(BatchForecastRequest),
+        response_model=BatchForecastResponse | WindowBatchResponse,
+        openapi_extra=_body_schema(BatchForecastRequest, WindowBatchRequest),
         summary="Several forecasts in one call (all succeed or the call fails)",
+        description=(
+            "Row form: `requests`, one forecast request per item (answered as `results`). "
+            "Tensor form: `columns`, `end_times` and `windows[i][row][column]` (or the same "
+            "array as base64 bytes in `encoded_windows`) of one identifier, answered as "
+            "`times` and `forecast[i][step][target]`: for clients that hold their windows as "
+            "arrays, and the fastest way to send many windows."
+        ),
     )
     async def post_forecast_batch(request: Request) -> Response:
         raw = await service.read_body(request, service.max_batch_bytes)
         document = parse_json(raw)
+        if is_window_batch(document):
+            return await post_window_batch(request, raw, document)
         items = document.get("requests") if isinstance(document, dict) else None
         if isinstance(items, list):
             if len(items) > MAX_BATCH_REQUESTS:

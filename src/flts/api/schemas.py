@@ -8,9 +8,9 @@ document them in the OpenAPI schema.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from flts.events import Identifier
 
@@ -49,6 +49,66 @@ class BatchForecastRequest(BaseModel):
     requests: list[ForecastRequest] = Field(min_length=1)
 
 
+class EncodedWindows(BaseModel):
+    """A window tensor as bytes: no number is parsed from text at all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dtype: Literal["float32", "float64"] = Field(description="Little-endian IEEE 754 values.")
+    shape: list[StrictInt] = Field(
+        min_length=3, max_length=3, description="[windows, rows per window, columns]."
+    )
+    base64: str = Field(description="Standard base64 of the values in C (row-major) order.")
+
+
+class WindowBatchRequest(BaseModel):
+    """Many windows of one identifier as one tensor: the compact batch form.
+
+    The row form (:class:`BatchForecastRequest`) repeats every column name in every row and a
+    timestamp per row; a client that already holds its windows as an array sends them here
+    as ``windows[i][row][column]`` (JSON numbers) or, fastest, as ``encoded_windows`` (the
+    array's bytes in base64). Rows of a window are consecutive steps of the model's grid, so
+    only each window's last timestamp is sent. Exactly one of ``windows`` and
+    ``encoded_windows`` is given.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identifier: Identifier | None = Field(
+        default=None, description="As in a single forecast; one model answers every window."
+    )
+    horizon: int = Field(
+        default=1,
+        ge=1,
+        description="Steps to forecast for every window: 1 up to the model's horizon.",
+    )
+    columns: list[str] = Field(
+        min_length=1,
+        description=(
+            "Name of each value in a row, in order: every input column of the model's "
+            "feature spec, in any order (other names are ignored)."
+        ),
+    )
+    end_times: list[str] = Field(
+        min_length=1,
+        description=(
+            "ISO 8601 time of each window's last row (one per window); the rows before it "
+            "are one sampling step apart."
+        ),
+    )
+    windows: list[list[list[StrictFloat]]] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "One window per forecast: at least `lags` rows, oldest first, each with one "
+            "number per entry of `columns`; the last `lags` rows are used."
+        ),
+    )
+    encoded_windows: EncodedWindows | None = Field(
+        default=None, description="The same tensor as `windows`, as bytes (see its fields)."
+    )
+
+
 class ModelInfo(BaseModel):
     """The champion that produced a forecast."""
 
@@ -69,3 +129,14 @@ class ForecastResponse(BaseModel):
 
 class BatchForecastResponse(BaseModel):
     results: list[ForecastResponse]
+
+
+class WindowBatchResponse(BaseModel):
+    """Forecasts of a :class:`WindowBatchRequest`, as arrays: ``forecast[i][step][k]`` is
+    target ``targets[k]`` of window ``i`` at ``times[i][step]`` (original units, negatives
+    clipped to 0)."""
+
+    model: ModelInfo
+    targets: list[str]
+    times: list[list[str]]
+    forecast: list[list[list[float]]]

@@ -14,6 +14,9 @@ completed requests over the measured span. Closed-loop levels (each user sends i
 request when the previous answer arrives) measure capacity, so their latency includes the
 queueing Little's law implies (32 users at 1,500 rps wait ~21 ms on average); the "paced"
 level offers a fixed rate (``--paced-rps`` over 32 users) and measures latency at that load.
+The "floor" level drives a do-nothing ASGI app (:mod:`flts.benchmarks.floor`) with the same
+users and payloads at the top concurrency: the harness's own cost on this machine, which no
+server measured this way can beat.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ BENCH_EPOCHS = 3
 BATCH_WINDOWS = 256
 #: Concurrency of the batch measurement (closed loop).
 BATCH_USERS = 2
+#: Batch body forms measured (``--batch-form`` of the locustfile): rows (``requests``), the
+#: tensor form as JSON numbers (``windows``) and as base64 bytes (``encoded``).
+BATCH_FORMS = ("rows", "windows", "encoded")
 #: Pause between ``/readyz`` 200 and the first load level (see :func:`bench_serve`).
 SETTLE_SECONDS = 4.0
 
@@ -69,7 +75,10 @@ class LevelResult:
 class ServeReport:
     results: list[LevelResult]
     ratio_rps: dict[str, float]
+    #: The fastest batch form's figure (the tensor form as bytes, made for many windows);
+    #: every form's is in ``batch_windows_per_s_by_form``.
     batch_windows_per_s: float
+    batch_windows_per_s_by_form: dict[str, float]
     cold_start_seconds: float
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -220,6 +229,18 @@ def start_flts(home: Path, *, workers: int, logs: Path) -> tuple[Server, float]:
     return server, time.perf_counter() - started
 
 
+def start_floor(*, logs: Path) -> Server:
+    """The do-nothing ASGI app (:mod:`flts.benchmarks.floor`) under the same uvicorn options."""
+    return _spawn_on_free_port(
+        "floor-serve",
+        lambda port: [sys.executable, "-m", "flts.benchmarks.floor", "--port", str(port)],
+        logs=logs,
+        env=_env(Path(tempfile.gettempdir())),
+        ready_path="/readyz",
+        timeout=60.0,
+    )
+
+
 def start_mlflow(home: Path, model_uri: str, *, workers: int, logs: Path) -> Server:
     """``mlflow models serve`` of the same model in this environment."""
     tracking = f"sqlite:///{home / 'mlflow.db'}"
@@ -339,6 +360,7 @@ def bench_serve(
     workers: int,
     paced_rps: float,
     mlflow: bool = True,
+    floor: bool = True,
     epochs: int = BENCH_EPOCHS,
     echo: Callable[[str], None] = print,
 ) -> ServeReport:
@@ -385,12 +407,20 @@ def bench_serve(
             pacing = ["--rate-per-user", f"{paced_rps / users:g}"]
             requests = load(server, "FltsUser", users, ["--forecast-mix", "single", *pacing])
             record(summarise("flts", users, requests, mode="paced", offered_rps=paced_rps))
-        batching = ["--forecast-mix", "batch", "--batch-size", str(BATCH_WINDOWS)]
-        batch = load(server, "FltsUser", BATCH_USERS, batching)
-        batch_result = record(summarise("flts", BATCH_USERS, batch, mode=f"batch{BATCH_WINDOWS}"))
-    windows_per_s = (
-        round(batch_result.rps * BATCH_WINDOWS, 0) if batch_result.failures == 0 else 0.0
-    )
+        by_form: dict[str, float] = {}
+        for form in BATCH_FORMS:
+            batching = ["--forecast-mix", "batch", "--batch-size", str(BATCH_WINDOWS)]
+            batch = load(server, "FltsUser", BATCH_USERS, [*batching, "--batch-form", form])
+            mode = f"batch{BATCH_WINDOWS}-{form}"
+            result = record(summarise("flts", BATCH_USERS, batch, mode=mode))
+            by_form[form] = round(result.rps * BATCH_WINDOWS) if result.failures == 0 else 0.0
+
+    if floor:
+        echo("starting the floor (a do-nothing ASGI app under the same uvicorn) ...")
+        with start_floor(logs=logs) as floor_server:
+            users = max(concurrency)
+            requests = load(floor_server, "FltsUser", users, ["--forecast-mix", "single"])
+            record(summarise("floor", users, requests))
 
     if mlflow:
         from flts.mlflow_pyfunc import log_pyfunc_model
@@ -415,7 +445,8 @@ def bench_serve(
     return ServeReport(
         results=results,
         ratio_rps=ratio,
-        batch_windows_per_s=windows_per_s,
+        batch_windows_per_s=max(by_form.values()),
+        batch_windows_per_s_by_form=by_form,
         cold_start_seconds=round(cold, 3),
         machine=machine_load(),
     )

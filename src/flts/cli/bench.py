@@ -80,6 +80,9 @@ def serve(
         float, typer.Option(help="Offered rate of the paced level at the top concurrency (0: off).")
     ] = 1500.0,
     mlflow: Annotated[bool, typer.Option(help="Also measure mlflow models serve.")] = True,
+    floor: Annotated[
+        bool, typer.Option(help="Also measure a do-nothing app: the harness's own floor.")
+    ] = True,
     data: Data = DEFAULT_DATA,
     test: Test = None,
     home: Home = DEFAULT_HOME,
@@ -104,6 +107,7 @@ def serve(
             workers=workers,
             paced_rps=paced_rps,
             mlflow=mlflow,
+            floor=floor,
             epochs=epochs,
             echo=_echo,
         )
@@ -125,9 +129,10 @@ def serve(
         )
     console.print(table)
     ratios = ", ".join(f"{k} users: {v:g}x" for k, v in report.ratio_rps.items()) or "-"
+    forms = ", ".join(f"{v:,.0f} ({k})" for k, v in report.batch_windows_per_s_by_form.items())
     console.print(
-        f"FLTS/MLflow requests/s: {ratios}; batch of 256: {report.batch_windows_per_s:,.0f} "
-        f"windows/s; cold start {report.cold_start_seconds:.2f} s; load {report.machine}"
+        f"FLTS/MLflow requests/s: {ratios}; batch of 256, windows/s: {forms}; "
+        f"cold start {report.cold_start_seconds:.2f} s; load {report.machine}"
     )
     if json_out is not None:
         write_json(json_out, report.to_json())

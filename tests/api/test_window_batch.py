@@ -1,0 +1,304 @@
+"""The tensor batch form of ``POST /v1/forecast/batch`` (flts.api.window_batch): the same
+forecasts as the row form, every bad input refused with a precise 422 (by the reference path:
+the fast path only accepts), and the fast path's windows equal the reference windows."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from flts.api.fastpath import fast_window_batch
+from flts.api.routes import MAX_BATCH_REQUESTS
+from flts.api.schemas import WindowBatchRequest
+from flts.api.window_batch import ENCODED_DTYPES, validate_window_batch
+from flts.data.spec import FeatureSpec
+from flts.exceptions import DataValidationError
+
+from .support import Harness, history_records
+
+SPEC = FeatureSpec()
+BATCH = "/v1/forecast/batch"
+
+
+def tensor(
+    histories: list[list[dict[str, Any]]], columns: tuple[str, ...] = SPEC.inputs
+) -> dict[str, Any]:
+    """Row-form histories as one tensor body."""
+    return {
+        "columns": list(columns),
+        "end_times": [history[-1]["time"] for history in histories],
+        "windows": [[[row[c] for c in columns] for row in history] for history in histories],
+    }
+
+
+def histories(count: int, rows: int = 10) -> list[list[dict[str, Any]]]:
+    return [history_records(rows, offset=3 * k) for k in range(count)]
+
+
+def reference(document: Any) -> Any:
+    """The reference path's problems or its windows."""
+    try:
+        request = WindowBatchRequest.model_validate(document)
+    except ValidationError as exc:
+        return [str(e["msg"]) for e in exc.errors()]
+    try:
+        return validate_window_batch(request, SPEC)
+    except DataValidationError as exc:
+        return list(exc.problems)
+
+
+def encoded(document: dict[str, Any], dtype: str = "float64") -> dict[str, Any]:
+    """A tensor body with its windows as base64 bytes instead of JSON numbers."""
+    values = np.array(document.pop("windows"), dtype=ENCODED_DTYPES[dtype])
+    data = base64.b64encode(values.tobytes()).decode()
+    return {
+        **document,
+        "encoded_windows": {"dtype": dtype, "shape": [*values.shape], "base64": data},
+    }
+
+
+def fast(document: Any) -> Any:
+    body = orjson.dumps(document)
+    return fast_window_batch(orjson.loads(body), body, SPEC, MAX_BATCH_REQUESTS)
+
+
+@pytest.fixture
+def ready(harness: Harness) -> Harness:
+    harness.promote("run-ridge")
+    harness.wait_serving("run-ridge")
+    return harness
+
+
+@pytest.mark.parametrize("form", ["numbers", "float64 bytes"])
+def test_tensor_answers_equal_row_answers(ready: Harness, form: str) -> None:
+    items = histories(64)
+    rows = ready.client.post(BATCH, json={"requests": [{"history": h} for h in items]})
+    document = tensor(items) if form == "numbers" else encoded(tensor(items))
+    answer = ready.client.post(BATCH, json=document)
+    assert rows.status_code == answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["targets"] == list(SPEC.targets)
+    assert len(body["times"]) == len(body["forecast"]) == 64
+    # One model answers the whole tensor: its lineage headers come with it.
+    assert answer.headers["X-Model-Run-Id"] == "run-ridge"
+    for index, result in enumerate(rows.json()["results"]):
+        assert result["model"] == body["model"]
+        [record] = result["forecast"]
+        assert body["times"][index] == [record["time"]]
+        expected = [record[t] for t in SPEC.targets]
+        assert body["forecast"][index] == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_columns_in_any_order_extra_columns_and_longer_windows(ready: Harness) -> None:
+    items = histories(5, rows=14)
+    plain = ready.client.post(BATCH, json=tensor([h[-10:] for h in items])).json()
+    shuffled = (*reversed(SPEC.inputs), "station_note_length")
+    for h in items:
+        for row in h:
+            row["station_note_length"] = 25.0
+    answer = ready.client.post(BATCH, json=tensor(items, shuffled))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == plain
+
+
+def test_offsets_in_end_times_are_converted_to_utc(ready: Harness) -> None:
+    items = histories(2)
+    document = tensor(items)
+    naive = ready.client.post(BATCH, json=document).json()
+    shifted = copy.deepcopy(document)
+    shifted["end_times"] = [
+        (np.datetime64(t) + np.timedelta64(1, "h")).astype(str) + "+01:00"
+        for t in document["end_times"]
+    ]
+    assert fast(shifted) is None  # offsets take the reference path, which accepts them
+    assert ready.client.post(BATCH, json=shifted).json() == naive
+
+
+def test_float32_bytes_answer_like_float32_numbers(ready: Harness) -> None:
+    document = tensor(histories(4))
+    rounded = copy.deepcopy(document)
+    rounded["windows"] = np.array(rounded["windows"], dtype=np.float32).tolist()
+    as_bytes = ready.client.post(BATCH, json=encoded(document, "float32"))
+    assert as_bytes.status_code == 200, as_bytes.text
+    assert as_bytes.json() == ready.client.post(BATCH, json=rounded).json()
+
+
+def test_fast_windows_equal_the_reference_windows() -> None:
+    documents = [
+        tensor(histories(3)),
+        tensor(histories(2, rows=12), SPEC.inputs[::-1]),
+        encoded(tensor(histories(3))),
+        encoded(tensor(histories(2, rows=11), SPEC.inputs[::-1]), "float32"),
+    ]
+    for document in documents:
+        got, horizon = fast(document)
+        want = reference(copy.deepcopy(document))
+        assert horizon == 1
+        np.testing.assert_array_equal(got.x, want.x)
+        np.testing.assert_array_equal(got.input_times, want.input_times)
+        np.testing.assert_array_equal(got.target_times, want.target_times)
+
+
+def test_windows_equal_the_row_form_windows() -> None:
+    from flts.api.fastpath import fast_windows
+
+    items = histories(3)
+    rows = fast_windows([{"history": h} for h in items], SPEC)
+    assert rows is not None
+    got, _ = fast(tensor(items))
+    np.testing.assert_array_equal(got.x, rows.windows.x)
+    np.testing.assert_array_equal(got.input_times, rows.windows.input_times)
+    np.testing.assert_array_equal(got.target_times, rows.windows.target_times)
+
+
+def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(document: dict[str, Any]) -> None:
+        target: Any = document
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+#: name -> (change to a valid 3-window body, what the 422 says)
+CASES: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "missing column": (
+        lambda d: [d["columns"].pop(), *(row.pop() for w in d["windows"] for row in w)],
+        "columns lacks the model's input(s) 'rb_up_var'",
+    ),
+    "duplicated column": (
+        _set(("columns", 1), "down"),
+        "columns names 'down' more than once",
+    ),
+    "end_times count": (
+        lambda d: d["end_times"].pop(),
+        "end_times has 2 entries for 3 windows",
+    ),
+    "short window": (
+        lambda d: d["windows"][1].pop(0),
+        "too few rows at windows[1] (the model needs at least the last 10 rows",
+    ),
+    "ragged row": (
+        lambda d: d["windows"][2][4].pop(),
+        "wrong number of values at windows[2][4]: every row has one per entry of columns (11)",
+    ),
+    "numeric string": (_set(("windows", 0, 3, 2), "1.5"), "windows[0][3][2]: Input should be"),
+    "boolean": (_set(("windows", 0, 3, 2), True), "windows[0][3][2]: Input should be a valid"),
+    "null": (_set(("windows", 2, 0, 0), None), "windows[2][0][0]: Input should be a valid"),
+    "row not a list": (_set(("windows", 1, 1), 5.0), "windows[1][1]: Input should be a valid"),
+    "unparsable end time": (
+        _set(("end_times", 1), "yesterday"),
+        "unparsable time at end_times[1]: 'yesterday' (expected ISO 8601",
+    ),
+    "impossible date": (
+        _set(("end_times", 0), "2026-02-30 00:00:00"),
+        "unparsable time at end_times[0]",
+    ),
+    "horizon zero": (_set(("horizon",), 0), "horizon: Input should be greater than"),
+    "horizon too long": (
+        _set(("horizon",), 2),
+        "horizon 2 is out of range: this model forecasts 1 to 1 steps",
+    ),
+    "unknown key": (_set(("window_size",), 10), "window_size: Extra inputs are not permitted"),
+    "both forms": (
+        _set(("requests",), []),
+        "a batch is either `requests` (row form) or `windows` (tensor form), not both",
+    ),
+    "no windows": (
+        lambda d: [d["windows"].clear(), d["end_times"].clear()],
+        "windows: List should have at least 1 item",
+    ),
+}
+
+
+#: name -> (change to a valid 3-window body with encoded windows, what the 422 says)
+ENCODED_CASES: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "not base64": (
+        _set(("encoded_windows", "base64"), "not*base64"),
+        "encoded_windows.base64 is not valid base64",
+    ),
+    "not ascii": (
+        _set(("encoded_windows", "base64"), "ünïcode"),
+        "encoded_windows.base64 is not valid base64",
+    ),
+    "bytes do not match the shape": (
+        _set(("encoded_windows", "shape"), [3, 10, 10]),
+        "encoded_windows.shape is [3, 10, 10]: it needs at least 1 window, at least 10 rows",
+    ),
+    "too few bytes": (
+        _set(("encoded_windows", "shape"), [4, 10, 11]),
+        "encoded_windows.base64 holds 2640 bytes; shape [4, 10, 11] of float64 needs 3520",
+    ),
+    "short windows": (
+        _set(("encoded_windows", "shape"), [3, 5, 22]),
+        "at least 10 rows per window (lags)",
+    ),
+    "unknown dtype": (
+        _set(("encoded_windows", "dtype"), "int8"),
+        "encoded_windows.dtype: Input should be 'float32' or 'float64'",
+    ),
+    "shape of two": (
+        _set(("encoded_windows", "shape"), [3, 110]),
+        "encoded_windows.shape: List should have at least 3 items",
+    ),
+    "both encodings": (
+        _set(("windows",), [[[1.0] * 11] * 10] * 3),
+        "give the windows as exactly one of windows and encoded_windows",
+    ),
+    "infinite": (
+        lambda d: d["encoded_windows"].update(
+            base64=base64.b64encode(np.full((3, 10, 11), np.inf).tobytes()).decode()
+        ),
+        "non-finite values at windows[0], windows[1], windows[2]",
+    ),
+    "end_times count": (
+        lambda d: d["end_times"].append(d["end_times"][0]),
+        "end_times has 4 entries for 3 windows",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("form", "name"),
+    [("numbers", name) for name in sorted(CASES)]
+    + [("bytes", name) for name in sorted(ENCODED_CASES)],
+)
+def test_bad_tensors_get_precise_422s_from_the_reference_path(
+    ready: Harness, form: str, name: str
+) -> None:
+    if form == "numbers":
+        change, message = CASES[name]
+        document = tensor(histories(3))
+    else:
+        change, message = ENCODED_CASES[name]
+        document = encoded(tensor(histories(3)))
+    change(document)
+    assert fast(copy.deepcopy(document)) is None, "the fast path must defer"
+    response = ready.client.post(BATCH, json=document)
+    assert response.status_code == 422, response.text
+    assert any(message in problem for problem in response.json()["problems"]), response.json()
+
+
+def test_too_many_windows_is_413(ready: Harness) -> None:
+    # Counted before anything else is checked, so tiny (invalid) windows show the limit.
+    count = MAX_BATCH_REQUESTS + 1
+    document = {"columns": ["down"], "end_times": ["x"] * count, "windows": [[[0]]] * count}
+    response = ready.client.post(BATCH, json=document)
+    assert response.status_code == 413
+    assert f"{count} windows in one batch, over the limit of {MAX_BATCH_REQUESTS}" in response.text
+
+
+def test_openapi_documents_both_batch_forms(harness: Harness) -> None:
+    schema = harness.client.get("/openapi.json").json()
+    body = schema["paths"][BATCH]["post"]["requestBody"]["content"]["application/json"]
+    forms = [set(option["properties"]) for option in body["schema"]["oneOf"]]
+    assert {"requests"} in forms
+    assert {"identifier", "horizon", "columns", "end_times", "windows", "encoded_windows"} in forms
