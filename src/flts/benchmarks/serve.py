@@ -14,9 +14,9 @@ completed requests over the measured span. Closed-loop levels (each user sends i
 request when the previous answer arrives) measure capacity, so their latency includes the
 queueing Little's law implies (32 users at 1,500 rps wait ~21 ms on average); the "paced"
 level offers a fixed rate (``--paced-rps`` over 32 users) and measures latency at that load.
-The "floor" level drives a do-nothing ASGI app (:mod:`flts.benchmarks.floor`) with the same
-users and payloads at the top concurrency: the harness's own cost on this machine, which no
-server measured this way can beat.
+The "floor" levels drive a do-nothing ASGI app (:mod:`flts.benchmarks.floor`) with the same
+users and payloads at the top concurrency, closed and paced: the harness's own cost on this
+machine, which no server measured this way can beat.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ BATCH_USERS = 2
 #: Batch body forms measured (``--batch-form`` of the locustfile): rows (``requests``), the
 #: tensor form as JSON numbers (``windows``) and as base64 bytes (``encoded``).
 BATCH_FORMS = ("rows", "windows", "encoded")
+#: Locust options of the single-forecast levels.
+SINGLE = ["--forecast-mix", "single"]
 #: Pause between ``/readyz`` 200 and the first load level (see :func:`bench_serve`).
 SETTLE_SECONDS = 4.0
 
@@ -391,6 +393,14 @@ def bench_serve(
         echo(_row(result))
         return result
 
+    def paced(server: Server, name: str) -> None:
+        """The paced level: ``paced_rps`` offered by the top concurrency's users."""
+        if paced_rps > 0:
+            users = max(concurrency)
+            pacing = [*SINGLE, "--rate-per-user", f"{paced_rps / users:g}"]
+            requests = load(server, "FltsUser", users, pacing)
+            record(summarise(name, users, requests, mode="paced", offered_rps=paced_rps))
+
     echo(f"starting flts serve ({workers} worker(s)) ...")
     server, cold = start_flts(home, workers=workers, logs=logs)
     with server:
@@ -400,13 +410,9 @@ def bench_serve(
         # start-up work that belongs to the cold start, not to the first load level.
         time.sleep(SETTLE_SECONDS)
         for users in concurrency:
-            requests = load(server, "FltsUser", users, ["--forecast-mix", "single"])
+            requests = load(server, "FltsUser", users, SINGLE)
             record(summarise("flts", users, requests))
-        if paced_rps > 0:
-            users = max(concurrency)
-            pacing = ["--rate-per-user", f"{paced_rps / users:g}"]
-            requests = load(server, "FltsUser", users, ["--forecast-mix", "single", *pacing])
-            record(summarise("flts", users, requests, mode="paced", offered_rps=paced_rps))
+        paced(server, "flts")
         by_form: dict[str, float] = {}
         for form in BATCH_FORMS:
             batching = ["--forecast-mix", "batch", "--batch-size", str(BATCH_WINDOWS)]
@@ -419,8 +425,8 @@ def bench_serve(
         echo("starting the floor (a do-nothing ASGI app under the same uvicorn) ...")
         with start_floor(logs=logs) as floor_server:
             users = max(concurrency)
-            requests = load(floor_server, "FltsUser", users, ["--forecast-mix", "single"])
-            record(summarise("floor", users, requests))
+            record(summarise("floor", users, load(floor_server, "FltsUser", users, SINGLE)))
+            paced(floor_server, "floor")
 
     if mlflow:
         from flts.mlflow_pyfunc import log_pyfunc_model
@@ -528,7 +534,7 @@ def bench_swap(
             duration=duration,
             windows_csv=test_csv,
             work=work,
-            extra=["--forecast-mix", "single"],
+            extra=SINGLE,
             during=swap,
         )
     answered = requests.start + requests.latency_ms / 1000.0
