@@ -25,6 +25,8 @@ from .support import Harness, history_records
 
 SPEC = FeatureSpec()
 BATCH = "/v1/forecast/batch"
+#: ``max_history_rows`` of the test harness (tests/api/support.py).
+MAX_ROWS = 200
 
 
 def tensor(
@@ -66,7 +68,7 @@ def encoded(document: dict[str, Any], dtype: str = "float64") -> dict[str, Any]:
 
 def fast(document: Any) -> Any:
     body = orjson.dumps(document)
-    return fast_window_batch(orjson.loads(body), body, SPEC, MAX_BATCH_REQUESTS)
+    return fast_window_batch(orjson.loads(body), body, SPEC, MAX_BATCH_REQUESTS, MAX_ROWS)
 
 
 @pytest.fixture
@@ -216,6 +218,23 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
         lambda d: [d["windows"].clear(), d["end_times"].clear()],
         "windows: List should have at least 1 item",
     ),
+    "neither windows nor encoded_windows": (
+        lambda d: d.pop("windows"),
+        "give the windows as exactly one of windows and encoded_windows",
+    ),
+    "year 3000": (
+        _set(("end_times", 2), "3000-06-01 00:00:00"),
+        "unparsable time at end_times[2]: '3000-06-01 00:00:00'",
+    ),
+    "year 3000 with an offset": (
+        _set(("end_times", 2), "3000-06-01 00:00:00+00:00"),
+        "unparsable time at end_times[2]",
+    ),
+    "the clock": (_set(("end_times", 0), "now"), "unparsable time at end_times[0]: 'now'"),
+    "two times in one entry": (
+        _set(("end_times", 1), "2026-01-01 00:00:00\n2026-01-01 00:02:00"),
+        "unparsable time at end_times[1]",
+    ),
 }
 
 
@@ -287,6 +306,34 @@ def test_bad_tensors_get_precise_422s_from_the_reference_path(
     assert any(message in problem for problem in response.json()["problems"]), response.json()
 
 
+def test_only_the_first_bad_value_is_reported(ready: Harness) -> None:
+    document = tensor(histories(3))
+    document["windows"] = [[[None] * 11] * 10] * 3
+    response = ready.client.post(BATCH, json=document)
+    assert response.status_code == 422
+    assert response.json()["problems"] == ["windows[0][0][0]: Input should be a valid number"]
+
+
+def test_single_forecasts_outside_the_nanosecond_range_are_422(ready: Harness) -> None:
+    rows = history_records(12)
+    for row in rows:
+        row["time"] = "3" + row["time"][1:]  # year 3026
+    response = ready.client.post("/v1/forecast", json={"history": rows})
+    assert response.status_code == 422
+    assert "unparsable time at history[0]" in response.text
+
+
+@pytest.mark.parametrize("form", ["numbers", "bytes"])
+def test_windows_over_the_row_limit_are_413(ready: Harness, form: str) -> None:
+    document = tensor(histories(2, rows=MAX_ROWS + 1))
+    if form == "bytes":
+        document = encoded(document)
+    assert fast(copy.deepcopy(document)) is None
+    response = ready.client.post(BATCH, json=document)
+    assert response.status_code == 413
+    assert f"a window has {MAX_ROWS + 1} rows, over the limit of {MAX_ROWS} rows" in response.text
+
+
 def test_too_many_windows_is_413(ready: Harness) -> None:
     # Counted before anything else is checked, so tiny (invalid) windows show the limit.
     count = MAX_BATCH_REQUESTS + 1
@@ -296,9 +343,24 @@ def test_too_many_windows_is_413(ready: Harness) -> None:
     assert f"{count} windows in one batch, over the limit of {MAX_BATCH_REQUESTS}" in response.text
 
 
+def _references(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for value in node.values() for r in _references(value)]
+    if isinstance(node, list):
+        return [r for item in node for r in _references(item)]
+    return []
+
+
 def test_openapi_documents_both_batch_forms(harness: Harness) -> None:
     schema = harness.client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for reference in _references(schema):  # every reference resolves
+        assert reference.removeprefix("#/components/schemas/") in components, reference
     body = schema["paths"][BATCH]["post"]["requestBody"]["content"]["application/json"]
     forms = [set(option["properties"]) for option in body["schema"]["oneOf"]]
     assert {"requests"} in forms
     assert {"identifier", "horizon", "columns", "end_times", "windows", "encoded_windows"} in forms
+    [tensor_form] = [o for o in body["schema"]["oneOf"] if "encoded_windows" in o["properties"]]
+    encoded_options = tensor_form["properties"]["encoded_windows"]["anyOf"]
+    assert any("base64" in option.get("properties", {}) for option in encoded_options)

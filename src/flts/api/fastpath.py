@@ -14,9 +14,16 @@ keep is one-sided and tested case by case:
 What it accepts: a JSON object with only ``history``, ``horizon`` (a JSON integer from 1 to
 the spec's horizon) and ``identifier`` (one the caller already resolved); ``history`` a list
 of at least ``lags`` objects, each with the time column as a naive ISO 8601 string
-(``YYYY-MM-DD[T ]HH:MM:SS[.fff]``) and every input as a JSON number; timestamps exactly on
-the spec's grid (which implies sorted and unique). Anything else (``null``, ``true``/``false``
-anywhere in the body, strings for numbers, time zones, gaps) goes to the reference path.
+(``YYYY-MM-DD[T ]HH:MM:SS[.fff]``, years 1678 to 2261) and every input as a JSON number;
+timestamps exactly on the spec's grid (which implies sorted and unique). Anything else
+(``null``, ``true``/``false`` anywhere in the body, strings for numbers, time zones, gaps)
+goes to the reference path.
+
+The tensor batch form (:func:`fast_window_batch`, :mod:`flts.api.window_batch`) keeps the
+same contract: only its known keys, unique string ``columns`` naming every input, one naive
+timestamp per window in ``end_times``, and a regular 3-D array of finite numbers (JSON
+numbers in a body without ``true``/``false``, or exactly the bytes ``encoded_windows.shape``
+asks for) with ``lags`` to ``max_history_rows`` rows per window.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ _WINDOW_BATCH_KEYS = frozenset(
 )
 _ENCODED_KEYS = {"dtype", "shape", "base64"}
 #: Naive ISO 8601 timestamps, one per line; the reference path parses these identically.
+#: Years 1678 to 2261 only: ``datetime64[ns]`` silently wraps around outside 1677-2262.
 _TIMES = re.compile(
-    r"(?:\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:(?:1(?:6(?:7[89]|[89]\d)|[789]\d\d)|2(?:[01]\d\d|2[0-5]\d|26[01]))"
+    r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,9})?\n)+"
 )
 
@@ -90,6 +99,12 @@ class FastBatch:
 
     windows: Windows
     horizons: list[int]
+
+
+def _on_lines(times: list[str]) -> bool:
+    """Every entry one timestamp :data:`_TIMES` accepts (none hiding a line break)."""
+    text = "\n".join(times) + "\n"
+    return text.count("\n") == len(times) and _TIMES.fullmatch(text) is not None
 
 
 def body_may_be_fast(body: bytes) -> bool:
@@ -143,7 +158,6 @@ def fast_windows(documents: list[Any], spec: FeatureSpec) -> FastBatch | None:
         time_rows = list(map(compiled.time_of, rows))
         if not all(type(t) is str for t in time_rows):
             return None
-        text = "\n".join(time_rows) + "\n"
         values = np.array(value_rows)
     except (KeyError, TypeError, ValueError):
         return None
@@ -152,7 +166,7 @@ def fast_windows(documents: list[Any], spec: FeatureSpec) -> FastBatch | None:
     if values.dtype.kind not in "if" or values.shape != (len(rows), compiled.n_inputs):
         return None
     values = values.astype(np.float64, copy=False)
-    if not np.isfinite(values).all() or _TIMES.fullmatch(text) is None:
+    if not np.isfinite(values).all() or not _on_lines(time_rows):
         return None
     try:
         times = np.array(time_rows, dtype="datetime64[ns]")
@@ -191,7 +205,7 @@ def fast_windows(documents: list[Any], spec: FeatureSpec) -> FastBatch | None:
 
 
 def fast_window_batch(
-    document: Any, body: bytes, spec: FeatureSpec, max_windows: int
+    document: Any, body: bytes, spec: FeatureSpec, max_windows: int, max_rows: int
 ) -> tuple[Windows, int] | None:
     """Windows and horizon of a tensor batch body (:mod:`flts.api.window_batch`), or ``None``
     when anything needs the reference path."""
@@ -223,10 +237,10 @@ def fast_window_batch(
     if (
         values is None
         or values.shape[0] != len(ends)
-        or values.shape[1] < compiled.lags
+        or not compiled.lags <= values.shape[1] <= max_rows
         or values.shape[2] != len(columns)
         or not np.isfinite(values).all()
-        or _TIMES.fullmatch("\n".join(ends) + "\n") is None
+        or not _on_lines(ends)
     ):
         return None
     try:

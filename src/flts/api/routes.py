@@ -36,9 +36,9 @@ from flts.api.schemas import (
 )
 from flts.api.window_batch import (
     answer_window_batch,
+    claimed_size,
     is_window_batch,
     validate_window_batch,
-    window_count,
 )
 from flts.data.windows import Windows
 from flts.events import Identifier
@@ -170,7 +170,8 @@ class ForecastService:
         loaded = self.fast_resolve(document.get("identifier"))
         if loaded is None:
             return None
-        fast = fast_window_batch(document, body, loaded.spec, MAX_BATCH_REQUESTS)
+        limits = (MAX_BATCH_REQUESTS, self.settings.max_history_rows)
+        fast = fast_window_batch(document, body, loaded.spec, *limits)
         return None if fast is None else (loaded, *fast)
 
     async def predict(self, loaded: LoadedModel, windows: int, work: Callable[[], T]) -> T:
@@ -237,14 +238,27 @@ def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
 
 
 def _body_schema(*models: type[Any]) -> dict[str, Any]:
-    """The documented request body: one model, or either of several (``oneOf``)."""
+    """The documented request body: one model, or either of several (``oneOf``), with the
+    nested models inlined (the bodies are read by hand, so FastAPI does not register them
+    under ``components``)."""
     schemas = []
     for model in models:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schema.pop("$defs", None)
-        schemas.append(schema)
+        schema = model.model_json_schema()
+        schemas.append(_inline(schema, schema.pop("$defs", {})))
     body = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
     return {"requestBody": {"required": True, "content": {_JSON: {"schema": body}}}}
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every ``{"$ref": "#/$defs/Name"}`` replaced by that definition."""
+    if isinstance(node, list):
+        return [_inline(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    reference = node.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/"):
+        return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
+    return {key: _inline(value, definitions) for key, value in node.items()}
 
 
 def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
@@ -275,10 +289,18 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
 
     async def post_window_batch(request: Request, raw: bytes, document: dict[str, Any]) -> Response:
         """The tensor form (:mod:`flts.api.window_batch`): one model answers every window."""
-        count = window_count(document)
+        count, rows = claimed_size(document)
         if count > MAX_BATCH_REQUESTS:
             raise ApiError(
                 413, [f"{count} windows in one batch, over the limit of {MAX_BATCH_REQUESTS}"]
+            )
+        if rows > service.settings.max_history_rows:
+            raise ApiError(
+                413,
+                [
+                    f"a window has {rows} rows, over the limit of "
+                    f"{service.settings.max_history_rows} rows"
+                ],
             )
         fast = service.fast_window_batch(document, raw)
         if fast is not None:

@@ -9,12 +9,13 @@ and becomes one numpy array in one call instead of 2,560 dictionaries; as bytes 
 parsed from text at all (parsing 28,000 17-digit decimals costs more than the LSTM).
 
 What is checked is what the row form checks, restated for a tensor: every input column named
-once, at least ``lags`` rows per window, one number per column in every row (JSON numbers
-only: strings, booleans and ``null`` are refused; decoded bytes must match the shape), finite
+(each name at most once), ``lags`` to ``max_history_rows`` rows per window (more is a 413),
+one number per column in every row (JSON numbers only: strings, booleans and ``null`` are
+refused, reported at the first bad position; decoded bytes must match the shape), finite
 values, a parsable time per window and a horizon the model was trained for. Rows are
 consecutive steps of the model's grid by definition of the form, so there are no per-row
-timestamps to order; ``end_times`` follows the time column's rules (ISO 8601, offsets
-converted to UTC).
+timestamps to order; ``end_times`` follows the time column's rules
+(:func:`flts.data.reader.parse_times`: ISO 8601, offsets converted to UTC).
 
 :func:`flts.api.fastpath.fast_window_batch` accepts ordinary bodies in microseconds; this
 module is the reference (every problem, precisely) and builds the windows for both.
@@ -23,6 +24,7 @@ module is the reference (every problem, precisely) and builds the windows for bo
 from __future__ import annotations
 
 import binascii
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ import pandas as pd
 from flts.api.forecasting import iso_times, predict_clipped
 from flts.api.holder import LoadedModel
 from flts.api.schemas import EncodedWindows, WindowBatchRequest
+from flts.data.reader import parse_times
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 from flts.exceptions import DataValidationError
@@ -46,20 +49,26 @@ def _quote(labels: list[str]) -> str:
     return ", ".join(labels[:_QUOTE]) + more
 
 
+#: Keys only the tensor form has: a body with any of them is validated as the tensor form.
+_TENSOR_KEYS = ("windows", "encoded_windows", "columns", "end_times")
+
+
 def is_window_batch(document: Any) -> bool:
     """Whether a batch body is in the tensor form (else it is the row form)."""
-    return type(document) is dict and ("windows" in document or "encoded_windows" in document)
+    return type(document) is dict and any(key in document for key in _TENSOR_KEYS)
 
 
-def window_count(document: dict[str, Any]) -> int:
-    """How many windows a tensor body claims (for the 413 limit, before validation)."""
+def claimed_size(document: dict[str, Any]) -> tuple[int, int]:
+    """How many windows a tensor body claims and the most rows one of them has (for the 413
+    limits, checked before anything else)."""
     windows, encoded = document.get("windows"), document.get("encoded_windows")
     if isinstance(windows, list):
-        return len(windows)
+        rows = max((len(w) for w in windows if isinstance(w, list)), default=0)
+        return len(windows), rows
     shape = encoded.get("shape") if isinstance(encoded, dict) else None
-    if isinstance(shape, list) and shape and type(shape[0]) is int:
-        return shape[0]
-    return 0
+    if isinstance(shape, list) and len(shape) > 1 and all(type(n) is int for n in shape[:2]):
+        return shape[0], shape[1]
+    return 0, 0
 
 
 def column_order(columns: list[str], spec: FeatureSpec) -> np.ndarray | None:
@@ -97,7 +106,7 @@ def validate_window_batch(request: WindowBatchRequest, spec: FeatureSpec) -> Win
             f"{spec.horizon} steps (the horizon it was trained and evaluated for)"
         )
     columns = request.columns
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    duplicated = sorted(name for name, count in Counter(columns).items() if count > 1)
     if duplicated:
         problems.append(f"columns names {_quote([repr(c) for c in duplicated])} more than once")
     missing = [c for c in spec.inputs if c not in columns]
@@ -190,18 +199,12 @@ def _decoded(
 
 def _parse_end_times(end_times: list[str], problems: list[str]) -> np.ndarray | None:
     """``end_times`` as naive UTC ``datetime64[ns]`` (the time column's rules)."""
-    parsed = pd.to_datetime(pd.Series(end_times), format="ISO8601", errors="coerce", utc=True)
-    bad = np.flatnonzero(parsed.isna().to_numpy())
-    if len(bad):
-        problems.append(
-            f"unparsable time at {_quote([f'end_times[{int(i)}]' for i in bad])}: "
-            f"{end_times[int(bad[0])]!r} (expected ISO 8601, e.g. 2018-02-05 23:40:00)"
-        )
-        return None
-    ends: np.ndarray = (
-        pd.DatetimeIndex(parsed).tz_convert(None).as_unit("ns").to_numpy(dtype="datetime64[ns]")
-    )
-    return ends
+
+    def label(positions: np.ndarray) -> str:
+        return _quote([f"end_times[{int(i)}]" for i in positions])
+
+    parsed = parse_times(pd.Series(end_times, dtype=object), problems, label)
+    return None if parsed is None else parsed.to_numpy(dtype="datetime64[ns]")
 
 
 def answer_window_batch(loaded: LoadedModel, windows: Windows, horizon: int) -> dict[str, Any]:

@@ -77,8 +77,8 @@ class LevelResult:
 class ServeReport:
     results: list[LevelResult]
     ratio_rps: dict[str, float]
-    #: The fastest batch form's figure (the tensor form as bytes, made for many windows);
-    #: every form's is in ``batch_windows_per_s_by_form``.
+    #: The fastest batch form's figure (the tensor form as bytes, on this machine); every
+    #: form's is in ``batch_windows_per_s_by_form``.
     batch_windows_per_s: float
     batch_windows_per_s_by_form: dict[str, float]
     cold_start_seconds: float

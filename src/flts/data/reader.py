@@ -22,6 +22,9 @@ from flts.exceptions import DataValidationError
 RowLabel = Callable[[np.ndarray], str]
 #: How many offending rows a message quotes before it summarises the rest.
 _QUOTE = 3
+#: The range of naive UTC nanosecond times (``datetime64[ns]``), as UTC timestamps.
+_FIRST = pd.Timestamp.min.tz_localize("UTC")
+_LAST = pd.Timestamp.max.tz_localize("UTC")
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def validate_frame(
     if problems:
         raise DataValidationError(*problems)
 
-    times = _parse_times(raw[spec.time_column], problems, label)
+    times = parse_times(raw[spec.time_column], problems, label)
     values = {}
     for column in spec.inputs:
         values[column] = _parse_numeric(raw[column], column, problems, label)
@@ -122,15 +125,28 @@ def validate_frame(
     return TrafficTable(frame=frame, frequency=frequency)
 
 
-def _parse_times(
-    column: pd.Series, problems: list[str], label: RowLabel
-) -> pd.DatetimeIndex | None:
+#: Words pandas reads as the current clock; a forecast input must carry its own times.
+_CLOCK_WORDS = frozenset({"now", "today"})
+
+
+def parse_times(column: pd.Series, problems: list[str], label: RowLabel) -> pd.DatetimeIndex | None:
+    """ISO 8601 times as naive UTC nanoseconds, or ``None`` with a problem added. Offsets
+    are converted to UTC; times outside the nanosecond range (years 1677 to 2262) and the
+    words ``now``/``today`` count as unparsable."""
     try:
         parsed = pd.to_datetime(column, format="ISO8601", errors="coerce", utc=True)
     except (ValueError, TypeError) as exc:
         problems.append(f"time column cannot be parsed as timestamps: {exc}")
         return None
-    bad = np.flatnonzero(parsed.isna().to_numpy())
+    invalid = parsed.isna().to_numpy(copy=True)
+    if len(parsed) and not invalid.all():
+        # pandas may parse at microsecond precision, beyond what nanoseconds can hold.
+        valid = parsed[~invalid]
+        invalid[~invalid] = ((valid < _FIRST) | (valid > _LAST)).to_numpy()
+    invalid |= column.map(
+        lambda v: isinstance(v, str) and v.strip().lower() in _CLOCK_WORDS
+    ).to_numpy(dtype=bool)
+    bad = np.flatnonzero(invalid)
     if len(bad):
         example = column.iloc[int(bad[0])]
         problems.append(
