@@ -28,6 +28,7 @@ class ForecastRequest(BaseModel):
         ),
     )
     history: list[dict[str, Any]] = Field(
+        fail_fast=True,  # a history of 10,000 non-objects is one problem, not 10,000
         description=(
             "Rows with the time column and every input column of the model's feature spec "
             "(extra columns are ignored), on the spec's regular grid, at least `lags` rows, "
