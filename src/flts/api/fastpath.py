@@ -38,17 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from flts.api.schemas import EncodedWindows, ForecastRequest, WindowBatchRequest
 from flts.api.window_batch import ENCODED_DTYPES, build_windows, column_order
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 
-#: Top-level keys a forecast request may carry (``ForecastRequest`` forbids others).
-_REQUEST_KEYS = frozenset({"history", "horizon", "identifier"})
-#: Keys of the tensor batch form (``WindowBatchRequest``).
-_WINDOW_BATCH_KEYS = frozenset(
-    {"identifier", "horizon", "columns", "end_times", "windows", "encoded_windows"}
-)
-_ENCODED_KEYS = {"dtype", "shape", "base64"}
+#: Top-level keys each body may carry (the models forbid others).
+_REQUEST_KEYS = frozenset(ForecastRequest.model_fields)
+_WINDOW_BATCH_KEYS = frozenset(WindowBatchRequest.model_fields)
+_ENCODED_KEYS = frozenset(EncodedWindows.model_fields)
 #: Naive ISO 8601 timestamps, one per line; the reference path parses these identically.
 #: Years 1678 to 2261 only: ``datetime64[ns]`` silently wraps around outside 1677-2262.
 _TIMES = re.compile(
@@ -122,12 +120,18 @@ def body_may_be_fast(body: bytes) -> bool:
     return b"true" not in body and (b"f" not in body or b"false" not in body)
 
 
-def request_horizon(document: Any, compiled: Compiled) -> int | None:
-    """The horizon of one request document if its top level is fast-path material."""
-    if type(document) is not dict or not document.keys() <= _REQUEST_KEYS:
+def _horizon(document: Any, keys: frozenset[str], compiled: Compiled) -> int | None:
+    """The horizon of a JSON object with only ``keys`` and a horizon the model has."""
+    if type(document) is not dict or not document.keys() <= keys:
         return None
     horizon = document.get("horizon", 1)
-    if type(horizon) is not int or not 1 <= horizon <= compiled.horizon:
+    return horizon if type(horizon) is int and 1 <= horizon <= compiled.horizon else None
+
+
+def request_horizon(document: Any, compiled: Compiled) -> int | None:
+    """The horizon of one request document if its top level is fast-path material."""
+    horizon = _horizon(document, _REQUEST_KEYS, compiled)
+    if horizon is None:
         return None
     history = document.get("history")
     if type(history) is not list or len(history) < compiled.lags:
@@ -210,10 +214,8 @@ def fast_window_batch(
     """Windows and horizon of a tensor batch body (:mod:`flts.api.window_batch`), or ``None``
     when anything needs the reference path."""
     compiled = compile_spec(spec)
-    if type(document) is not dict or not document.keys() <= _WINDOW_BATCH_KEYS:
-        return None
-    horizon = document.get("horizon", 1)
-    if type(horizon) is not int or not 1 <= horizon <= compiled.horizon:
+    horizon = _horizon(document, _WINDOW_BATCH_KEYS, compiled)
+    if horizon is None:
         return None
     columns, ends = document.get("columns"), document.get("end_times")
     if (

@@ -30,19 +30,14 @@ import pandas as pd
 from flts.api.errors import ApiError
 from flts.api.holder import LoadedModel
 from flts.api.schemas import ForecastRequest
-from flts.data.reader import validate_frame
+from flts.data.reader import quote, validate_frame
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows, last_window
 from flts.exceptions import DataValidationError, ModelError
 
-#: How many offending rows a message quotes before summarising.
-_QUOTE = 3
-
 
 def _history_label(positions: np.ndarray) -> str:
-    quoted = ", ".join(f"history[{int(p)}]" for p in positions[:_QUOTE])
-    more = f" and {len(positions) - _QUOTE} more" if len(positions) > _QUOTE else ""
-    return quoted + more
+    return quote(positions, lambda p: f"history[{int(p)}]")
 
 
 def _column(history: Sequence[dict[str, Any]], name: str) -> pd.Series:
@@ -62,6 +57,16 @@ def history_frame(history: Sequence[dict[str, Any]], spec: FeatureSpec) -> pd.Da
     return pd.DataFrame({c: _column(history, c) for c in present}, index=range(len(history)))
 
 
+def horizon_problems(horizon: int, spec: FeatureSpec) -> list[str]:
+    """A horizon the model was not trained for, as a problem line (none when it was)."""
+    if horizon <= spec.horizon:
+        return []
+    return [
+        f"horizon {horizon} is out of range: this model forecasts 1 to {spec.horizon} steps "
+        "(the horizon it was trained and evaluated for)"
+    ]
+
+
 def request_window(request: ForecastRequest, spec: FeatureSpec) -> Windows:
     """Validate ``request`` against ``spec`` and return its inference window; raise
     :class:`DataValidationError` listing every problem."""
@@ -71,11 +76,7 @@ def request_window(request: ForecastRequest, spec: FeatureSpec) -> Windows:
         problems.append(
             f"too few rows: {rows} (the model needs at least the last {spec.lags} rows: lags)"
         )
-    if request.horizon > spec.horizon:
-        problems.append(
-            f"horizon {request.horizon} is out of range: this model forecasts 1 to "
-            f"{spec.horizon} steps (the horizon it was trained and evaluated for)"
-        )
+    problems += horizon_problems(request.horizon, spec)
     if rows == 0:
         raise DataValidationError(*problems)
     raw = history_frame(request.history, spec)

@@ -25,32 +25,31 @@ from __future__ import annotations
 
 import binascii
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from flts.api.forecasting import iso_times, predict_clipped
+from flts.api.forecasting import horizon_problems, iso_times, predict_clipped
 from flts.api.holder import LoadedModel
 from flts.api.schemas import EncodedWindows, WindowBatchRequest
-from flts.data.reader import parse_times
+from flts.data.reader import parse_times, quote
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 from flts.exceptions import DataValidationError
 
-#: How many offending positions a message quotes before summarising.
-_QUOTE = 3
 #: numpy dtypes of ``encoded_windows.dtype`` (little-endian whatever the server's byte order).
 ENCODED_DTYPES = {"float32": "<f4", "float64": "<f8"}
 
 
-def _quote(labels: list[str]) -> str:
-    more = f" and {len(labels) - _QUOTE} more" if len(labels) > _QUOTE else ""
-    return ", ".join(labels[:_QUOTE]) + more
-
-
 #: Keys only the tensor form has: a body with any of them is validated as the tensor form.
 _TENSOR_KEYS = ("windows", "encoded_windows", "columns", "end_times")
+
+
+def _at(name: str, positions: Sequence[Any] | np.ndarray) -> str:
+    """``name[i]`` for the first few positions (:func:`~flts.data.reader.quote`)."""
+    return quote(positions, f"{name}[{{}}]".format)
 
 
 def is_window_batch(document: Any) -> bool:
@@ -99,20 +98,15 @@ def build_windows(
 def validate_window_batch(request: WindowBatchRequest, spec: FeatureSpec) -> Windows:
     """The windows of a type-checked ``request``; raise :class:`DataValidationError` listing
     every problem (positions quoted as ``windows[i]``, ``windows[i][row]``, ``end_times[i]``)."""
-    problems: list[str] = []
-    if request.horizon > spec.horizon:
-        problems.append(
-            f"horizon {request.horizon} is out of range: this model forecasts 1 to "
-            f"{spec.horizon} steps (the horizon it was trained and evaluated for)"
-        )
+    problems = horizon_problems(request.horizon, spec)
     columns = request.columns
     duplicated = sorted(name for name, count in Counter(columns).items() if count > 1)
     if duplicated:
-        problems.append(f"columns names {_quote([repr(c) for c in duplicated])} more than once")
+        problems.append(f"columns names {quote(duplicated, repr)} more than once")
     missing = [c for c in spec.inputs if c not in columns]
     if missing:
         problems.append(
-            f"columns lacks the model's input(s) {_quote([repr(c) for c in missing])} "
+            f"columns lacks the model's input(s) {quote(missing, repr)} "
             f"(the model needs {list(spec.inputs)})"
         )
     if request.windows is not None and request.encoded_windows is None:
@@ -135,9 +129,7 @@ def validate_window_batch(request: WindowBatchRequest, spec: FeatureSpec) -> Win
     assert ends is not None
     infinite = np.flatnonzero(~np.isfinite(values).all(axis=(1, 2)))
     if len(infinite):
-        raise DataValidationError(
-            f"non-finite values at {_quote([f'windows[{int(i)}]' for i in infinite])}"
-        )
+        raise DataValidationError(f"non-finite values at {_at('windows', infinite)}")
     return build_windows(values, ends, column_order(columns, spec), spec)
 
 
@@ -146,22 +138,22 @@ def _listed(
 ) -> np.ndarray | None:
     """``(n, lags, width)`` values from JSON numbers (windows may differ in length)."""
     found = len(problems)
-    short = [f"windows[{i}]" for i, window in enumerate(windows) if len(window) < lags]
+    short = [i for i, window in enumerate(windows) if len(window) < lags]
     if short:
         problems.append(
-            f"too few rows at {_quote(short)} (the model needs at least the last "
+            f"too few rows at {_at('windows', short)} (the model needs at least the last "
             f"{lags} rows of each window: lags)"
         )
     ragged = [
-        f"windows[{i}][{r}]"
+        f"{i}][{r}"
         for i, window in enumerate(windows)
         for r, row in enumerate(window)
         if len(row) != width
     ]
     if ragged:
         problems.append(
-            f"wrong number of values at {_quote(ragged)}: every row has one per entry of "
-            f"columns ({width})"
+            f"wrong number of values at {_at('windows', ragged)}: every row has one per "
+            f"entry of columns ({width})"
         )
     if len(problems) > found:
         return None
@@ -201,7 +193,7 @@ def _parse_end_times(end_times: list[str], problems: list[str]) -> np.ndarray | 
     """``end_times`` as naive UTC ``datetime64[ns]`` (the time column's rules)."""
 
     def label(positions: np.ndarray) -> str:
-        return _quote([f"end_times[{int(i)}]" for i in positions])
+        return _at("end_times", positions)
 
     parsed = parse_times(pd.Series(end_times, dtype=object), problems, label)
     return None if parsed is None else parsed.to_numpy(dtype="datetime64[ns]")

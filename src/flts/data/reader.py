@@ -7,10 +7,10 @@ both boundaries reject bad input with the same one-line reasons.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -45,11 +45,17 @@ class TrafficTable:
         return len(self.frame)
 
 
+def quote(items: Sequence[Any] | np.ndarray, name: Callable[[Any], str] = str) -> str:
+    """The first few ``items``, each as ``name`` words it, then how many more there are:
+    ``"4, 9, 12 and 30 more"``. Only the quoted ones are named (a column may have a million
+    bad rows)."""
+    shown = ", ".join(name(item) for item in items[:_QUOTE])
+    return shown + (f" and {len(items) - _QUOTE} more" if len(items) > _QUOTE else "")
+
+
 def _csv_line(positions: np.ndarray) -> str:
     """Quote row positions as CSV line numbers (header is line 1)."""
-    lines = [str(int(p) + 2) for p in positions[:_QUOTE]]
-    more = f" and {len(positions) - _QUOTE} more" if len(positions) > _QUOTE else ""
-    return ", ".join(lines) + more
+    return quote(positions, lambda p: str(int(p) + 2))
 
 
 def read_traffic_csv(
@@ -69,9 +75,7 @@ def read_traffic_csv(
 
 
 def _row_label(positions: np.ndarray) -> str:
-    rows = [str(int(p)) for p in positions[:_QUOTE]]
-    more = f" and {len(positions) - _QUOTE} more" if len(positions) > _QUOTE else ""
-    return "rows " + ", ".join(rows) + more
+    return "rows " + quote(positions, lambda p: str(int(p)))
 
 
 def validate_frame(

@@ -30,6 +30,7 @@ event to one consumer, and a lock serialises the handler and the deadline ticker
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -421,29 +422,20 @@ class EvaluateService:
         scored: dict[str, tuple[RunRecord, Scores]] = {}
         others: list[LeaderboardEntry] = []
         for model_type, run in self._candidates(runs).items():
+            unranked = functools.partial(
+                LeaderboardEntry,
+                model_type=model_type,
+                run_id=run.run_id,
+                train_seconds=run.train_seconds,
+            )
             if not run.finished:
-                others.append(
-                    LeaderboardEntry(
-                        model_type=model_type,
-                        run_id=run.run_id,
-                        status="FAILED",
-                        train_seconds=run.train_seconds,
-                        reason=f"training failed: {run.error or run.status}",
-                    )
-                )
+                reason = f"training failed: {run.error or run.status}"
+                others.append(unranked(status="FAILED", reason=reason))
                 continue
             try:
                 scores = self._score_run(run.run_id, prepared, test)
             except (ModelError, DataValidationError) as exc:
-                others.append(
-                    LeaderboardEntry(
-                        model_type=model_type,
-                        run_id=run.run_id,
-                        status="UNSCORED",
-                        train_seconds=run.train_seconds,
-                        reason=f"could not be scored: {exc}",
-                    )
-                )
+                others.append(unranked(status="UNSCORED", reason=f"could not be scored: {exc}"))
                 continue
             scored[model_type] = (run, scores)
         others += [
