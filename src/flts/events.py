@@ -24,7 +24,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -44,19 +44,6 @@ SCHEMA_VERSION = 1
 
 MAX_EVENT_BYTES = 1 << 20
 """Claim checks are small; anything bigger is data that belongs in the object store."""
-
-DATASET_UPLOADED = "dataset-uploaded"
-TRAINING_DATA = "training-data"
-INFERENCE_DATA = "inference-data"
-MODEL_TRAINING = "model-training"
-MODEL_SELECTED = "model-selected"
-TOPICS: tuple[str, ...] = (
-    DATASET_UPLOADED,
-    TRAINING_DATA,
-    INFERENCE_DATA,
-    MODEL_TRAINING,
-    MODEL_SELECTED,
-)
 
 DLQ_PREFIX = "dlq."
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -235,7 +222,12 @@ class ModelSelected(Payload):
 # ----------------------------------------------------------------------------- envelopes
 
 
-_PayloadClass: TypeAlias = type[Payload]  # spelled here: ``type`` is a field name below
+EVENT_CLASSES: dict[str, type[Envelope]] = {}
+"""Event type (= topic) -> envelope class: the one table of event types. A class joins it by
+naming its topic (``class XEvent(Envelope, topic="x")``); ``decode``, ``new_event`` and
+:data:`TOPICS` all read it."""
+
+_BY_PAYLOAD: dict[type[Payload], type[Envelope]] = {}
 
 
 def _utcnow() -> datetime:
@@ -247,19 +239,22 @@ def _new_id() -> str:
 
 
 class Envelope(BaseModel):
-    """Fields every event carries; concrete events below fix ``type`` and ``payload``.
+    """Fields every event carries; concrete events below fix the topic and the payload.
 
     Use the subclasses (or :func:`new_event`); a bare ``Envelope`` is never published.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    topic: ClassVar[str] = ""
+    """The event type, equal to the topic it travels on (set by the class keyword)."""
+
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     """Envelope version; newer than :data:`SCHEMA_VERSION` is rejected by ``decode``."""
     event_id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
     """Unique per event and kept on redelivery: the idempotency key consumers dedupe on."""
     type: str
-    """Event type, equal to the topic it travels on."""
+    """Event type, equal to the topic it travels on (filled in from the class)."""
     occurred_at: AwareDatetime = Field(default_factory=_utcnow)
     """When the producer created the event, in UTC."""
     correlation_id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
@@ -270,7 +265,31 @@ class Envelope(BaseModel):
     """Hash of the preprocessing inputs the event derives from, when there is one."""
     payload: Payload
 
-    payload_class: ClassVar[_PayloadClass] = Payload
+    def __init_subclass__(cls, topic: str | None = None, **kwargs: Any) -> None:
+        # ``topic`` is consumed by __pydantic_init_subclass__ once the fields are built.
+        super().__init_subclass__(**kwargs)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, topic: str | None = None, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if topic is None:
+            return
+        payload = cls.model_fields["payload"].annotation
+        if topic in EVENT_CLASSES or not isinstance(payload, type):
+            raise TypeError(f"event type {topic!r} is registered twice or has no payload class")
+        cls.topic = validate_topic(topic)
+        EVENT_CLASSES[topic] = cls
+        _BY_PAYLOAD[payload] = cls
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_is_topic(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.topic:
+            kind = data.get("type", cls.topic)
+            if kind != cls.topic:
+                raise ValueError(f"type must be {cls.topic!r}, got {kind!r}")
+            data = {**data, "type": cls.topic}
+        return data
 
     @field_validator("occurred_at")
     @classmethod
@@ -289,34 +308,24 @@ class Envelope(BaseModel):
         return self
 
 
-class DatasetUploadedEvent(Envelope):
-    type: Literal["dataset-uploaded"] = "dataset-uploaded"
+class DatasetUploadedEvent(Envelope, topic="dataset-uploaded"):
     payload: DatasetUploaded
-    payload_class: ClassVar[_PayloadClass] = DatasetUploaded
 
 
-class TrainingDataEvent(Envelope):
-    type: Literal["training-data"] = "training-data"
+class TrainingDataEvent(Envelope, topic="training-data"):
     payload: TrainingData
-    payload_class: ClassVar[_PayloadClass] = TrainingData
 
 
-class InferenceDataEvent(Envelope):
-    type: Literal["inference-data"] = "inference-data"
+class InferenceDataEvent(Envelope, topic="inference-data"):
     payload: InferenceData
-    payload_class: ClassVar[_PayloadClass] = InferenceData
 
 
-class ModelTrainingEvent(Envelope):
-    type: Literal["model-training"] = "model-training"
+class ModelTrainingEvent(Envelope, topic="model-training"):
     payload: ModelTraining
-    payload_class: ClassVar[_PayloadClass] = ModelTraining
 
 
-class ModelSelectedEvent(Envelope):
-    type: Literal["model-selected"] = "model-selected"
+class ModelSelectedEvent(Envelope, topic="model-selected"):
     payload: ModelSelected
-    payload_class: ClassVar[_PayloadClass] = ModelSelected
 
 
 Event = (
@@ -326,20 +335,14 @@ Event = (
     | ModelTrainingEvent
     | ModelSelectedEvent
 )
-"""Any concrete event; ``match`` on the class to get a typed payload."""
+"""Any concrete event, for type checkers; ``match`` on the class to get a typed payload."""
 
-EVENT_CLASSES: dict[str, type[Envelope]] = {
-    DATASET_UPLOADED: DatasetUploadedEvent,
-    TRAINING_DATA: TrainingDataEvent,
-    INFERENCE_DATA: InferenceDataEvent,
-    MODEL_TRAINING: ModelTrainingEvent,
-    MODEL_SELECTED: ModelSelectedEvent,
-}
-"""Event type (= topic) -> envelope class."""
-
-_BY_PAYLOAD: dict[type[Payload], type[Envelope]] = {
-    cls.payload_class: cls for cls in EVENT_CLASSES.values()
-}
+TOPICS: tuple[str, ...] = tuple(EVENT_CLASSES)
+DATASET_UPLOADED = DatasetUploadedEvent.topic
+TRAINING_DATA = TrainingDataEvent.topic
+INFERENCE_DATA = InferenceDataEvent.topic
+MODEL_TRAINING = ModelTrainingEvent.topic
+MODEL_SELECTED = ModelSelectedEvent.topic
 
 
 def new_event(

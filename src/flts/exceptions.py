@@ -1,29 +1,72 @@
 """One error tree for the whole project.
 
 Every error FLTS raises on purpose derives from :class:`FLTSError`, so callers can catch the
-family and boundaries (CLI, HTTP) can translate it into one clear line or status code::
+family and boundaries (CLI, HTTP) translate it into one clear line or status code from the
+class alone (``http_status``, ``problems``, ``headers()``), never by matching text::
 
-    FLTSError
-    ├── ConfigurationError        bad or missing settings, recipe or feature spec   (422)
-    ├── DataValidationError       input data that breaks the data contract          (422)
-    │   ├── FeatureMismatchError  inference input that does not fit a model's spec  (422)
-    │   └── EventValidationError  bus message that is not a valid, supported event  (422)
-    ├── ModelError                model cannot be built, trained, saved or loaded   (500)
-    │   └── ModelNotFittedError   predict/save called before fit                    (500)
-    ├── DependencyMissingError    an optional extra is not installed                (500)
-    └── BusError                  the event bus cannot be reached or is closed      (503)
+    FLTSError                                                                       status
+    ├── ConfigurationError          bad or missing settings, recipe or feature spec   422
+    ├── DataValidationError         input data that breaks the data contract          422
+    │   ├── FeatureMismatchError    inference input that does not fit a model's spec  422
+    │   └── EventValidationError    bus message that is not a valid, supported event  422
+    ├── RequestError                a request refused for its form, not its data      400
+    │   ├── NotFoundError           the named resource does not exist                 404
+    │   ├── PayloadTooLargeError    body or batch over a configured limit             413
+    │   └── OverloadedError         too many requests in flight (Retry-After)         429
+    ├── UnavailableError            a state that passes: retry later (Retry-After)    503
+    │   ├── ModelUnavailableError   no champion loaded (yet) for an identifier        503
+    │   └── BusError                the event bus cannot be reached or is closed      503
+    ├── DeadlineExceededError       the answer took longer than the request timeout   504
+    ├── ModelError                  model cannot be built, trained, saved or loaded   500
+    │   └── ModelNotFittedError     predict/save called before fit                    500
+    ├── DependencyMissingError      an optional extra is not installed                500
+    └── PipelineError               a pipeline run reached no decision                500
 
-``http_status`` is the status an HTTP boundary should answer with; data problems are the
-caller's fault (4xx), model and dependency problems are ours.
+Data and request problems are the caller's fault (4xx); unavailability is transient (503 or
+429 with ``Retry-After``); model, dependency and pipeline problems are ours (500).
 """
 
 from __future__ import annotations
 
+import math
+
+__all__ = [
+    "BusError",
+    "ConfigurationError",
+    "DataValidationError",
+    "DeadlineExceededError",
+    "DependencyMissingError",
+    "EventValidationError",
+    "FLTSError",
+    "FeatureMismatchError",
+    "ModelError",
+    "ModelNotFittedError",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PipelineError",
+    "RequestError",
+    "UnavailableError",
+]
+
 
 class FLTSError(Exception):
-    """Base class of every error FLTS raises deliberately."""
+    """Base class of every error FLTS raises deliberately.
+
+    ``problems`` holds one line per problem (all of them, so a user fixes an input in one
+    pass); the message joins them. Subclasses set ``http_status``.
+    """
 
     http_status: int = 500
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems: tuple[str, ...] = problems or (self.__class__.__name__,)
+
+    def headers(self) -> dict[str, str]:
+        """Response headers an HTTP boundary adds (``Retry-After`` on transient states)."""
+        return {}
 
 
 class ConfigurationError(FLTSError):
@@ -33,21 +76,89 @@ class ConfigurationError(FLTSError):
 
 
 class DataValidationError(FLTSError):
-    """Input data breaks the data contract.
-
-    ``problems`` holds one line per problem found (all of them, not just the first), so a
-    user fixes a file in one pass; the message joins them.
-    """
+    """Input data breaks the data contract."""
 
     http_status = 422
 
-    def __init__(self, *problems: str) -> None:
-        super().__init__("; ".join(problems))
-        self.problems: tuple[str, ...] = problems
+    def prefixed(self, prefix: str) -> DataValidationError:
+        """The same error with ``prefix`` before every problem (``requests[3].``)."""
+        return type(self)(*(prefix + p for p in self.problems))
 
 
 class FeatureMismatchError(DataValidationError):
     """Inference input does not match the feature spec saved with the model."""
+
+
+class EventValidationError(DataValidationError):
+    """Bytes from the bus are not a valid event this version understands: malformed JSON, an
+    unknown type, a newer ``schema_version``, or fields that break the envelope contract.
+
+    A consumer dead-letters such a message instead of retrying it: no retry can fix it.
+    """
+
+
+class RequestError(FLTSError):
+    """A request refused for its form (not its data): the client must change it."""
+
+    http_status = 400
+
+
+class NotFoundError(RequestError):
+    """The named resource (dataset, run, identifier) does not exist."""
+
+    http_status = 404
+
+
+class PayloadTooLargeError(RequestError):
+    """A body, upload or batch is over its configured limit."""
+
+    http_status = 413
+
+
+class _RetryLater:
+    """Mixin for transient refusals: carries the ``Retry-After`` a client should honour."""
+
+    retry_after: float
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class OverloadedError(_RetryLater, RequestError):
+    """Too many requests are being processed; retry after ``retry_after`` seconds."""
+
+    http_status = 429
+
+    def __init__(self, *problems: str, retry_after: float = 1.0) -> None:
+        super().__init__(*problems)
+        self.retry_after = retry_after
+
+
+class UnavailableError(_RetryLater, FLTSError):
+    """A dependency or state that passes (no model yet, store or bus down): retry later."""
+
+    http_status = 503
+
+    def __init__(self, *problems: str, retry_after: float = 1.0) -> None:
+        super().__init__(*problems)
+        self.retry_after = retry_after
+
+
+class ModelUnavailableError(UnavailableError):
+    """No champion is loaded (yet) for the identifier asked about."""
+
+
+class BusError(UnavailableError):
+    """The event bus cannot serve a request (closed, unreachable, locked for too long).
+
+    Transient by nature, so an HTTP boundary answers 503 and the caller may retry.
+    """
+
+
+class DeadlineExceededError(FLTSError):
+    """An answer took longer than the configured request timeout."""
+
+    http_status = 504
 
 
 class ModelError(FLTSError):
@@ -69,18 +180,5 @@ class DependencyMissingError(FLTSError):
         self.extra = extra
 
 
-class EventValidationError(DataValidationError):
-    """Bytes from the bus are not a valid event this version understands: malformed JSON, an
-    unknown type, a newer ``schema_version``, or fields that break the envelope contract.
-
-    A consumer dead-letters such a message instead of retrying it: no retry can fix it.
-    """
-
-
-class BusError(FLTSError):
-    """The event bus cannot serve a request (closed, unreachable, locked for too long).
-
-    Transient by nature, so an HTTP boundary answers 503 and the caller may retry.
-    """
-
-    http_status = 503
+class PipelineError(FLTSError):
+    """A pipeline run did not reach a decision (timeout, or every trainer failed)."""

@@ -26,16 +26,12 @@ from flts.events import (
     ModelTrainingEvent,
     TrainingDataEvent,
 )
-from flts.exceptions import FLTSError
+from flts.exceptions import PipelineError
 from flts.services.context import ServiceContext
 from flts.services.runner import build_service, run_service
 from flts.settings import Settings
 
 Progress = Callable[[str], None]
-
-
-class PipelineError(FLTSError):
-    """The pipeline did not reach a decision (timeout, or every trainer failed)."""
 
 
 @dataclass

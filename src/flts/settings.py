@@ -1,11 +1,13 @@
 """Configuration from the environment (``FLTS_`` prefix) with pydantic-settings.
 
-Backends are chosen by URL, all under one home directory by default::
+One section per concern, read from ``FLTS_<SECTION>__<FIELD>`` (``FLTS_EVALUATION__
+DEADLINE_SECONDS=300``, ``FLTS_SERVING__MAX_IN_FLIGHT=64``). Backends are chosen by URL, all
+under one home directory by default; their flat names (:data:`FLAT_NAMES`) keep working::
 
     FLTS_HOME=.flts                     everything embedded lives here
-    FLTS_BUS_URL=sqlite:///.flts/bus.db     (memory://, sqlite:///..., kafka://...)
-    FLTS_STORAGE_URL=file:///abs/.flts/store (memory://..., file://..., s3://bucket/prefix)
-    FLTS_TRACKING_URI=sqlite:///.flts/mlflow.db (sqlite:///..., http://mlflow:5000)
+    FLTS_BUS_URL=sqlite:///.flts/bus.db     (= FLTS_BUS__URL; memory://, sqlite:///, kafka://)
+    FLTS_STORAGE_URL=file:///abs/.flts/store (= FLTS_STORAGE__URL; memory://, file://, s3://)
+    FLTS_TRACKING_URI=sqlite:///.flts/mlflow.db (= FLTS_TRACKING__URI; or http://mlflow:5000)
 
 An ``s3://`` store takes its endpoint, keys and region from ``FLTS_S3_ENDPOINT_URL``,
 ``FLTS_S3_ACCESS_KEY_ID``, ``FLTS_S3_SECRET_ACCESS_KEY`` and ``FLTS_S3_REGION`` when set, else
@@ -14,18 +16,19 @@ from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
 :mod:`flts.storage`. Against an MLflow server started with ``--serve-artifacts`` the services
 need no S3 settings for tracking at all: artifacts travel through the server.
 
-Per-concern sections use a double underscore: ``FLTS_EVALUATION__DEADLINE_SECONDS=300``,
-``FLTS_SERVING__MAX_IN_FLIGHT=64``. Settings are built when a command starts (never at import
-time), so tests and services can pass their own.
+Settings are built when a command starts (never at import time), so tests and services can
+pass their own. ``flts config show`` prints every field with secrets masked.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flts.data.spec import FeatureSpec, Recipe
 from flts.models.registry import MODEL_TYPES
@@ -41,14 +44,27 @@ class _Section(BaseModel):
 class EvaluationSettings(_Section):
     """How the evaluator waits for candidates and decides promotions."""
 
-    #: Model types the evaluator waits for before scoring a config hash.
-    expected_models: tuple[str, ...] = DEFAULT_MODEL_TYPES
-    #: After this long without every expected model, score whatever has reported.
-    deadline_seconds: float = Field(default=900.0, gt=0)
-    #: A candidate must beat persistence by this relative margin...
-    baseline_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
-    #: ...and the current champion (re-scored on the same test data) by this one.
-    champion_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+    expected_models: tuple[str, ...] = Field(
+        default=DEFAULT_MODEL_TYPES,
+        description="Model types the evaluator waits for before scoring a config hash.",
+    )
+    deadline_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="After this long without every expected model, score whatever reported.",
+    )
+    baseline_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Relative margin by which a candidate must beat persistence.",
+    )
+    champion_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Relative margin by which it must beat the champion, re-scored alike.",
+    )
 
     @field_validator("expected_models")
     @classmethod
@@ -63,97 +79,78 @@ class EvaluationSettings(_Section):
 class ServingSettings(_Section):
     """The inference API."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    #: Requests processed at once before answering 429.
-    max_in_flight: int = Field(default=64, ge=1)
-    #: Seconds before a forecast answers 504.
-    request_timeout: float = Field(default=10.0, gt=0)
-    #: How often each replica re-reads the promotion pointer (a fallback to bus events).
-    pointer_poll_seconds: float = Field(default=2.0, gt=0)
-    #: Longest history accepted per forecast request, in rows.
-    max_history_rows: int = Field(default=10_000, ge=1)
+    host: str = Field(default="127.0.0.1", description="Bind address of the inference API.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the inference API.")
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Requests processed at once before answering 429."
+    )
+    request_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds before a forecast answers 504."
+    )
+    pointer_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a replica re-reads the promotion pointer (beside bus events).",
+    )
+    max_history_rows: int = Field(
+        default=10_000, ge=1, description="Longest history accepted per forecast, in rows."
+    )
 
 
 class GatewaySettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8001, ge=1, le=65535)
-    #: Largest accepted upload, in bytes (413 above it).
-    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """The upload API."""
 
-
-class Settings(BaseSettings):
-    """Everything an FLTS process needs; ``FLTS_*`` environment variables override."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="FLTS_",
-        env_nested_delimiter="__",
-        extra="ignore",
-        frozen=True,
+    host: str = Field(default="127.0.0.1", description="Bind address of the upload API.")
+    port: int = Field(default=8001, ge=1, le=65535, description="Port of the upload API.")
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes (413)."
     )
 
-    home: Path = Path(".flts")
-    bus_url: str = ""
-    storage_url: str = ""
-    tracking_uri: str = ""
-    #: The model type a trainer process trains (``flts worker train --model`` overrides).
-    model_type: str | None = None
-    #: Port of a worker's health and metrics endpoint (``/healthz``, ``/readyz``,
-    #: ``/metrics``); unset: no endpoint.
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    #: Its bind address (``0.0.0.0`` in a container so Prometheus can reach it).
-    metrics_host: str = "127.0.0.1"
-    #: Registered-model name prefix in the MLflow registry (one registered model per
-    #: identifier: ``<prefix>-<identifier>``).
-    registry_prefix: str = "flts"
-    #: S3 settings for an ``s3://`` store; each one unset falls back to the standard AWS
-    #: variable (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
-    #: ``AWS_DEFAULT_REGION``) through botocore, so AWS proper needs none of them.
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    #: e.g. ``http://minio:9000`` or ``http://127.0.0.1:8333`` (SeaweedFS).
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
 
-    recipe: Recipe = Recipe()
-    feature_spec: FeatureSpec = FeatureSpec()
-    evaluation: EvaluationSettings = EvaluationSettings()
-    serving: ServingSettings = ServingSettings()
-    gateway: GatewaySettings = GatewaySettings()
+class BusSettings(_Section):
+    """The event bus, chosen by URL scheme (see :mod:`flts.bus.registry`)."""
+
+    url: str = Field(
+        default="",
+        description="memory://, sqlite:///path or kafka://host:port; default <home>/bus.db.",
+    )
+
+
+class StorageSettings(_Section):
+    """The object store, any fsspec URL; S3 credentials for ``s3://`` stores.
+
+    Each S3 setting left unset falls back to the standard AWS variable
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
+    ``AWS_DEFAULT_REGION``) through botocore, so AWS proper needs none of them.
+    """
+
+    url: str = Field(
+        default="", description="memory://, file://, s3://bucket/prefix; default <home>/store."
+    )
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="e.g. http://minio:9000 or http://127.0.0.1:8333."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region name.")
 
     @model_validator(mode="after")
-    def _default_urls_under_home(self) -> Settings:
-        home = self.home.expanduser()
-        # Frozen model: fill derived defaults through object.__setattr__ once, at build time.
-        if not self.bus_url:
-            object.__setattr__(self, "bus_url", f"sqlite:///{home / 'bus.db'}")
-        if not self.storage_url:
-            object.__setattr__(self, "storage_url", (home / "store").resolve().as_uri())
-        if not self.tracking_uri:
-            object.__setattr__(self, "tracking_uri", f"sqlite:///{home / 'mlflow.db'}")
+    def _keys_together(self) -> StorageSettings:
         if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
             # botocore would fail later with "partial credentials", at the first object.
             raise ValueError(
                 "set FLTS_S3_ACCESS_KEY_ID and FLTS_S3_SECRET_ACCESS_KEY together (or neither, "
                 "to use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
             )
-        if self.model_type is not None:
-            key = self.model_type.strip().upper()
-            if key not in MODEL_TYPES:
-                raise ValueError(
-                    f"FLTS_MODEL_TYPE={self.model_type!r} is not a model type; "
-                    f"choose from {', '.join(MODEL_TYPES)}"
-                )
-            object.__setattr__(self, "model_type", key)
         return self
 
-    def storage_options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:
         """s3fs options for ``s3://`` stores (empty for other schemes).
 
-        Only the ``FLTS_S3_*`` settings that are set appear here; s3fs leaves everything else
-        to botocore, which reads the standard AWS variables, so settings win over them.
+        Only the settings that are set appear here; s3fs leaves everything else to botocore,
+        which reads the standard AWS variables, so settings win over them.
         """
-        if not self.storage_url.lower().startswith(("s3://", "s3a://")):
+        if not self.url.lower().startswith(("s3://", "s3a://")):
             return {}
         options: dict[str, Any] = {}
         if self.s3_endpoint_url:
@@ -166,14 +163,168 @@ class Settings(BaseSettings):
             options["client_kwargs"] = {"region_name": self.s3_region}
         return options
 
+
+class TrackingSettings(_Section):
+    """MLflow tracking and model registry."""
+
+    uri: str = Field(
+        default="", description="sqlite:///path or http://mlflow:5000; default <home>/mlflow.db."
+    )
+    registry_prefix: str = Field(
+        default="flts",
+        description="Experiment name and registered-model prefix (<prefix>-<identifier>).",
+    )
+
+
+class TrainingSettings(_Section):
+    """A trainer process."""
+
+    model_type: str | None = Field(
+        default=None, description="The model type this trainer trains (--model overrides)."
+    )
+
+    @field_validator("model_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip().upper()
+        if key not in MODEL_TYPES:
+            raise ValueError(
+                f"FLTS_MODEL_TYPE={value!r} is not a model type; "
+                f"choose from {', '.join(MODEL_TYPES)}"
+            )
+        return key
+
+
+class WorkerSettings(_Section):
+    """The health and metrics endpoint of a worker (``/healthz``, ``/readyz``, ``/metrics``)."""
+
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Unset: the worker serves no endpoint."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="0.0.0.0 in a container so Prometheus can reach it."
+    )
+
+
+#: Flat names kept from before the sections existed (``FLTS_BUS_URL`` and friends, used by
+#: the chart, compose files and people's shells): flat name -> (section, field).
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "bus_url": ("bus", "url"),
+    "storage_url": ("storage", "url"),
+    "s3_access_key_id": ("storage", "s3_access_key_id"),
+    "s3_secret_access_key": ("storage", "s3_secret_access_key"),
+    "s3_endpoint_url": ("storage", "s3_endpoint_url"),
+    "s3_region": ("storage", "s3_region"),
+    "tracking_uri": ("tracking", "uri"),
+    "registry_prefix": ("tracking", "registry_prefix"),
+    "model_type": ("training", "model_type"),
+    "metrics_port": ("worker", "metrics_port"),
+    "metrics_host": ("worker", "metrics_host"),
+}
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """Reads the :data:`FLAT_NAMES` from the environment (``FLTS_BUS_URL``), below the
+    sectioned names (``FLTS_BUS__URL``) in priority."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads everything at once
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix", "")).lower()
+        found: dict[str, Any] = {}
+        for name, value in os.environ.items():
+            flat = name.lower().removeprefix(prefix)
+            if name.lower().startswith(prefix) and flat in FLAT_NAMES:
+                found[flat] = value
+        return found
+
+
+class Settings(BaseSettings):
+    """Everything an FLTS process needs; ``FLTS_*`` environment variables override.
+
+    Sections read ``FLTS_<SECTION>__<FIELD>``; the flat names of :data:`FLAT_NAMES` work too,
+    from the environment and as keyword arguments (``Settings(bus_url="memory://")``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLTS_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(default=Path(".flts"), description="Where embedded state lives.")
+    bus: BusSettings = BusSettings()
+    storage: StorageSettings = StorageSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    training: TrainingSettings = TrainingSettings()
+    worker: WorkerSettings = WorkerSettings()
+    recipe: Recipe = Recipe()
+    feature_spec: FeatureSpec = FeatureSpec()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    serving: ServingSettings = ServingSettings()
+    gateway: GatewaySettings = GatewaySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _FlatEnvironment(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_names(cls, data: Any) -> Any:
+        """Move flat names into their sections; a sectioned value given too wins."""
+        if not isinstance(data, dict) or not FLAT_NAMES.keys() & data.keys():
+            return data
+        data = dict(data)
+        for flat, (section, field) in FLAT_NAMES.items():
+            if flat not in data:
+                continue
+            value = data.pop(flat)
+            current = data.get(section, {})
+            if isinstance(current, BaseModel):
+                current = current.model_dump()
+            if isinstance(current, dict):
+                data[section] = {field: value, **current}
+        return data
+
+    @model_validator(mode="after")
+    def _default_urls_under_home(self) -> Settings:
+        home = self.home.expanduser()
+        # Frozen models: fill derived defaults once, at build time.
+        if not self.bus.url:
+            object.__setattr__(self, "bus", BusSettings(url=f"sqlite:///{home / 'bus.db'}"))
+        if not self.storage.url:
+            url = (home / "store").resolve().as_uri()
+            object.__setattr__(self, "storage", self.storage.model_copy(update={"url": url}))
+        if not self.tracking.uri:
+            uri = f"sqlite:///{home / 'mlflow.db'}"
+            object.__setattr__(self, "tracking", self.tracking.model_copy(update={"uri": uri}))
+        return self
+
     def redacted(self) -> dict[str, Any]:
         """The resolved configuration with secrets masked (for ``flts config show``)."""
         document = self.model_dump(mode="json")
-        for key, value in list(document.items()):
-            if isinstance(getattr(self, key), SecretStr) and value:
-                document[key] = "**********"
-        for key in ("bus_url", "storage_url", "tracking_uri"):
-            document[key] = _mask_url_password(document[key])
+        storage = document["storage"]
+        if storage["s3_secret_access_key"]:
+            storage["s3_secret_access_key"] = "**********"
+        for section, key in (("bus", "url"), ("storage", "url"), ("tracking", "uri")):
+            document[section][key] = _mask_url_password(document[section][key])
         return document
 
 

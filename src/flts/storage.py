@@ -6,7 +6,7 @@ from user input can never escape the store's root.
 
 S3 configuration (works with AWS, MinIO and SeaweedFS), highest precedence first:
 
-1. options passed to :class:`ObjectStore` (``Settings.storage_options()`` passes
+1. options passed to :class:`ObjectStore` (``StorageSettings.options()`` passes
    ``FLTS_S3_ENDPOINT_URL``, ``FLTS_S3_ACCESS_KEY_ID``, ``FLTS_S3_SECRET_ACCESS_KEY`` and
    ``FLTS_S3_REGION`` when set);
 2. the standard AWS variables, resolved by botocore itself: ``AWS_ENDPOINT_URL_S3`` /

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from flts.events import (
     EVENT_CLASSES,
     MAX_EVENT_BYTES,
+    MODEL_SELECTED,
     SCHEMA_VERSION,
     TOPICS,
     DatasetUploaded,
@@ -127,7 +128,16 @@ def test_every_event_type_round_trips(make: Callable[[], Payload]) -> None:
 def test_each_topic_has_exactly_one_event_class() -> None:
     assert set(EVENT_CLASSES) == set(TOPICS)
     for topic, cls in EVENT_CLASSES.items():
-        assert cls.model_fields["type"].default == topic
+        assert cls.topic == topic
+        with pytest.raises(ValidationError, match="type must be"):
+            cls.model_validate({"type": "not-" + topic})
+
+
+def test_registering_a_topic_twice_is_refused() -> None:
+    with pytest.raises(TypeError, match="registered twice"):
+
+        class _Again(Envelope, topic=MODEL_SELECTED):
+            payload: ModelSelected
 
 
 def test_defaults_give_fresh_ids_and_utc_now() -> None:

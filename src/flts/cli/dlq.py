@@ -33,7 +33,7 @@ BusOption = Annotated[
 
 
 def _open(bus_url: str | None) -> Bus:
-    return open_bus(bus_url or load_settings().bus_url)
+    return open_bus(bus_url or load_settings().bus.url)
 
 
 @app.command("list")

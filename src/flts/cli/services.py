@@ -46,12 +46,12 @@ def worker(
     configure_logging(f"worker-{name}" + (f"-{model.lower()}" if model else ""))
     stop = threading.Event()
     install_stop_signals(stop)
-    port = metrics_port or settings.metrics_port
+    port = metrics_port or settings.worker.metrics_port
     health = HealthState() if port is not None else None
     server = None
     if health is not None and port is not None:
         # Started before consuming so a slow first poll still answers liveness probes.
-        host = metrics_host or settings.metrics_host
+        host = metrics_host or settings.worker.metrics_host
         server = HealthServer(health, host=host, port=port).start()
     try:
         run_service(service, context, stop, health=health)

@@ -26,11 +26,11 @@ class ServiceContext:
 
     @cached_property
     def bus(self) -> Bus:
-        return open_bus(self.settings.bus_url)
+        return open_bus(self.settings.bus.url)
 
     @cached_property
     def store(self) -> ObjectStore:
-        return ObjectStore(self.settings.storage_url, **self.settings.storage_options())
+        return ObjectStore(self.settings.storage.url, **self.settings.storage.options())
 
     @cached_property
     def tracker(self) -> Tracker:

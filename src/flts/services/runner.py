@@ -45,7 +45,7 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
 
         return PreprocessService(context)
     if name == "train":
-        model = model_type or context.settings.model_type
+        model = model_type or context.settings.training.model_type
         if not model:
             raise ConfigurationError(
                 "a trainer needs a model type: pass --model or set FLTS_MODEL_TYPE"

@@ -93,7 +93,7 @@ class TrainService:
     ) -> None:
         """Fail here, at start-up, on a missing or unknown model type, a missing optional
         dependency (torch, prophet) or unknown model parameters (DESIGN.md rule 10)."""
-        chosen = model_type or context.settings.model_type
+        chosen = model_type or context.settings.training.model_type
         if not chosen:
             raise ConfigurationError(
                 "a trainer needs a model type: pass --model or set FLTS_MODEL_TYPE"
