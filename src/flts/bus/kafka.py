@@ -210,7 +210,7 @@ class KafkaBus(Bus):
         missing = [t for t in topics if t not in self._known_topics]
         if not missing:
             return
-        try:
+        with _translated(f"creating topics {missing}"):
             existing = self._admin.list_topics(timeout=self.timeout).topics
             new = [
                 NewTopic(
@@ -228,8 +228,6 @@ class KafkaBus(Bus):
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
-        except KafkaException as exc:
-            raise BusError(f"kafka bus: cannot create topics {missing}: {exc}") from exc
         for t in missing:
             want = self.dlq_partitions if t.startswith(DLQ_PREFIX) else self.partitions
             if t in existing and len(existing[t].partitions) != want:
@@ -251,7 +249,7 @@ class KafkaBus(Bus):
         def delivered(err: KafkaError | None, _msg: KafkaMessage) -> None:
             outcome.append(err)
 
-        try:
+        with _translated(f"publish to {topic}"):
             self._producer.produce(
                 topic,
                 value=value,
@@ -260,8 +258,6 @@ class KafkaBus(Bus):
                 on_delivery=delivered,
             )
             self._producer.flush(self.timeout)
-        except (KafkaException, BufferError) as exc:
-            raise BusError(f"kafka bus: publish to {topic} failed: {exc}") from exc
         if not outcome or outcome[0] is not None:
             reason = outcome[0] if outcome else "no delivery report before the timeout"
             raise BusError(f"kafka bus: publish to {topic} not acknowledged: {reason}")
@@ -364,10 +360,8 @@ class KafkaBus(Bus):
         stop: threading.Event | None = getattr(self._local, "stop", None)
         while True:
             left = deadline - time.monotonic()
-            try:
+            with _translated("poll"):
                 raw = member.consumer.poll(max(0.0, min(left, 0.5)))
-            except KafkaException as exc:
-                raise BusError(f"kafka bus: poll failed: {exc}") from exc
             if raw is not None:
                 message = self._message(raw, member, consumer)
                 if message is not None:
@@ -382,10 +376,8 @@ class KafkaBus(Bus):
         while not member.joined.is_set() and time.monotonic() < deadline:
             if self._closing.is_set() or (stop is not None and stop.is_set()):
                 break
-            try:
+            with _translated("poll"):
                 raw = member.consumer.poll(0.1)
-            except KafkaException as exc:
-                raise BusError(f"kafka bus: poll failed: {exc}") from exc
             if raw is not None:  # cannot happen before an assignment; keep it anyway
                 member.consumer.seek(_position(raw))
         return time.monotonic()
@@ -465,10 +457,8 @@ class KafkaBus(Bus):
         member.inflight = None
         if member.paused:
             member.paused = False
-            try:
+            with _translated("resume"):
                 member.consumer.resume(member.consumer.assignment())
-            except KafkaException as exc:
-                raise BusError(f"kafka bus: resume failed: {exc}") from exc
 
     def _commit(self, message: Message) -> None:
         member: _Member = message.receipt
@@ -549,24 +539,19 @@ class KafkaBus(Bus):
         return self._reader
 
     def _partitions(self, topic: str) -> list[int]:
-        try:
+        with _translated(f"metadata for {topic}"):
             meta = self._admin.list_topics(topic=topic, timeout=self.timeout).topics.get(topic)
-        except KafkaException as exc:
-            raise BusError(f"kafka bus: metadata for {topic} failed: {exc}") from exc
         if meta is None or meta.error is not None:
             return []
         return sorted(meta.partitions)
 
     def _watermarks(self, topic: str) -> dict[int, tuple[int, int]]:
         reader = self._reader_consumer()
-        with self._lock:
-            try:
-                return {
-                    p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)
-                    for p in self._partitions(topic)
-                }
-            except KafkaException as exc:
-                raise BusError(f"kafka bus: watermarks of {topic} failed: {exc}") from exc
+        with self._lock, _translated(f"watermarks of {topic}"):
+            return {
+                p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=self.timeout)
+                for p in self._partitions(topic)
+            }
 
     def _read(self, topic: str, limit: int) -> list[Message]:
         marks = self._watermarks(topic)
@@ -604,19 +589,15 @@ class KafkaBus(Bus):
         return [m for _, m in out[-limit:]]
 
     def _topics(self) -> list[str]:
-        try:
+        with _translated("listing topics"):
             names = self._admin.list_topics(timeout=self.timeout).topics
-        except KafkaException as exc:
-            raise BusError(f"kafka bus: listing topics failed: {exc}") from exc
         return sorted(t for t in names if not t.startswith("__"))
 
     def _committed(self, group: str) -> dict[str, dict[int, int]]:
         """The group's committed offsets, per topic and partition."""
         request = [ConsumerGroupTopicPartitions(group)]
-        try:
+        with _translated(f"offsets of group {group}"):
             result = self._admin.list_consumer_group_offsets(request)[group].result(self.timeout)
-        except KafkaException as exc:
-            raise BusError(f"kafka bus: offsets of group {group} failed: {exc}") from exc
         committed: dict[str, dict[int, int]] = {}
         for tp in result.topic_partitions or []:
             if tp.offset >= 0:
@@ -629,10 +610,8 @@ class KafkaBus(Bus):
 
     def lag(self, group: str | None = None) -> list[Lag]:
         if group is None:
-            try:
+            with _translated("listing groups"):
                 listed = self._admin.list_consumer_groups().result(self.timeout)
-            except KafkaException as exc:
-                raise BusError(f"kafka bus: listing groups failed: {exc}") from exc
             groups = sorted(g.group_id for g in listed.valid)
         else:
             groups = [group]
@@ -649,6 +628,15 @@ class KafkaBus(Bus):
                 )
                 rows.append(Lag(name, topic, pending, in_flight))
         return rows
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """The one place Kafka client errors become :class:`BusError` (``action`` says what failed)."""
+    try:
+        yield
+    except (KafkaException, BufferError) as exc:
+        raise BusError(f"kafka bus: {action} failed: {exc}") from exc
 
 
 def _position(raw: KafkaMessage) -> TopicPartition:
