@@ -35,9 +35,6 @@ class HealthState:
     def mark_ready(self) -> None:
         self._ready.set()
 
-    def mark_stopping(self) -> None:
-        self._ready.clear()
-
     def mark_dead(self) -> None:
         self._ready.clear()
         self._dead.set()
