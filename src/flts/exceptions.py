@@ -12,6 +12,7 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
     ├── RequestError                a request refused for its form, not its data      400
     │   ├── NotFoundError           the named resource does not exist                 404
     │   ├── PayloadTooLargeError    body or batch over a configured limit             413
+    │   ├── UnsupportedMediaError   a body in a content type the route does not take  415
     │   └── OverloadedError         too many requests in flight (Retry-After)         429
     ├── UnavailableError            a state that passes: retry later (Retry-After)    503
     │   ├── ModelUnavailableError   no champion loaded (yet) for an identifier        503
@@ -48,6 +49,7 @@ __all__ = [
     "PipelineError",
     "RequestError",
     "UnavailableError",
+    "UnsupportedMediaError",
 ]
 
 
@@ -113,6 +115,12 @@ class PayloadTooLargeError(RequestError):
     """A body, upload or batch is over its configured limit."""
 
     http_status = 413
+
+
+class UnsupportedMediaError(RequestError):
+    """A body in a content type the route does not take."""
+
+    http_status = 415
 
 
 class _RetryLater:

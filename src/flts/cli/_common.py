@@ -29,8 +29,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except FLTSError as exc:
-        problems = getattr(exc, "problems", None) or (str(exc),)
-        for problem in problems:
+        for problem in exc.problems:
             err_console.print(f"[bold red]error:[/] {problem}", highlight=False)
         raise typer.Exit(code=1) from exc
 

@@ -54,7 +54,14 @@ from flts.events import (
     Identifier,
     new_event,
 )
-from flts.exceptions import BusError, DataValidationError
+from flts.exceptions import (
+    BusError,
+    DataValidationError,
+    FLTSError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaError,
+)
 from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
@@ -102,11 +109,18 @@ def dataset_keys(dataset_id: str) -> dict[str, str]:
     }
 
 
-def _error(status: int, detail: str, problems: list[str] | tuple[str, ...] = ()) -> JSONResponse:
-    body: dict[str, Any] = {"detail": detail}
-    if problems:
-        body["problems"] = list(problems)
-    return JSONResponse(body, status_code=status)
+def _error_response(exc: FLTSError) -> JSONResponse:
+    """The one translation of an error into an answer: status and headers from its class."""
+    body = {"detail": "; ".join(exc.problems), "problems": list(exc.problems)}
+    return JSONResponse(body, status_code=exc.http_status, headers=exc.headers())
+
+
+def _identifier(value: str) -> str:
+    """``value`` if it is a legal identifier, else a one-line :class:`DataValidationError`."""
+    try:
+        return _IDENTIFIER.validate_python(value)
+    except ValidationError as exc:
+        raise DataValidationError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
 
 
 async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -160,7 +174,7 @@ def ingest_dataset(
     ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
     (nothing is stored then) and :class:`BusError` when the event cannot be published (the
     dataset is stored by then)."""
-    identifier = _IDENTIFIER.validate_python(identifier)
+    identifier = _identifier(identifier)
     ranges = _validate(context, train, test)
     dataset_id = new_dataset_id()
     keys = dataset_keys(dataset_id)
@@ -217,6 +231,12 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     limit = settings.gateway.max_upload_bytes
     app = FastAPI(title="FLTS gateway", version="1")
 
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FLTSError)
+        return _error_response(exc)
+
+    app.add_exception_handler(FLTSError, on_error)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -227,13 +247,13 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         """Store a dataset and publish ``dataset-uploaded``; see the module docstring."""
         content_type = request.headers.get("content-type", "")
         if not content_type.lower().startswith("multipart/form-data"):
-            return _error(
-                415, "upload as multipart/form-data with a 'train' CSV file (and optional 'test')"
+            raise UnsupportedMediaError(
+                "upload as multipart/form-data with a 'train' CSV file (and optional 'test')"
             )
         cap = limit + FRAMING_ALLOWANCE
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
-            return _error(413, f"upload is {declared} bytes; the limit is {limit} bytes")
+            raise PayloadTooLargeError(f"upload is {declared} bytes; the limit is {limit} bytes")
         parser = MultiPartParser(
             request.headers,
             _limited(request.stream(), cap),
@@ -243,33 +263,34 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         )
         try:
             form = await parser.parse()
-        except _BodyTooLargeError:
-            return _error(413, f"upload is over the limit of {limit} bytes")
+        except _BodyTooLargeError as exc:
+            raise PayloadTooLargeError(f"upload is over the limit of {limit} bytes") from exc
         except MultiPartException as exc:
-            return _error(422, f"malformed multipart body: {exc.message}")
+            raise DataValidationError(f"malformed multipart body: {exc.message}") from exc
         try:
             unknown = sorted(set(form.keys()) - set(_FIELDS))
             if unknown:
-                return _error(422, f"unknown form fields {unknown}; expected {list(_FIELDS)}")
+                raise DataValidationError(
+                    f"unknown form fields {unknown}; expected {list(_FIELDS)}"
+                )
             train_part, test_part = _file_part(form, "train"), _file_part(form, "test")
             if train_part is None:
-                return _error(422, "form field 'train' (a CSV file) is required")
+                raise DataValidationError("form field 'train' (a CSV file) is required")
             if form.get("test") is not None and not isinstance(form.get("test"), UploadFile):
-                return _error(422, "form field 'test' must be a file, not text")
+                raise DataValidationError("form field 'test' must be a file, not text")
             raw_identifier = form.get("identifier", "global")
             if not isinstance(raw_identifier, str):
-                return _error(422, "form field 'identifier' must be text, not a file")
-            try:
-                identifier = _IDENTIFIER.validate_python(raw_identifier)
-            except ValidationError as exc:
-                return _error(422, exc.errors()[0]["msg"].removeprefix("Value error, "))
+                raise DataValidationError("form field 'identifier' must be text, not a file")
+            identifier = _identifier(raw_identifier)
             train = await train_part.read()
             test = None if test_part is None else await test_part.read()
         finally:
             await form.close()
         total = len(train) + (0 if test is None else len(test))
         if total > limit:
-            return _error(413, f"uploaded files total {total} bytes; the limit is {limit} bytes")
+            raise PayloadTooLargeError(
+                f"uploaded files total {total} bytes; the limit is {limit} bytes"
+            )
 
         try:
             _, meta = await run_in_threadpool(
@@ -281,14 +302,10 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 train_filename=train_part.filename,
                 test_filename=None if test_part is None else test_part.filename,
             )
-        except DataValidationError as exc:
-            return _error(422, "the uploaded CSV is not valid traffic data", exc.problems)
         except BusError as exc:
-            return JSONResponse(
-                {"detail": f"dataset stored but the event bus is unavailable: {exc}"},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
+            raise BusError(
+                f"dataset stored but the event bus is unavailable: {exc}", retry_after=5
+            ) from exc
         dataset_id = meta["dataset_id"]
         return JSONResponse(
             meta, status_code=201, headers={"Location": f"/v1/datasets/{dataset_id}"}
@@ -298,10 +315,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     def list_datasets(identifier: str | None = None) -> Response:
         """Metadata of every complete dataset, newest first; optionally one identifier's."""
         if identifier is not None:
-            try:
-                _IDENTIFIER.validate_python(identifier)
-            except ValidationError as exc:
-                return _error(422, exc.errors()[0]["msg"].removeprefix("Value error, "))
+            _identifier(identifier)
         store = context.store
         documents = [
             store.get_json(key) for key in store.list(DATASETS_ROOT) if key.endswith("/meta.json")
@@ -311,34 +325,29 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         documents.sort(key=lambda d: str(d.get("uploaded_at", "")), reverse=True)
         return JSONResponse({"datasets": documents})
 
-    def checked_keys(dataset_id: str) -> dict[str, str] | JSONResponse:
+    def checked_keys(dataset_id: str) -> dict[str, str]:
         if not is_dataset_id(dataset_id):
-            return _error(
-                422,
+            raise DataValidationError(
                 f"invalid dataset id {dataset_id!r}: expected the form "
-                "'20240131T235959Z-0123456789ab' returned by POST /v1/datasets",
+                "'20240131T235959Z-0123456789ab' returned by POST /v1/datasets"
             )
         keys = dataset_keys(dataset_id)
         if not context.store.exists(keys["meta"]):
-            return _error(404, f"no dataset {dataset_id!r}")
+            raise NotFoundError(f"no dataset {dataset_id!r}")
         return keys
 
     @app.get("/v1/datasets/{dataset_id}", response_model=None)
     def get_dataset(dataset_id: str) -> Response:
         """One dataset's metadata (404 for an unknown id, 422 for a malformed one)."""
         keys = checked_keys(dataset_id)
-        if isinstance(keys, JSONResponse):
-            return keys
         return JSONResponse(context.store.get_json(keys["meta"]))
 
     def download(dataset_id: str, role: str) -> Response:
         keys = checked_keys(dataset_id)
-        if isinstance(keys, JSONResponse):
-            return keys
         try:
             data = context.store.get(keys[role])
-        except KeyError:
-            return _error(404, f"dataset {dataset_id!r} has no {role} file")
+        except KeyError as exc:
+            raise NotFoundError(f"dataset {dataset_id!r} has no {role} file") from exc
         return Response(
             data,
             media_type="text/csv",
