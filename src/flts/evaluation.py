@@ -1,17 +1,17 @@
-"""Metrics in original units, the scoring policy, and the promotion gate.
+"""Metrics in original units: how every model is scored.
 
-All candidates are scored by the same function on the same held-out windows (DESIGN.md rule 3):
-predictions and actuals in original units, negative predictions clipped to 0 (traffic cannot
-be negative). Metric names follow the published protocol: MAE5 and RMSE5 are uniform averages
-over the targets, NRMSE is the mean of RMSE_k / mean(y_k) over the traffic targets (down, up).
+All candidates are scored by the same function on the same held-out windows
+(docs/architecture.md, rule 3): predictions and actuals in original units, negative
+predictions clipped to 0 (traffic cannot be negative). Metric names follow the published
+protocol: MAE5 and RMSE5 are uniform averages over the targets, NRMSE is the mean of
+RMSE_k / mean(y_k) over the traffic targets (down, up). Ranking and the promotion gate live in
+:mod:`flts.promotion.gate`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from flts.exceptions import ConfigurationError
 
@@ -95,75 +95,3 @@ def score(
         per_step=per_step,
         n_windows=int(y_true.shape[0]),
     )
-
-
-class ScoringPolicy(BaseModel):
-    """Which figure ranks candidates and in which direction."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    metric: Literal["nrmse", "mae5", "rmse5"] = "nrmse"
-    lower_is_better: bool = True
-
-    def value(self, scores: Scores) -> float:
-        return float(getattr(scores, self.metric))
-
-    def better(self, a: float, b: float) -> bool:
-        """True when score ``a`` is strictly better than ``b``."""
-        return a < b if self.lower_is_better else a > b
-
-    def improves_by(self, candidate: float, reference: float, margin: float) -> bool:
-        """True when ``candidate`` beats ``reference`` by at least a relative ``margin``."""
-        if not np.isfinite(candidate):
-            return False
-        if self.lower_is_better:
-            return candidate <= reference * (1.0 - margin) and candidate < reference
-        return candidate >= reference * (1.0 + margin) and candidate > reference
-
-    def rank(self, scores: dict[str, Scores]) -> list[str]:
-        """Candidate names, best first (non-finite scores last)."""
-        sign = 1.0 if self.lower_is_better else -1.0
-
-        def key(name: str) -> tuple[bool, float]:
-            v = self.value(scores[name])
-            return (not np.isfinite(v), sign * v if np.isfinite(v) else 0.0)
-
-        return sorted(scores, key=key)
-
-
-class GateDecision(BaseModel):
-    promote: bool
-    reason: str
-
-
-class PromotionGate(BaseModel):
-    """A candidate qualifies only if it beats the persistence baseline by ``baseline_margin``
-    and, when a champion exists, the champion by ``champion_margin`` (both relative)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    policy: ScoringPolicy = ScoringPolicy()
-    baseline_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
-    champion_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
-
-    def decide(
-        self, candidate: Scores, baseline: Scores, champion: Scores | None = None
-    ) -> GateDecision:
-        metric = self.policy.metric
-        c, b = self.policy.value(candidate), self.policy.value(baseline)
-        if not self.policy.improves_by(c, b, self.baseline_margin):
-            return GateDecision(
-                promote=False,
-                reason=f"{metric} {c:.4f} does not beat persistence {b:.4f} "
-                f"by {self.baseline_margin:.1%}",
-            )
-        if champion is not None:
-            ch = self.policy.value(champion)
-            if not self.policy.improves_by(c, ch, self.champion_margin):
-                return GateDecision(
-                    promote=False,
-                    reason=f"{metric} {c:.4f} does not beat champion {ch:.4f} "
-                    f"by {self.champion_margin:.1%}",
-                )
-            return GateDecision(promote=True, reason=f"{metric} {c:.4f} beats champion {ch:.4f}")
-        return GateDecision(promote=True, reason=f"{metric} {c:.4f} beats persistence {b:.4f}")

@@ -102,7 +102,7 @@ def run_pipeline(
     timeout: float = 1800.0,
 ) -> PipelineResult:
     """Upload ``train_csv``/``test_csv``, run every service until the evaluator decides."""
-    from flts.services.evaluate import read_decision
+    from flts.promotion import read_decision
     from flts.services.gateway import ingest_dataset
 
     started = time.perf_counter()

@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 #: Artifact path of the saved model directory inside every run.
 MODEL_ARTIFACT = "model"
-#: Registry alias of the promoted model version.
-CHAMPION_ALIAS = "champion"
 #: Run tags we set and search on.
 TAG_CONFIG_HASH = "config_hash"
 TAG_IDENTIFIER = "identifier"
@@ -199,7 +197,7 @@ def _run_metrics(model: Forecaster, validation: Scores | None) -> dict[str, floa
 
 class Tracker:
     """Log training runs, answer "which runs exist for this config", fetch models, and move
-    the registry alias ``champion``.
+    registry aliases (which alias, and when, is :mod:`flts.promotion`'s call).
 
     Safe to use from several threads of one process; several processes may share one store.
     """
@@ -208,8 +206,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
-        self.uri = settings.tracking_uri
-        self.experiment_name = settings.registry_prefix
+        self.uri = settings.tracking.uri
+        self.experiment_name = settings.tracking.registry_prefix
         self.cache_dir = settings.home.expanduser() / "cache" / "models"
         # Downloads would print a progress bar per model to stderr; services log instead.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -478,12 +476,12 @@ class Tracker:
     # ------------------------------------------------------------------ registry
 
     def registered_model_name(self, identifier: str) -> str:
-        return f"{self.settings.registry_prefix}-{identifier}"
+        return f"{self.settings.tracking.registry_prefix}-{identifier}"
 
-    def set_champion(self, run_id: str, identifier: str) -> str:
-        """Point the registry alias ``champion`` of ``<prefix>-<identifier>`` at the run's
-        model and return the model version. Idempotent: a run already registered under that
-        name reuses its version, so a resumed promotion does not add versions."""
+    def set_alias(self, run_id: str, identifier: str, alias: str) -> str:
+        """Point the registry ``alias`` of ``<prefix>-<identifier>`` at the run's model and
+        return the model version. Idempotent: a run already registered under that name reuses
+        its version, so a resumed promotion does not add versions."""
         from mlflow.exceptions import MlflowException
 
         name = _filter_value("registered model name", self.registered_model_name(identifier))
@@ -503,21 +501,19 @@ class Tracker:
                     name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
                 )
                 version = str(created.version)
-            self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-        log.info(
-            "registry %s: alias %s -> version %s (run %s)", name, CHAMPION_ALIAS, version, run_id
-        )
+            self.client.set_registered_model_alias(name, alias, version)
+        log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
 
-    def champion_run_id(self, identifier: str) -> str | None:
-        """The run behind the registry alias ``champion`` (``None`` when unset)."""
+    def alias_run_id(self, identifier: str, alias: str) -> str | None:
+        """The run behind the registry ``alias`` of the identifier (``None`` when unset)."""
         from mlflow.exceptions import MlflowException
 
         self._ready()
         try:
             with _quiet_mlflow():
                 version = self.client.get_model_version_by_alias(
-                    self.registered_model_name(identifier), CHAMPION_ALIAS
+                    self.registered_model_name(identifier), alias
                 )
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):

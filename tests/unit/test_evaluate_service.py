@@ -21,15 +21,20 @@ from flts.events import (
     TrainingDataEvent,
     TrainingStatus,
 )
-from flts.services.context import ServiceContext
-from flts.services.evaluate import (
+from flts.promotion import (
     Decision,
-    EvaluateService,
+    ReasonCode,
+    champion_alias_run_id,
     decision_key,
     list_decisions,
     pending_key,
+    promote_run,
     read_decision,
+    rollback_champion,
 )
+from flts.services.context import ServiceContext
+from flts.services.evaluate import EvaluateService
+from flts.services.metrics import worker_metrics
 from flts.services.train import TrainService
 from flts.settings import EvaluationSettings, Settings
 from flts.storage import ObjectStore
@@ -114,6 +119,7 @@ def test_waits_for_every_expected_model_then_promotes_the_best(context: ServiceC
     winner = board[0]
     assert winner.promoted
     assert "beats persistence" in winner.reason
+    assert decision.reason_code is ReasonCode.BEATS_BASELINE
     assert [e.promoted for e in board[1:]] == [False, False]
     assert decision.champion == {
         "run_id": winner.run_id,
@@ -132,7 +138,7 @@ def test_waits_for_every_expected_model_then_promotes_the_best(context: ServiceC
     assert pointer.scores["nrmse"] == winner.nrmse
     assert context.promotions.current_for_config("global", HASH_1) == pointer
     assert [h.run_id for h in context.promotions.history("global")] == [winner.run_id]
-    assert context.tracker.champion_run_id("global") == winner.run_id
+    assert champion_alias_run_id(context.tracker, "global") == winner.run_id
     [event] = selected(context.bus)
     assert (event.payload.run_id, event.payload.model_type) == (winner.run_id, winner.model_type)
     assert event.payload.previous_run_id is None
@@ -262,10 +268,10 @@ def test_crash_during_promotion_is_finished_not_redecided(
     reports = [train(context, data, m) for m in CHEAP]
     evaluator = EvaluateService(context)
 
-    def crash(self: Tracker, run_id: str, identifier: str) -> str:
+    def crash(self: Tracker, run_id: str, identifier: str, alias: str) -> str:
         raise ConnectionError("tracking server went away")
 
-    monkeypatch.setattr(Tracker, "set_champion", crash)
+    monkeypatch.setattr(Tracker, "set_alias", crash)
     with pytest.raises(ConnectionError):
         evaluator.handle(reports[0])  # every type has reported: it decides, then crashes
     half = read_decision(context.store, "global", HASH_1)
@@ -281,7 +287,7 @@ def test_crash_during_promotion_is_finished_not_redecided(
     assert done.promotion == Decision.model_validate(half).promotion  # same decision
     assert len(context.promotions.history("global")) == 1
     assert done.champion is not None
-    assert context.tracker.champion_run_id("global") == done.champion["run_id"]
+    assert champion_alias_run_id(context.tracker, "global") == done.champion["run_id"]
     assert [e.payload.run_id for e in selected(context.bus)] == [done.champion["run_id"]]
     context.close()
 
@@ -301,11 +307,15 @@ def test_candidate_not_better_than_the_champion_is_not_promoted(settings: Settin
 
     # New data, same feature spec: the champion is re-scored on the new test windows, and
     # the new ridge must beat it by 50 % - it cannot.
+    rejections = worker_metrics().rejections.labels("global", "champion")
+    before = rejections._value.get()
     second = write_data(context.store, HASH_2, seed=8)
     for model_type in ("PERSISTENCE", "RIDGE"):
         evaluator.handle(train(context, second, model_type))
     decision = evaluator.decision("global", HASH_2)
     assert decision is not None
+    assert decision.reason_code is ReasonCode.CHAMPION_NOT_BEATEN
+    assert rejections._value.get() == before + 1
     assert decision.champion is None
     assert decision.promotion is None
     best = decision.leaderboard[0]
@@ -316,7 +326,7 @@ def test_candidate_not_better_than_the_champion_is_not_promoted(settings: Settin
     assert decision.previous_champion["run_id"] == champion.run_id
     assert decision.previous_champion["rescored"] is True
     assert context.promotions.current() == champion
-    assert context.tracker.champion_run_id("global") == champion.run_id
+    assert champion_alias_run_id(context.tracker, "global") == champion.run_id
     assert len(selected(context.bus)) == 1
     assert context.store.exists(decision_key("global", HASH_2))
     context.close()
@@ -346,3 +356,68 @@ def test_failed_trainer_counts_as_reported(
     assert board["SEASONAL_NAIVE"].status == "FAILED"
     assert "RuntimeError: out of memory" in board["SEASONAL_NAIVE"].reason
     assert board["RIDGE"].promoted
+
+
+def test_no_scored_candidate_is_rejected_with_its_code(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flts.models.baselines import SeasonalNaive
+
+    def explode(*args: object) -> None:
+        raise RuntimeError("out of memory")
+
+    expected = EvaluationSettings(expected_models=("SEASONAL_NAIVE",), deadline_seconds=60)
+    context = ServiceContext(settings.model_copy(update={"evaluation": expected}))
+    rejections = worker_metrics().rejections.labels("global", "no_candidate")
+    before = rejections._value.get()
+    monkeypatch.setattr(SeasonalNaive, "_fit", explode)
+    data = write_data(context.store, HASH_1, seed=7)
+    EvaluateService(context).handle(train(context, data, "SEASONAL_NAIVE"))
+
+    decision = read_decision(context.store, "global", HASH_1)
+    assert decision is not None
+    assert decision["reason_code"] == "no_candidate"
+    assert decision["champion"] is None
+    assert rejections._value.get() == before + 1
+    assert context.promotions.current() is None
+    context.close()
+
+
+def test_manual_promote_and_rollback_are_recorded_and_announced(
+    context: ServiceContext,
+) -> None:
+    data = write_data(context.store, HASH_1, seed=7)
+    evaluator = EvaluateService(context)
+    reports = {m: train(context, data, m) for m in CHEAP}
+    for report in reports.values():
+        evaluator.handle(report)
+    automatic = context.promotions.current()
+    assert automatic is not None
+    other = next(r for r in reports.values() if r.payload.run_id != automatic.run_id)
+    assert other.payload.run_id is not None
+
+    manual = promote_run(context, other.payload.run_id, reason="operator says so")
+    assert (manual.action, manual.reason) == ("manual", "operator says so")
+    assert manual.previous_run_id == automatic.run_id
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    [line] = [e for e in decision.leaderboard if e.run_id == manual.run_id]
+    assert manual.scores == line.figures()  # the evaluator's figures, not the trainer's
+    assert context.promotions.current() == manual
+    assert champion_alias_run_id(context.tracker, "global") == manual.run_id
+
+    rolled = rollback_champion(context, reason="bad night")
+    assert (rolled.run_id, rolled.action, rolled.previous_run_id) == (
+        automatic.run_id,
+        "rollback",
+        manual.run_id,
+    )
+    assert champion_alias_run_id(context.tracker, "global") == automatic.run_id
+    history = context.promotions.history("global")
+    assert [h.action for h in history] == ["promote", "manual", "rollback"]
+    announced = [(e.payload.run_id, e.payload.previous_run_id) for e in selected(context.bus)]
+    assert announced == [
+        (automatic.run_id, None),
+        (manual.run_id, automatic.run_id),
+        (automatic.run_id, manual.run_id),
+    ]

@@ -1,4 +1,4 @@
-"""Metrics against hand-computed values; the scoring policy and the promotion gate."""
+"""Metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flts.evaluation import PromotionGate, Scores, ScoringPolicy, score
+from flts.evaluation import score
 from flts.exceptions import ConfigurationError
 
 TARGETS = ("rnti_count", "down", "up")
@@ -49,33 +49,3 @@ def test_zero_mean_target_gives_inf_not_an_error() -> None:
 def test_shape_mismatch_is_rejected() -> None:
     with pytest.raises(ConfigurationError, match="cannot score"):
         score(np.ones((2, 1, 3)), np.ones((2, 1, 2)), TARGETS)
-
-
-def _scores(nrmse: float) -> Scores:
-    return Scores(nrmse=nrmse, mae5=1.0, rmse5=1.0, per_target={}, n_windows=1)
-
-
-def test_policy_ranks_lower_first_and_non_finite_last() -> None:
-    policy = ScoringPolicy()
-    ranked = policy.rank({"a": _scores(0.9), "b": _scores(float("nan")), "c": _scores(0.8)})
-    assert ranked == ["c", "a", "b"]
-
-
-def test_gate_requires_beating_persistence_by_the_margin() -> None:
-    gate = PromotionGate(baseline_margin=0.05)
-    assert not gate.decide(_scores(0.96), _scores(1.0)).promote
-    decision = gate.decide(_scores(0.94), _scores(1.0))
-    assert decision.promote
-    assert "beats persistence" in decision.reason
-
-
-def test_gate_requires_beating_the_champion() -> None:
-    gate = PromotionGate(champion_margin=0.01)
-    refused = gate.decide(_scores(0.800), _scores(1.0), champion=_scores(0.805))
-    assert not refused.promote
-    assert "does not beat champion 0.8050" in refused.reason
-    assert gate.decide(_scores(0.79), _scores(1.0), champion=_scores(0.805)).promote
-
-
-def test_gate_never_promotes_a_non_finite_score() -> None:
-    assert not PromotionGate().decide(_scores(float("nan")), _scores(1.0)).promote

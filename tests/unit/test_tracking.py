@@ -13,6 +13,7 @@ from flts.evaluation import score
 from flts.exceptions import ConfigurationError, ModelError
 from flts.models import model_class
 from flts.models.base import Forecaster
+from flts.promotion import CHAMPION_ALIAS
 from flts.settings import Settings
 from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker, is_server_uri, sqlite_path
 from helpers import synthetic_tables
@@ -162,19 +163,21 @@ def test_model_dir_is_cached_and_missing_models_are_model_errors(
         tracker.model_dir("../escape")
 
 
-def test_set_champion_moves_the_alias_idempotently(tracker: Tracker, data: PreparedData) -> None:
+def test_set_alias_moves_the_alias_idempotently(tracker: Tracker, data: PreparedData) -> None:
     first = _log(tracker, _fit(data, "PERSISTENCE"))
     second = _log(tracker, _fit(data, "RIDGE"))
-    assert tracker.champion_run_id("global") is None
+    assert tracker.alias_run_id("global", CHAMPION_ALIAS) is None
 
-    assert tracker.set_champion(first, "global") == "1"
-    assert tracker.set_champion(first, "global") == "1"  # a resumed promotion adds nothing
-    assert tracker.champion_run_id("global") == first
-    assert tracker.set_champion(second, "global") == "2"
+    assert tracker.set_alias(first, "global", CHAMPION_ALIAS) == "1"
+    assert (
+        tracker.set_alias(first, "global", CHAMPION_ALIAS) == "1"
+    )  # a resumed promotion adds nothing
+    assert tracker.alias_run_id("global", CHAMPION_ALIAS) == first
+    assert tracker.set_alias(second, "global", CHAMPION_ALIAS) == "2"
     version = tracker.client.get_model_version_by_alias("flts-global", "champion")
     assert (str(version.version), version.run_id) == ("2", second)
     assert version.source == f"runs:/{second}/{MODEL_ARTIFACT}"
-    assert tracker.champion_run_id("ElBorn") is None
+    assert tracker.alias_run_id("ElBorn", CHAMPION_ALIAS) is None
 
 
 def test_two_trackers_share_one_store(tracker: Tracker, data: PreparedData) -> None:

@@ -13,7 +13,7 @@ from flts.events import TRAINING_DATA, Event
 from flts.exceptions import DataValidationError
 from flts.services.context import ServiceContext
 from flts.services.health import HealthServer, HealthState
-from flts.services.metrics import WorkerMetrics, instrument, rejection_reason, worker_metrics
+from flts.services.metrics import WorkerMetrics, instrument, worker_metrics
 from flts.services.runner import run_service
 from helpers import memory_settings, training_event, write_data
 
@@ -78,12 +78,6 @@ def test_instrument_counts_success_retries_and_the_dead_letter(
     ok = instrument(lambda _e: None, service="evaluate", policy=policy, metrics=metrics)
     ok(event)
     assert metrics.consumed.labels("evaluate", TRAINING_DATA)._value.get() == 1
-
-
-def test_rejection_reasons_are_a_small_fixed_set() -> None:
-    assert rejection_reason("nrmse 0.9 does not beat persistence 0.8 by 0%") == "baseline"
-    assert rejection_reason("nrmse 0.9 does not beat champion 0.8") == "champion"
-    assert rejection_reason(None) == "no_candidate"
 
 
 def test_run_service_marks_ready_exports_lag_and_counts(

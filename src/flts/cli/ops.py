@@ -18,9 +18,9 @@ def status(
 ) -> None:
     """Champion per identifier with its evaluation and live error, recent decisions, pending
     events and dead letters."""
+    from flts.promotion import list_decisions
     from flts.services.batch_inference import latest_live_scores
     from flts.services.context import ServiceContext
-    from flts.services.evaluate import list_decisions
 
     with user_errors():
         context = ServiceContext(load_settings())
@@ -106,13 +106,13 @@ def promote(
     reason: Annotated[str, typer.Option(help="Recorded in the history.")] = "manual promotion",
 ) -> None:
     """Make RUN_ID the champion of its identifier (recorded like automatic promotions)."""
+    from flts.promotion import promote_run
     from flts.services.context import ServiceContext
-    from flts.services.evaluate import promote_run
 
     with user_errors():
         context = ServiceContext(load_settings())
         try:
-            promotion = promote_run(context, run_id, reason=reason, action="manual")
+            promotion = promote_run(context, run_id, reason=reason)
         finally:
             context.close()
     console.print(
@@ -127,8 +127,8 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Recorded in the history.")] = "manual rollback",
 ) -> None:
     """Restore the previous champion of IDENTIFIER."""
+    from flts.promotion import rollback_champion
     from flts.services.context import ServiceContext
-    from flts.services.evaluate import rollback_champion
 
     with user_errors():
         context = ServiceContext(load_settings())

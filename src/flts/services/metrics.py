@@ -18,8 +18,9 @@ Series::
     flts_promotion_rejections_total{identifier,reason}   decisions without a promotion
     flts_last_promotion_timestamp_seconds{identifier}    unix time of the newest promotion
 
-Rejection ``reason`` is a small fixed set (``baseline``, ``champion``, ``no_candidate``), never
-the free-text gate message, so the series count stays bounded.
+Rejection ``reason`` is the gate's :class:`~flts.promotion.ReasonCode` of a decision that
+promoted nothing (``baseline``, ``champion``, ``no_candidate``), never the free-text gate
+message, so the series count stays bounded.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from flts.promotion.gate import ReasonCode
+
 if TYPE_CHECKING:
     from prometheus_client import Metric
 
@@ -46,8 +49,6 @@ log = logging.getLogger(__name__)
 
 #: Trainings take from well under a second (ridge) to many minutes (LSTM on a large station).
 TRAINING_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-
-REJECTION_REASONS = ("baseline", "champion", "no_candidate")
 
 
 class WorkerMetrics:
@@ -103,8 +104,9 @@ class WorkerMetrics:
         )
         self.rejections = Counter(
             "flts_promotion_rejections",
-            "Evaluator decisions that promoted nothing, by reason (baseline, champion, "
-            "no_candidate).",
+            "Evaluator decisions that promoted nothing, by reason ("
+            + ", ".join(code.value for code in ReasonCode if not code.promotes)
+            + ").",
             ("identifier", "reason"),
             registry=self.registry,
         )
@@ -222,13 +224,3 @@ def instrument(
         chosen.consumed.labels(service, topic).inc()
 
     return wrapped
-
-
-def rejection_reason(gate_reason: str | None) -> str:
-    """Map the gate's free text onto :data:`REJECTION_REASONS` (bounded label values)."""
-    text = (gate_reason or "").lower()
-    if "persistence" in text or "baseline" in text:
-        return "baseline"
-    if "champion" in text:
-        return "champion"
-    return "no_candidate"

@@ -1,4 +1,4 @@
-"""The promotion pointer and its append-only history (DESIGN.md rule 6).
+"""The promotion pointer and its append-only history (docs/architecture.md, rule 6).
 
 Layout under ``model-promotion/<identifier>/``::
 
