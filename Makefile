@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ../shared/datasets
 SEEDS ?= 5
 BUILD := build
+# The dev servers (Kafka API, S3, MLflow, PostgreSQL databases, helm) are test tooling under
+# tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
+WITH_TEST_SERVERS := PYTHONPATH=tests
 
 .PHONY: help install lint format test bench-accuracy bench-pipeline bench-serve bench-serve-ci e2e deploy-check system-deps run clean lock
 
@@ -22,21 +25,22 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)  ## Create .venv and install FLTS with every extra, pinned by constraints.txt
 
 lint: install  ## ruff (lint + format check) and mypy --strict
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks scripts loadtest
+	$(BIN)/ruff format --check src tests benchmarks scripts loadtest
 	$(BIN)/mypy
 
 format: install  ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests benchmarks scripts loadtest
+	$(BIN)/ruff format src tests benchmarks scripts loadtest
 
-# Prometheus (and its promtool) come from Debian: the scrape test and the rule tests use them.
-system-deps:  ## Debian packages the tests need (prometheus); installs them when run as root
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+# Debian packages: Prometheus (and its promtool) for the scrape test and the rule tests, wrk
+# (a C load generator) for the serving benchmark.
+system-deps:  ## Debian packages the tests and benchmarks need (prometheus, wrk); installs them when run as root
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v wrk >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus wrk >/dev/null \
 			&& { pkill -x prometheus || true; }; \
-		else echo "install Debian's prometheus package (sudo apt-get install prometheus)" >&2; exit 1; fi; }
+		else echo "install Debian's prometheus and wrk packages (sudo apt-get install prometheus wrk)" >&2; exit 1; fi; }
 
 test: install system-deps  ## Run the test suite (unit, contract on real servers, API, e2e, deploy)
 	$(BIN)/pytest
@@ -55,20 +59,21 @@ bench-pipeline: install  ## flts pipeline on PobleSec with every model type (fre
 		--identifier PobleSec --models LSTM,GRU,RIDGE,PERSISTENCE,PROPHET \
 		--json $(BUILD)/bench/pipeline.json
 
-bench-serve: install  ## Serving benchmark: FLTS vs mlflow models serve, swap under load; JSON in build/bench/
-	$(BIN)/flts bench serve --duration 20 --concurrency 1,8,32 --workers 1 --json $(BUILD)/bench/serve.json
-	$(BIN)/flts bench swap --duration 15 --json $(BUILD)/bench/swap.json
+bench-serve: install system-deps  ## Serving benchmark (wrk: FLTS vs a bare ASGI floor and mlflow models serve), swap under load; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.serve --duration 10 --repeats 3 --connections 1,8,32 \
+		--batch-forms rows,windows,encoded --json $(BUILD)/bench/serve.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 15 --json $(BUILD)/bench/swap.json
 
-bench-serve-ci: install  ## Short serving benchmark: fails only on failed requests or a broken run
-	$(BIN)/flts bench serve --duration 3 --concurrency 1,32 --paced-rps 0 --epochs 1 --check \
+bench-serve-ci: install system-deps  ## Short serving benchmark: fails only on failed requests or a broken run
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.serve --duration 3 --repeats 1 --epochs 1 --check \
 		--json $(BUILD)/bench/serve-ci.json
-	$(BIN)/flts bench swap --duration 6 --epochs 1 --check --json $(BUILD)/bench/swap-ci.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 6 --epochs 1 --check --json $(BUILD)/bench/swap-ci.json
 
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
-	$(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)
+	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)
 
 deploy-check: install system-deps  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml
-	$(BIN)/python scripts/deploy_check.py
+	$(WITH_TEST_SERVERS) $(BIN)/python scripts/deploy_check.py
 
 lock: install  ## Refresh constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^flts' > constraints.txt

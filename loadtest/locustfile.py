@@ -30,11 +30,8 @@ Examples::
 
 from __future__ import annotations
 
-import base64
-import csv
 import itertools
 import json
-import struct
 import time
 import urllib.error
 import urllib.request
@@ -43,13 +40,10 @@ from typing import Any
 
 from locust import FastHttpUser, between, constant, constant_throughput, events, task
 from locust.env import Environment
+from payloads import BATCH_FORMS, DEFAULT_ROWS, batch_body, forecast_body, mlflow_body, windows
 
 #: Seconds to wait for readiness before giving up (a cold start takes ~2 s).
 READY_TIMEOUT = 120.0
-#: Distinct payloads built from the CSV and reused round-robin.
-MAX_PAYLOADS = 512
-#: Rows per window of synthetic traffic when no CSV is given (FLTS's default lags).
-DEFAULT_ROWS = 10
 
 _state: dict[str, Any] = {"log": [], "single": [], "batch": [], "mlflow": []}
 
@@ -59,9 +53,7 @@ def _options(parser: Any) -> None:
     parser.add_argument("--windows-csv", default="", help="Traffic CSV to take windows from.")
     parser.add_argument("--window-rows", type=int, default=DEFAULT_ROWS, help="Rows per window.")
     parser.add_argument("--batch-size", type=int, default=32, help="Windows per batch request.")
-    parser.add_argument(
-        "--batch-form", default="rows", choices=["rows", "windows", "encoded"], help="Batch form."
-    )
+    parser.add_argument("--batch-form", default="rows", choices=BATCH_FORMS, help="Batch form.")
     parser.add_argument(
         "--forecast-mix", default="mixed", choices=["single", "batch", "mixed"], help="Tasks."
     )
@@ -70,73 +62,6 @@ def _options(parser: Any) -> None:
     parser.add_argument("--think-time", type=float, default=0.0, help="Max random pause (s).")
     parser.add_argument("--request-log", default="", help="Write per-request records here.")
     parser.add_argument("--skip-ready-wait", action="store_true", help="Do not wait for ready.")
-
-
-def _windows(path: str, rows: int) -> list[list[dict[str, Any]]]:
-    """Consecutive ``rows``-row histories from a CSV (numbers as JSON numbers)."""
-    if not path:
-        return [_synthetic_window(rows, offset) for offset in range(64)]
-    with Path(path).open(newline="") as handle:
-        records = list(csv.DictReader(handle))
-    out: list[list[dict[str, Any]]] = []
-    for start in range(0, len(records) - rows + 1, rows):
-        out.append([_typed(r) for r in records[start : start + rows]])
-        if len(out) >= MAX_PAYLOADS:
-            break
-    if not out:
-        raise SystemExit(f"{path} has fewer than {rows} rows")
-    return out
-
-
-def _typed(record: dict[str, str]) -> dict[str, Any]:
-    return {k: (v if k == "time" else float(v or 0.0)) for k, v in record.items()}
-
-
-def _synthetic_window(rows: int, offset: int) -> list[dict[str, Any]]:
-    columns = (
-        "down",
-        "up",
-        "rnti_count",
-        "mcs_down",
-        "mcs_down_var",
-        "mcs_up",
-        "mcs_up_var",
-        "rb_down",
-        "rb_down_var",
-        "rb_up",
-        "rb_up_var",
-    )
-    start = 1_517_788_800 + offset * rows * 120
-    return [
-        {
-            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start + 120 * i)),
-            **{c: float(1 + (i + offset + k) % 7) for k, c in enumerate(columns)},
-        }
-        for i in range(rows)
-    ]
-
-
-def _compact(document: Any) -> bytes:
-    """JSON without optional spaces, as client libraries send it."""
-    return json.dumps(document, separators=(",", ":")).encode()
-
-
-def _batch_body(
-    histories: list[list[dict[str, Any]]], extra: dict[str, Any], form: str
-) -> dict[str, Any]:
-    """One batch request in ``form`` (see the module doc)."""
-    if form == "rows":
-        return {"requests": [{**extra, "history": history} for history in histories]}
-    columns = [name for name in histories[0][0] if name != "time"]
-    windows = [[[row[c] for c in columns] for row in history] for history in histories]
-    body = {**extra, "columns": columns, "end_times": [h[-1]["time"] for h in histories]}
-    if form == "windows":
-        return {**body, "windows": windows}
-    values = [value for window in windows for row in window for value in row]
-    data = struct.pack(f"<{len(values)}d", *values)
-    shape = [len(windows), len(windows[0]), len(columns)]
-    encoded = {"dtype": "float64", "shape": shape, "base64": base64.b64encode(data).decode()}
-    return {**body, "encoded_windows": encoded}
 
 
 def _wait_ready(host: str, path: str) -> None:
@@ -157,16 +82,16 @@ def _wait_ready(host: str, path: str) -> None:
 def _prepare(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     assert options is not None
-    windows = _windows(options.windows_csv, options.window_rows)
+    histories = windows(options.windows_csv, options.window_rows)
     extra = {"identifier": options.identifier} if options.identifier else {}
-    _state["single"] = [_compact({**extra, "history": w}) for w in windows]
+    _state["single"] = [forecast_body(h, extra) for h in histories]
     size = max(1, options.batch_size)
-    cycle = itertools.cycle(windows)
+    cycle = itertools.cycle(histories)
     _state["batch"] = [
-        _compact(_batch_body([next(cycle) for _ in range(size)], extra, options.batch_form))
-        for _ in range(min(16, len(windows)))
+        batch_body([next(cycle) for _ in range(size)], extra, options.batch_form)
+        for _ in range(min(16, len(histories)))
     ]
-    _state["mlflow"] = [_compact({"dataframe_records": w}) for w in windows]
+    _state["mlflow"] = [mlflow_body(h) for h in histories]
     if not options.skip_ready_wait and environment.host:
         mlflow = any(cls.__name__ == "MlflowUser" for cls in environment.user_classes)
         _wait_ready(environment.host, "/ping" if mlflow else "/readyz")

@@ -14,7 +14,9 @@
    restarted trainer and the pipeline still completes.
 7. Stops everything it started (also on failure); exits non-zero naming each failed check.
 
-Run: ``python scripts/e2e_distributed.py [--data-dir ../shared/datasets] [--station PobleSec]``.
+Run: ``make e2e``, or from the checkout with the tests directory on the path (the dev
+servers live there): ``PYTHONPATH=tests python scripts/e2e_distributed.py [--data-dir
+../shared/datasets] [--station PobleSec]``.
 """
 
 from __future__ import annotations
@@ -38,20 +40,6 @@ import httpx
 import pandas as pd
 
 from flts.bus import open_bus
-from flts.devservers import free_port
-from flts.devservers.client import (
-    LoadClient,
-    champion_run,
-    forecast_body,
-    healthy,
-    scale_traffic,
-    upload_dataset,
-    wait_http,
-)
-from flts.devservers.kafka import start_kafka
-from flts.devservers.mlflow_server import start_mlflow_server
-from flts.devservers.postgres import create_database
-from flts.devservers.s3 import start_seaweedfs
 from flts.events import (
     DATASET_UPLOADED,
     MODEL_SELECTED,
@@ -64,6 +52,20 @@ from flts.events import (
 from flts.settings import Settings
 from flts.supervisor import Supervisor, service_specs
 from flts.tracking import Tracker
+from servers import free_port
+from servers.client import (
+    LoadClient,
+    champion_run,
+    forecast_body,
+    healthy,
+    scale_traffic,
+    upload_dataset,
+    wait_http,
+)
+from servers.kafka import start_kafka
+from servers.mlflow_server import start_mlflow_server
+from servers.postgres import create_database
+from servers.s3 import start_seaweedfs
 
 MODELS = ["LSTM", "GRU", "RIDGE", "PERSISTENCE", "PROPHET"]
 KILLED = "LSTM"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flts.devservers.s3 import SeaweedFS, start_seaweedfs
+from servers.s3 import SeaweedFS, start_seaweedfs
 
 #: The bucket the S3 contract tests write under (each test in its own prefix).
 CONTRACT_BUCKET = "flts-contract"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from flts.bus import Bus, open_bus
-from flts.devservers import Server
-from flts.devservers.kafka import start_kafka
+from servers import Server
+from servers.kafka import start_kafka
 
 from .bus_suite import BusContract, BusFactory
 

@@ -13,10 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 import flts.storage
-from flts.devservers.s3 import SeaweedFS
 from flts.exceptions import DataValidationError
 from flts.settings import Settings
 from flts.storage import ObjectStore
+from servers.s3 import SeaweedFS
 
 from .conftest import CONTRACT_BUCKET
 from .storage_suite import POINTER, StorageContract, StoreFactory

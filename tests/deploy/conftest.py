@@ -1,5 +1,5 @@
 """Render the Helm chart with the real ``helm`` binary (fetched once into build/tools by
-:mod:`flts.devservers.k8s_tools`, no Docker) and hand tests the parsed objects."""
+:mod:`servers.k8s_tools`, no Docker) and hand tests the parsed objects."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from flts.devservers.k8s_tools import ensure_helm, repo_root
+from servers.k8s_tools import ensure_helm
 
-ROOT = repo_root()
+#: The checkout these tests belong to (tests/deploy -> the repository root).
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "flts"
 EXAMPLES = {p.stem: p for p in sorted((CHART / "examples").glob("*.yaml"))}
 
@@ -22,7 +23,7 @@ Render = Callable[..., list[dict[str, Any]]]
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    return ensure_helm()
+    return ensure_helm(ROOT)
 
 
 def helm_template(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:

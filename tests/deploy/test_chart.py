@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from flts.devservers.k8s_tools import KUBERNETES_VERSION, ensure_kubernetes_validate
+from servers.k8s_tools import KUBERNETES_VERSION, ensure_kubernetes_validate
 
-from .conftest import CHART, EXAMPLES, Render, helm_template
+from .conftest import CHART, EXAMPLES, ROOT, Render, helm_template
 
 Objects = list[dict[str, Any]]
 LONG_RUNNING = ("Deployment", "StatefulSet", "DaemonSet")
@@ -401,7 +401,7 @@ def test_dev_backends_are_marked_dev_only(renders: dict[str, Objects]) -> None:
 
 
 def test_every_render_validates_against_kubernetes_schemas(helm: Path, tmp_path: Path) -> None:
-    validate = ensure_kubernetes_validate()
+    validate = ensure_kubernetes_validate(ROOT)
 
     for name, extra in [("default", []), *[(n, ["-f", str(p)]) for n, p in EXAMPLES.items()]]:
         rendered = helm_template(helm, *extra)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from flts.api.metrics import ApiMetrics
-from flts.devservers.prometheus import binary
 from flts.services.metrics import WorkerMetrics
+from servers.prometheus import binary
 
 from .conftest import ROOT
 

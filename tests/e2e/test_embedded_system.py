@@ -18,8 +18,10 @@ import httpx
 import pytest
 
 from flts.data.synthetic import synthetic_traffic
-from flts.devservers import free_port
-from flts.devservers.client import (
+from flts.settings import Settings
+from flts.supervisor import Supervisor, service_specs
+from servers import free_port
+from servers.client import (
     LoadClient,
     champion_run,
     forecast_body,
@@ -28,8 +30,6 @@ from flts.devservers.client import (
     upload_dataset,
     wait_http,
 )
-from flts.settings import Settings
-from flts.supervisor import Supervisor, service_specs
 
 pytestmark = pytest.mark.e2e
 MODELS = ["PERSISTENCE", "RIDGE"]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flts.devservers import Server
-from flts.devservers.mlflow_server import start_mlflow_server
-from flts.devservers.postgres import create_database
-from flts.devservers.s3 import SeaweedFS, start_seaweedfs
+from servers import Server
+from servers.mlflow_server import start_mlflow_server
+from servers.postgres import create_database
+from servers.s3 import SeaweedFS, start_seaweedfs
 
 #: Bucket and prefix the MLflow server stores artifacts under.
 ARTIFACT_BUCKET = "flts-mlflow"

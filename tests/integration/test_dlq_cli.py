@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from contract.bus_suite import FAST, number, training_event
 from flts.bus import open_bus
 from flts.cli.dlq import app
-from flts.devservers.kafka import start_kafka
 from flts.events import Event
+from servers.kafka import start_kafka
 
 KAFKA_OPTIONS = (
     "partitions=2&replication_factor=1&session_timeout_ms=2000"

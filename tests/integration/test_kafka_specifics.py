@@ -18,10 +18,10 @@ from confluent_kafka import Consumer
 from contract.bus_suite import FAST, number, training_event
 from flts.bus import open_bus
 from flts.bus.kafka import KafkaBus
-from flts.devservers import Server
-from flts.devservers.kafka import start_kafka
 from flts.events import Event, dlq_topic
 from flts.exceptions import ConfigurationError
+from servers import Server
+from servers.kafka import start_kafka
 
 FASTJOIN = "session_timeout_ms=2000&heartbeat_interval_ms=500&static_membership=false"
 

@@ -20,20 +20,20 @@ import uvicorn
 from flts.api import PromotionModelSource, create_app
 from flts.data import FeatureSpec, prepare, validate_frame
 from flts.data.synthetic import synthetic_traffic
-from flts.devservers import Server, free_port
-from flts.devservers.prometheus import (
-    query,
-    scrape_config,
-    start_prometheus,
-    targets_up,
-    wait_for_value,
-)
 from flts.models import load_model, model_class
 from flts.promotion import Promotion, PromotionStore
 from flts.services.context import ServiceContext
 from flts.services.health import HealthServer, HealthState
 from flts.services.metrics import worker_metrics
 from helpers import memory_settings
+from servers import Server, free_port
+from servers.prometheus import (
+    query,
+    scrape_config,
+    start_prometheus,
+    targets_up,
+    wait_for_value,
+)
 
 RUN_ID = "run-scrape-persistence"
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from flts.data import FeatureSpec, PreparedData, prepare
-from flts.devservers import Server
-from flts.devservers.s3 import SeaweedFS
 from flts.models import model_class
 from flts.models.base import Forecaster
 from flts.settings import Settings
 from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker
 from helpers import synthetic_tables
+from servers import Server
+from servers.s3 import SeaweedFS
 
 from .conftest import ARTIFACT_BUCKET, ARTIFACT_PREFIX
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from flts.benchmarks.floor import app
+from benchmarks.floor import app
 
 
 def _call(chunks: list[bytes]) -> tuple[list[dict[str, Any]], int]:

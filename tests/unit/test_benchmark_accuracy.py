@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flts.benchmarks.accuracy import run_accuracy_benchmark
+from flts.accuracy import run_accuracy_benchmark
 from flts.cli import app
 from flts.data.synthetic import synthetic_traffic
 from flts.exceptions import ConfigurationError
@@ -113,7 +113,7 @@ def test_data_validate_summarises_a_good_file_and_lists_problems(tmp_path: Path)
 
 def test_cli_defaults_match_the_benchmark_defaults() -> None:
     """The CLI repeats the defaults as text (so ``--help`` stays cheap); they must agree."""
-    from flts.benchmarks import accuracy
+    from flts import accuracy
     from flts.cli import benchmark
 
     assert ",".join(accuracy.DEFAULT_MODELS) == benchmark.DEFAULT_MODELS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import bench, config, data, dlq, ops, pipeline, services, up
+from flts.cli import benchmark, config, data, dlq, ops, pipeline, services, up
 
 app = typer.Typer(
     name="flts",
@@ -12,8 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(bench.app, name="bench")
-app.add_typer(bench.app, name="benchmark", help="Same as bench.")
+app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
 app.add_typer(dlq.app, name="dlq")

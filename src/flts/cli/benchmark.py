@@ -1,4 +1,6 @@
-"""``flts bench accuracy``: measure models with the pipeline's own code and report JSON."""
+"""``flts benchmark accuracy``: measure models with the pipeline's own code and report JSON.
+
+Serving benchmarks are not product commands: they live in the checkout's ``benchmarks/``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from rich.table import Table
 
 from flts.cli._common import console, err_console, user_errors, write_json
 
+app = typer.Typer(help="Benchmarks: accuracy on held-out data.", no_args_is_help=True)
+
 #: Defaults repeated here (not imported) so ``flts --help`` does not import every model.
 DEFAULT_STATIONS = "PobleSec,ElBorn,LesCorts"
 DEFAULT_MODELS = "PERSISTENCE,SEASONAL_NAIVE,RIDGE,PROPHET,LSTM,GRU,MLP,ENSEMBLE"
@@ -19,6 +23,7 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+@app.command("accuracy")
 def accuracy(
     data_dir: Annotated[
         Path,
@@ -34,7 +39,7 @@ def accuracy(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
     """Train and score every model on every station's held-out test file."""
-    from flts.benchmarks.accuracy import run_accuracy_benchmark
+    from flts.accuracy import run_accuracy_benchmark
     from flts.models import parse_model_types
 
     with user_errors():

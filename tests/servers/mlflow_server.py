@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from flts.devservers import Server, free_port, spawn
-from flts.devservers.s3 import S3Credentials
+from servers import Server, free_port, spawn
+from servers.s3 import S3Credentials
 
 
 def _healthy(url: str) -> bool:

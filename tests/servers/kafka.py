@@ -4,8 +4,8 @@ Tansu speaks the Kafka protocol well enough for confluent-kafka (produce, fetch,
 groups with cooperative-sticky assignment, offset commits, admin topic calls), keeps
 everything in memory and starts in well under a second, so a pytest session or ``make e2e``
 can own a private broker. Its one quirk that matters here: a consumer group completes a join
-only after about half of the members' ``session.timeout.ms`` (see ``docs``/DESIGN.md section
-5), so tests use short sessions (6 s) and heartbeats (0.5 s).
+only after about half of the members' ``session.timeout.ms``, so tests use short sessions
+(6 s) and heartbeats (0.5 s).
 
 >>> with start_kafka(Path("/tmp/logs")) as server:  # doctest: +SKIP
 ...     bus = open_bus(server.url + "?partitions=3")
@@ -19,10 +19,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from flts.devservers import Server, free_port, port_open, spawn
-
-#: Consumer settings for a test broker (Tansu joins a group after ~half the session timeout).
-TEST_CONSUMER_OPTIONS = "session_timeout_ms=6000&heartbeat_interval_ms=500"
+from servers import Server, free_port, port_open, spawn
 
 
 class TansuServer(Server):

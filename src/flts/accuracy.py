@@ -1,4 +1,5 @@
-"""Accuracy benchmark: every model type, every station, several seeds, published protocol.
+"""Accuracy benchmark (``flts benchmark accuracy``): every model type, every station, several
+seeds, the published protocol.
 
 It calls exactly what the pipeline calls (``read_traffic_csv``, ``prepare``, the registered
 forecasters, ``evaluation.score``), so its figures are the pipeline's figures. Each station is

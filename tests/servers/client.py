@@ -13,7 +13,7 @@ from typing import Any, Self, TypeVar
 import httpx
 import pandas as pd
 
-from flts.devservers import wait_for
+from servers import wait_for
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ TRAFFIC_LEVEL_COLUMNS = ("down", "up", "rb_down", "rb_up", "rnti_count")
 
 
 def wait_http(check: Callable[[], T], timeout: float, what: str, *, interval: float = 0.5) -> T:
-    """:func:`~flts.devservers.wait_for` where an HTTP error means "not yet"."""
+    """:func:`~servers.wait_for` where an HTTP error means "not yet"."""
     return wait_for(check, timeout, what, interval=interval, errors=(httpx.HTTPError,))
 
 

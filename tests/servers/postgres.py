@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from flts.devservers import Server
+from servers import Server
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flts.devservers import Server, free_port, spawn
+from servers import Server, free_port, spawn
 
 #: Where Debian puts the binaries; PATH wins when it has them.
 DEBIAN_BIN = Path("/usr/bin")

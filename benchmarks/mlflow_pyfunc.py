@@ -1,11 +1,13 @@
-"""Serve a saved FLTS model with MLflow's own model server, for comparison benchmarks.
+"""Serve a saved FLTS model with MLflow's own model server, for the serving benchmark's
+comparison.
 
 :func:`log_pyfunc_model` logs an ``mlflow.pyfunc`` model *from code*
-(:mod:`flts.mlflow_model_code`): MLflow stores that source file plus the saved FLTS model
+(:mod:`benchmarks.mlflow_model_code`): MLflow stores that source file plus the saved FLTS model
 directory as an artifact (JSON scalers and spec, ``model.onnx``), so nothing of ours is
 pickled. ``mlflow models serve -m runs:/<run>/pyfunc --env-manager local`` then answers
 ``POST /invocations`` with ``{"dataframe_records": [history rows]}``: the same rows a client
 sends FLTS, validated by the same reference checks and predicted by the same ONNX runtime.
+The model server imports this module, so it runs with the checkout on its path.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def log_pyfunc_model(
 
     import mlflow
 
-    spec = importlib.util.find_spec("flts.mlflow_model_code")
+    spec = importlib.util.find_spec("benchmarks.mlflow_model_code")
     assert spec is not None
     assert spec.origin is not None
     mlflow.set_tracking_uri(tracking_uri)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flts.devservers import Server, Stoppable, port_open, spawn, wait_for
+from servers import Server, Stoppable, port_open, spawn, wait_for
 
 #: Offset SeaweedFS adds to an HTTP port to get the component's default gRPC port.
 GRPC_OFFSET = 10_000

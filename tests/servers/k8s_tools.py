@@ -1,5 +1,8 @@
 """``helm``, ``kubectl`` and ``kubernetes-validate`` without Docker, cached under build/tools.
 
+The caller names the checkout whose ``build/tools`` caches them (``root``); nothing here
+guesses it from where this file lives.
+
 No API server runs on a CI machine, so the chart is checked offline: ``helm lint --strict``,
 ``helm template``, then ``kubernetes-validate --strict`` against the OpenAPI schemas of a
 Kubernetes version. The binaries come from places that need no Docker and no root:
@@ -31,17 +34,14 @@ KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0"
 KUBERNETES_VERSION = "1.33.0"
 
 
-def repo_root() -> Path:
-    """The checkout this module lives in (src/flts/devservers -> repo)."""
-    return Path(__file__).resolve().parents[3]
+def tools_dir(root: Path) -> Path:
+    """The tool cache of the checkout at ``root``: ``build/tools``."""
+    return root / "build" / "tools"
 
 
-def tools_dir(root: Path | None = None) -> Path:
-    return (root or repo_root()) / "build" / "tools"
-
-
-def ensure_helm(root: Path | None = None) -> Path:
-    """Path of a ``helm`` binary (``kubectl`` lands next to it), fetched once."""
+def ensure_helm(root: Path) -> Path:
+    """Path of a ``helm`` binary (``kubectl`` lands next to it) under ``root``'s tool cache,
+    fetched once."""
     tools = tools_dir(root)
     helm = tools / "bin" / "helm"
     if helm.exists():
@@ -78,8 +78,8 @@ def ensure_helm(root: Path | None = None) -> Path:
     return helm
 
 
-def ensure_kubernetes_validate(root: Path | None = None) -> Path:
-    """Path of ``kubernetes-validate`` in its own virtualenv under build/tools."""
+def ensure_kubernetes_validate(root: Path) -> Path:
+    """Path of ``kubernetes-validate`` in its own virtualenv under ``root``'s build/tools."""
     venv = tools_dir(root) / "venv"
     command = venv / "bin" / "kubernetes-validate"
     if command.exists():
