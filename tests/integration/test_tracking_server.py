@@ -17,6 +17,7 @@ import pytest
 from flts.data import FeatureSpec, PreparedData, prepare
 from flts.models import model_class
 from flts.models.base import Forecaster
+from flts.promotion import CHAMPION_ALIAS
 from flts.settings import Settings
 from flts.tracking import FAILED, FINISHED, MODEL_ARTIFACT, Tracker
 from helpers import synthetic_tables
@@ -102,12 +103,12 @@ def test_training_run_round_trips_through_the_server(
 
 def test_set_champion_moves_the_registry_alias(tracker: Tracker, ridge: Forecaster) -> None:
     first, second = _log(tracker, ridge), _log(tracker, ridge)
-    assert tracker.champion_run_id("PobleSec") is None
-    assert tracker.set_champion(first, "PobleSec") == "1"
-    assert tracker.set_champion(first, "PobleSec") == "1"  # idempotent on resume
-    assert tracker.champion_run_id("PobleSec") == first
-    assert tracker.set_champion(second, "PobleSec") == "2"
-    assert tracker.champion_run_id("PobleSec") == second
+    assert tracker.alias_run_id("PobleSec", CHAMPION_ALIAS) is None
+    assert tracker.set_alias(first, "PobleSec", CHAMPION_ALIAS) == "1"
+    assert tracker.set_alias(first, "PobleSec", CHAMPION_ALIAS) == "1"  # idempotent on resume
+    assert tracker.alias_run_id("PobleSec", CHAMPION_ALIAS) == first
+    assert tracker.set_alias(second, "PobleSec", CHAMPION_ALIAS) == "2"
+    assert tracker.alias_run_id("PobleSec", CHAMPION_ALIAS) == second
     version = tracker.client.get_model_version_by_alias(
         tracker.registered_model_name("PobleSec"), "champion"
     )
