@@ -253,7 +253,7 @@ class Envelope(BaseModel):
     """Envelope version; newer than :data:`SCHEMA_VERSION` is rejected by ``decode``."""
     event_id: str = Field(default_factory=_new_id, min_length=1, max_length=128)
     """Unique per event and kept on redelivery: the idempotency key consumers dedupe on."""
-    type: str
+    type: str = ""
     """Event type, equal to the topic it travels on (filled in from the class)."""
     occurred_at: AwareDatetime = Field(default_factory=_utcnow)
     """When the producer created the event, in UTC."""
