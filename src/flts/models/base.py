@@ -8,6 +8,7 @@ original units. ``save(dir)`` writes a self-describing directory::
     feature_spec.json     the FeatureSpec enforced at inference
     input_scaler.json     fitted on the training part only
     target_scaler.json
+    intervals.json        residual quantiles from validation (flts.models.intervals)
     ...                   model-specific state (weights.npz, state_dict.pt, model.onnx, ...)
 
 and ``load_model(dir)`` rebuilds the right class from it. No pickles anywhere.
@@ -28,10 +29,12 @@ from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows, encode_inputs
 from flts.exceptions import (
     ConfigurationError,
+    DataValidationError,
     FeatureMismatchError,
     ModelError,
     ModelNotFittedError,
 )
+from flts.models.intervals import IntervalCalibration
 
 MANIFEST = "model.json"
 FORMAT_VERSION = 1
@@ -68,6 +71,7 @@ class Forecaster(ABC):
         self.seed = seed
         self.params: dict[str, Any] = {**self.default_params, **params}
         self.metadata: dict[str, Any] = {}
+        self.calibration: IntervalCalibration | None = None
         self.fitted = False
 
     # ---- public API -------------------------------------------------------------------
@@ -83,6 +87,13 @@ class Forecaster(ABC):
         self.metadata["train_windows"] = len(train)
         self.metadata["validation_windows"] = len(validation)
         self.fitted = True
+        # Intervals from validation residuals only: the test split is the evaluator's.
+        self.calibration = IntervalCalibration.fit(
+            self.target_history(validation),
+            validation.targets,
+            self.predict(validation),
+            self.spec.targets,
+        )
         return self
 
     def predict(self, windows: Windows) -> np.ndarray:
@@ -95,6 +106,23 @@ class Forecaster(ABC):
         if prediction.shape != expected:
             raise ModelError(f"{self.model_type} predicted {prediction.shape}, expected {expected}")
         return prediction
+
+    def intervals(
+        self, windows: Windows, forecast: np.ndarray, levels: tuple[float, ...]
+    ) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """``level -> (lower, upper)`` around ``forecast``, this model's ``predict`` output
+        for ``windows``; 422 for a model saved without calibration (never a made-up band)."""
+        if self.calibration is None:
+            raise DataValidationError(
+                f"this {self.model_type} model was saved without interval calibration; "
+                "retrain it to get intervals"
+            )
+        history = self.target_history(windows)
+        return {level: self.calibration.bounds(history, forecast, level) for level in levels}
+
+    def target_history(self, windows: Windows) -> np.ndarray:
+        """The targets' own input rows of each window, ``(n, lags, targets)``, original units."""
+        return windows.x[:, :, self.spec.target_positions]
 
     def save(self, directory: Path) -> None:
         if not self.fitted:
@@ -111,6 +139,8 @@ class Forecaster(ABC):
         (directory / "feature_spec.json").write_text(self.spec.model_dump_json(indent=2))
         self.input_scaler.save(directory / "input_scaler.json")
         self.target_scaler.save(directory / "target_scaler.json")
+        if self.calibration is not None:
+            self.calibration.save(directory)
         self._save_state(directory)
 
     # ---- helpers for subclasses -------------------------------------------------------
@@ -176,6 +206,7 @@ def load_model(directory: Path) -> Forecaster:
         **manifest["params"],
     )
     model.metadata = manifest["metadata"]
+    model.calibration = IntervalCalibration.load(directory)
     model._load_state(directory)
     model.fitted = True
     return model
