@@ -135,6 +135,10 @@ class DatasetUploaded(Payload):
     """Size of the training CSV, so consumers can refuse absurd inputs before reading."""
     digest: Digest
     """``sha256:<hex>`` of the training CSV; feeds the config hash."""
+    horizon: int | None = Field(default=None, ge=1, le=1_000)
+    """Steps ahead this dataset's models forecast (``None``: the deployment's feature spec)."""
+    lags: int | None = Field(default=None, ge=1, le=10_000)
+    """Input rows per window for this dataset (``None``: the deployment's feature spec)."""
 
 
 class _Processed(Payload):

@@ -100,6 +100,8 @@ def run_pipeline(
     models: Sequence[str],
     progress: Progress,
     timeout: float = 1800.0,
+    horizon: int | None = None,
+    lags: int | None = None,
 ) -> PipelineResult:
     """Upload ``train_csv``/``test_csv``, run every service until the evaluator decides."""
     from flts.promotion import read_decision
@@ -134,6 +136,8 @@ def run_pipeline(
             identifier=identifier,
             train_filename=train_csv.name,
             test_filename=test_csv.name,
+            horizon=horizon,
+            lags=lags,
         )
         progress(f"uploaded {train_csv.name} + {test_csv.name} as {event.payload.dataset_id}")
         watcher = _Watcher(event.correlation_id, progress)

@@ -299,3 +299,43 @@ def test_sanitize_filename(name: str | None, expected: str) -> None:
 
 def test_healthz(client: GatewayClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_upload_carries_its_own_horizon_and_lags(
+    client: GatewayClient, context: ServiceContext, traffic: pd.DataFrame
+) -> None:
+    response = client.post(
+        "/v1/datasets",
+        files={"train": ("a.csv", _csv(traffic), "text/csv")},
+        data={"horizon": "15", "lags": "12"},
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["horizon"], response.json()["lags"]) == (15, 12)
+    (event,) = _published(context)
+    assert isinstance(event, DatasetUploadedEvent)
+    assert (event.payload.horizon, event.payload.lags) == (15, 12)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"horizon": "0"}, "horizon"),
+        ({"horizon": "1001"}, "horizon"),
+        ({"lags": "-3"}, "'lags' must be a whole number"),
+        ({"horizon": "ten"}, "'horizon' must be a whole number"),
+    ],
+)
+def test_upload_with_a_bad_horizon_or_lags_is_a_422_that_stores_nothing(
+    client: GatewayClient,
+    context: ServiceContext,
+    traffic: pd.DataFrame,
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    response = client.post(
+        "/v1/datasets", files={"train": ("a.csv", _csv(traffic), "text/csv")}, data=fields
+    )
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+    assert _stored_keys(context) == []
+    assert _published(context) == []

@@ -12,6 +12,7 @@ import pytest
 
 from flts.data.hashing import config_hash, content_digest
 from flts.data.processed import ProcessedKeys, read_splits
+from flts.data.spec import FeatureSpec
 from flts.data.synthetic import synthetic_traffic
 from flts.events import (
     DATASET_UPLOADED,
@@ -40,7 +41,11 @@ def frames() -> tuple[bytes, bytes]:
 
 
 def _upload(
-    context: ServiceContext, train: bytes, test: bytes | None, identifier: str = "LesCorts"
+    context: ServiceContext,
+    train: bytes,
+    test: bytes | None,
+    identifier: str = "LesCorts",
+    **task: int,
 ) -> DatasetUploadedEvent:
     """Store the CSVs as the gateway would and build its event."""
     dataset_id = uuid.uuid4().hex
@@ -57,6 +62,7 @@ def _upload(
             test_key=test_key,
             size_bytes=len(train),
             digest=content_digest(train),
+            **task,
         ),
         identifier=identifier,
     )
@@ -192,3 +198,16 @@ def test_consumed_from_the_bus_after_a_gateway_upload(
     assert stats.duplicates == 1
     assert len(_drain(context, TRAINING_DATA)) == 1
     assert len(_drain(context, INFERENCE_DATA)) == 1
+
+
+def test_the_uploads_own_horizon_and_lags_shape_the_data_and_the_hash(
+    context: ServiceContext, frames: tuple[bytes, bytes]
+) -> None:
+    train, test = frames
+    default = PreprocessService(context).process(_upload(context, train, test))
+    own = PreprocessService(context).process(_upload(context, train, test, horizon=5, lags=6))
+    assert own.config_hash != default.config_hash
+    spec = FeatureSpec.model_validate(context.store.get_json(own.feature_spec_key))
+    assert (spec.horizon, spec.lags) == (5, 6)
+    default_spec = FeatureSpec.model_validate(context.store.get_json(default.feature_spec_key))
+    assert (default_spec.horizon, default_spec.lags) == (1, 10)

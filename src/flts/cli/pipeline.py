@@ -24,6 +24,12 @@ def pipeline(
     ),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
+    horizon: Annotated[
+        int | None, typer.Option(min=1, help="Steps ahead to forecast (default: feature spec).")
+    ] = None,
+    lags: Annotated[
+        int | None, typer.Option(min=1, help="Input rows per window (default: feature spec).")
+    ] = None,
 ) -> None:
     """Upload TRAIN/TEST, train every model type in parallel, evaluate, promote; print the
     leaderboard."""
@@ -40,6 +46,8 @@ def pipeline(
             models=parse_model_types(models),
             progress=lambda msg: err_console.print(msg, highlight=False),
             timeout=timeout,
+            horizon=horizon,
+            lags=lags,
         )
     console.print(leaderboard_table(result.leaderboard, title=f"config {result.config_hash[:12]}"))
     champion = result.champion

@@ -82,6 +82,14 @@ class FeatureSpec(BaseModel):
             raise ValueError(f"time column {self.time_column!r} cannot also be an input")
         return self
 
+    def for_task(self, *, horizon: int | None = None, lags: int | None = None) -> FeatureSpec:
+        """This spec with a dataset's own ``horizon`` and ``lags`` (``None`` keeps ours),
+        validated like any spec: a value out of range is a ``ValidationError``."""
+        changes = {k: v for k, v in (("horizon", horizon), ("lags", lags)) if v is not None}
+        if not changes:
+            return self
+        return FeatureSpec.model_validate({**self.model_dump(), **changes})
+
     @property
     def step(self) -> pd.Timedelta:
         """One sampling step as a timedelta."""

@@ -18,8 +18,8 @@ and horizon step; then calibrate on all of it.
 
 Signed quantiles keep the skew of traffic errors (bursts make upper errors longer than lower
 ones). Quantiles are monotone in their probability, so intervals of different levels nest and
-never cross; bounds are clipped at 0 (traffic is never negative) and the forecast always lies
-inside its own interval.
+never cross; bounds are clipped at 0 (traffic is never negative) and the forecast (clipped at 0,
+as it is served and scored) always lies inside its own interval.
 """
 
 from __future__ import annotations
@@ -102,9 +102,11 @@ class IntervalCalibration(BaseModel):
         betas = [math.inf if b is None else b for b in self.betas]
         scale = _scale(_movement(history), np.asarray(self.reference_scale), betas)
         low, high = _offsets(table, level, self.samples)
-        lower = np.minimum(forecast + scale * low[None], forecast)
-        upper = np.maximum(forecast + scale * high[None], forecast)
-        return np.maximum(lower, 0.0), np.maximum(upper, 0.0)
+        # Centred on the forecast as served and scored: negatives clipped to 0.
+        centre = np.maximum(forecast, 0.0)
+        lower = np.clip(centre + scale * low[None], 0.0, centre)
+        upper = np.maximum(centre + scale * high[None], centre)
+        return lower, upper
 
     def save(self, directory: Path) -> None:
         (directory / INTERVALS_FILE).write_text(self.model_dump_json())

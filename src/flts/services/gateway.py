@@ -3,7 +3,9 @@
 Routes::
 
     POST /v1/datasets                         multipart: train (file, required), test (file,
-                                              optional), identifier (text, default "global")
+                                              optional), identifier (text, default "global"),
+                                              horizon, lags (integers, default: the
+                                              deployment's feature spec)
     GET  /v1/datasets[?identifier=NAME]       metadata of every stored dataset, newest first
     GET  /v1/datasets/{dataset_id}            metadata of one dataset
     GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, byte for byte
@@ -47,6 +49,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from flts.data.hashing import content_digest
+from flts.data.spec import FeatureSpec, Recipe
 from flts.events import (
     DATASET_UPLOADED,
     DatasetUploaded,
@@ -69,7 +72,7 @@ DATASETS_ROOT = "datasets"
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
 FRAMING_ALLOWANCE = 64 * 1024
-_FIELDS = ("train", "test", "identifier")
+_FIELDS = ("train", "test", "identifier", "horizon", "lags")
 _DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -144,13 +147,35 @@ def _file_part(form: FormData, name: str) -> UploadFile | None:
     return value
 
 
+def _integer_field(form: FormData, name: str) -> int | None:
+    """An optional whole-number text field of the form (``None`` when absent or empty)."""
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip().isdigit():
+        raise DataValidationError(f"form field {name!r} must be a whole number, got {value!r}")
+    return int(value.strip())
+
+
 def _summary(table_rows: int, start: datetime, end: datetime) -> dict[str, Any]:
     return {"rows": table_rows, "start": start.isoformat(), "end": end.isoformat()}
 
 
-def _validate(context: ServiceContext, train: bytes, test: bytes | None) -> dict[str, Any]:
+def task_spec(context: ServiceContext, horizon: int | None, lags: int | None) -> FeatureSpec:
+    """The deployment's feature spec with a dataset's own horizon and lags; out of range is a
+    :class:`DataValidationError` naming the field."""
+    try:
+        return context.settings.feature_spec.for_task(horizon=horizon, lags=lags)
+    except ValidationError as exc:
+        raise DataValidationError(
+            *(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from exc
+
+
+def _validate(
+    spec: FeatureSpec, recipe: Recipe, train: bytes, test: bytes | None
+) -> dict[str, Any]:
     """Run the checks preprocessing will run; return row counts and time ranges."""
-    spec, recipe = context.settings.feature_spec, context.settings.recipe
     train_table, test_table = read_tables(train, test, spec)
     build_splits(train_table, test_table, spec=spec, recipe=recipe)
     parts = {"train": train_table, "test": test_table}
@@ -169,13 +194,16 @@ def ingest_dataset(
     identifier: str = "global",
     train_filename: str | None = None,
     test_filename: str | None = None,
+    horizon: int | None = None,
+    lags: int | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
     ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
     (nothing is stored then) and :class:`BusError` when the event cannot be published (the
     dataset is stored by then)."""
     identifier = _identifier(identifier)
-    ranges = _validate(context, train, test)
+    spec = task_spec(context, horizon, lags)
+    ranges = _validate(spec, context.settings.recipe, train, test)
     dataset_id = new_dataset_id()
     keys = dataset_keys(dataset_id)
     filename = sanitize_filename(train_filename, "train.csv")
@@ -187,6 +215,8 @@ def ingest_dataset(
         test_key=None if test is None else keys["test"],
         size_bytes=len(train),
         digest=digest,
+        horizon=horizon,
+        lags=lags,
     )
     event = new_event(payload, identifier=identifier)
     assert isinstance(event, DatasetUploadedEvent)
@@ -196,6 +226,8 @@ def ingest_dataset(
         "uploaded_at": datetime.now(UTC).isoformat(),
         "correlation_id": event.correlation_id,
         "event_id": event.event_id,
+        "horizon": spec.horizon,
+        "lags": spec.lags,
         "train": {
             "filename": filename,
             "key": keys["train"],
@@ -282,6 +314,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             if not isinstance(raw_identifier, str):
                 raise DataValidationError("form field 'identifier' must be text, not a file")
             identifier = _identifier(raw_identifier)
+            horizon, lags = _integer_field(form, "horizon"), _integer_field(form, "lags")
             train = await train_part.read()
             test = None if test_part is None else await test_part.read()
         finally:
@@ -301,6 +334,8 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 identifier=identifier,
                 train_filename=train_part.filename,
                 test_filename=None if test_part is None else test_part.filename,
+                horizon=horizon,
+                lags=lags,
             )
         except BusError as exc:
             raise BusError(

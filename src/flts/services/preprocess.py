@@ -1,8 +1,9 @@
 """Preprocess service: raw CSVs of an upload -> ``processed/<config_hash>/`` -> claim checks.
 
 On ``dataset-uploaded`` it reads the stored CSV bytes, validates them with the core's checks,
-hashes everything that shapes the processed data (recipe, feature spec, the *content* digests
-of the stored bytes, seed 0; DESIGN.md rule 4), writes the splits once per hash and publishes
+hashes everything that shapes the processed data (recipe, feature spec with the upload's own
+horizon and lags, the *content* digests of the stored bytes, seed 0; docs/architecture.md,
+rule 4), writes the splits once per hash and publishes
 one ``training-data`` and one ``inference-data`` event, both children of the upload event (same
 correlation id and identifier) carrying the config hash.
 
@@ -182,7 +183,8 @@ class PreprocessService:
             )
         test = None if payload.test_key is None else store.get(payload.test_key)
         digests = input_digests(train, test)
-        spec, recipe = self.settings.feature_spec, self.settings.recipe
+        spec = self.settings.feature_spec.for_task(horizon=payload.horizon, lags=payload.lags)
+        recipe = self.settings.recipe
         hex_hash, canonical = config_hash(
             recipe=recipe, spec=spec, input_digests=digests, seed=SEED
         )
