@@ -13,11 +13,12 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("prophet")
 
-from flts.data import FeatureSpec, PreparedData  # noqa: E402
-from flts.models import MODEL_TYPES, load_model, model_class  # noqa: E402
-from flts.models.neural import TorchForecaster  # noqa: E402
-from flts.models.onnx_runtime import onnx_predict  # noqa: E402
-from test_neural import TINY, build_prepared  # noqa: E402
+from test_neural import TINY, build_prepared
+
+from flts.data import FeatureSpec, PreparedData
+from flts.models import MODEL_TYPES, load_model, model_class
+from flts.models.neural import TorchForecaster
+from flts.models.onnx_runtime import onnx_predict
 
 HORIZON = 6
 #: Cheap settings per type, so the whole file stays in seconds.
