@@ -6,7 +6,8 @@ comparison.
 directory as an artifact (JSON scalers and spec, ``model.onnx``), so nothing of ours is
 pickled. ``mlflow models serve -m runs:/<run>/pyfunc --env-manager local`` then answers
 ``POST /invocations`` with ``{"dataframe_records": [history rows]}``: the same rows a client
-sends FLTS, validated by the same reference checks and predicted by the same ONNX runtime.
+sends FLTS, validated by the data contract (:func:`flts.data.validate_frame`, the checks
+uploads get) and predicted by the same ONNX runtime.
 The model server imports this module, so it runs with the checkout on its path.
 """
 
@@ -35,19 +36,19 @@ class FltsPyfuncModel(_python_model_base()):  # type: ignore[misc]
     out (original units, negatives clipped to 0, as ``POST /v1/forecast`` answers)."""
 
     def load_context(self, context: Any) -> None:
-        from flts.api.runtime import load_serving_model
+        from flts.models.serving import load_serving_model
 
         self.model = load_serving_model(Path(context.artifacts[ARTIFACT_KEY]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         import numpy as np
 
-        from flts.api.forecasting import request_window
-        from flts.api.schemas import ForecastRequest
+        from flts.data import last_window, validate_frame
 
         spec = self.model.spec
-        request = ForecastRequest(history=model_input.to_dict(orient="records"))
-        window = request_window(request, spec)
+        table = validate_frame(model_input, spec, min_rows=spec.lags)
+        values = table.frame.to_numpy(np.float64)
+        window = last_window(values, table.times.as_unit("ns").to_numpy(), spec)
         prediction = np.clip(self.model.predict(window)[0], 0.0, None)
         frame = pd.DataFrame(prediction, columns=list(spec.targets))
         stamps = [pd.Timestamp(t).isoformat() for t in window.target_times[0]]

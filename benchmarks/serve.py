@@ -224,7 +224,10 @@ def report(levels: list[Level], *, cold_start: float, paced_rps: float, top: int
         )
 
     def ratio(a: Level | None, b: Level | None) -> float | None:
-        return round(a.rps / b.rps, 3) if a and b and b.rps > 0 else None
+        """``a``'s requests/s over ``b``'s; none unless both answered every request."""
+        if a is None or b is None or a.failures or b.failures or b.rps <= 0:
+            return None
+        return round(a.rps / b.rps, 3)
 
     flts, floor, mlflow = find("flts", "closed"), find("floor", "closed"), find("mlflow", "closed")
     paced = find("flts", "paced")

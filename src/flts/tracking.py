@@ -2,14 +2,14 @@
 
 Every training run (successful or failed) becomes an MLflow run in one experiment, tagged
 ``config_hash``, ``identifier``, ``model_type`` and ``correlation_id``, so the tracking store is
-the durable record the evaluator derives its state from (DESIGN.md rule 5): "which model types
+the durable record the evaluator reads its state from (docs/architecture.md, rule 5): "which types
 have reported for this config hash" is a query, not something held in memory.
 
 The model itself is logged as the directory :meth:`Forecaster.save` writes (feature spec,
 scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``;
 nothing here pickles anything, and loading goes back through :func:`flts.models.base.load_model`.
 
-Backends are MLflow's own URI handling (DESIGN.md §2): ``sqlite:///...`` in tests and the
+Backends are MLflow's URI handling (docs/architecture.md, §2): ``sqlite:///...`` in tests and the
 embedded default, ``http://mlflow:5000`` for a tracking server. Only for store URIs that are not
 a server (SQLite, PostgreSQL, ...) do we pick the artifact location ourselves, under
 ``settings.home/artifacts``; a server decides its own (``--artifacts-destination``).

@@ -1,6 +1,6 @@
 """An MLflow tracking server on loopback: PostgreSQL backend store, S3 artifacts proxied.
 
-This is the distributed tracking setup (DESIGN.md §2): ``mlflow server`` with
+This is the distributed tracking setup (docs/architecture.md, §2): ``mlflow server`` with
 ``--serve-artifacts``, so clients (every FLTS service) upload and download model artifacts
 through the server's HTTP API and need only the tracking URI; only the server holds S3 keys.
 

@@ -1,4 +1,4 @@
-"""Config hash: one SHA-256 over everything that changes the processed data (DESIGN.md rule 4).
+"""Config hash: one SHA-256 over all that changes the processed data (docs/architecture.md, rule 4).
 
 Covered: the recipe (with its version), the feature spec (with its version), a digest of each
 input file's *content* (not its name or path), and the sampling seed. The canonical JSON that

@@ -1,6 +1,6 @@
 """Apply a recipe to validated tables: fill, split, clip, fit scalers, build windows.
 
-Pure functions of their inputs. The order of steps is the published protocol (DESIGN.md §6);
+Pure functions of their inputs. Steps follow the published protocol (docs/architecture.md, §5);
 each step's parameters come from the :class:`~flts.data.spec.Recipe`. Everything that is
 *fitted* (clip bounds, scalers) sees the training part only, so changing validation or test
 data can never change it.

@@ -1,7 +1,7 @@
 """Min-max scaling that is safe for constant features and persists as JSON (never a pickle).
 
 The scaler is fitted on the training part only; the same fitted object scales validation, test
-and every inference request, and inverse-transforms predictions (DESIGN.md rule 1).
+and every inference request, and inverse-transforms predictions (docs/architecture.md, rule 1).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Consumer group ``batch-inference`` (one replica wins each event):
   (``promotions.current``) it is run over that data's test split, which is the live check of
   how the champion does on data it was not selected on. No champion yet: nothing to do.
 
-Each run writes **one new object** (DESIGN.md rule 9: never read-modify-write a growing file)::
+Each run writes **one new object** (docs/architecture.md, rule 9: no read-modify-write)::
 
     inference-logs/<identifier>/<YYYY-MM-DD>/<UTC yyyymmddThhmmssffffffZ>-<run_id>.json
 

@@ -18,7 +18,7 @@ For one event the trainer
    bus retries them and finally dead-letters the event.
 
 The validation scores logged here are informational; the evaluator ranks candidates on the
-held-out test split with its own computation (DESIGN.md rule 3).
+held-out test split with its own computation (docs/architecture.md, rule 3).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class TrainService:
         params: dict[str, Any] | None = None,
     ) -> None:
         """Fail here, at start-up, on a missing or unknown model type, a missing optional
-        dependency (torch, prophet) or unknown model parameters (DESIGN.md rule 10)."""
+        dependency (torch, prophet) or unknown model parameters (docs/architecture.md, rule 10)."""
         chosen = model_type or context.settings.training.model_type
         if not chosen:
             raise ConfigurationError(
