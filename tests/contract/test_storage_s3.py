@@ -114,8 +114,8 @@ def test_standard_aws_variables_configure_the_store(
     for name, value in seaweedfs.credentials.env().items():
         aws_env.setenv(name, value)
     settings = Settings(storage_url=prefix_url)
-    assert settings.storage_options() == {}  # nothing from FLTS: botocore reads AWS_*
-    store = ObjectStore(settings.storage_url, **settings.storage_options())
+    assert settings.storage.options() == {}  # nothing from FLTS: botocore reads AWS_*
+    store = ObjectStore(settings.storage.url, **settings.storage.options())
     store.put("via/env", b"1")
     assert store.get("via/env") == b"1"
 
@@ -132,19 +132,19 @@ def test_flts_settings_take_precedence_over_aws_variables(
     aws_env.setenv("FLTS_S3_SECRET_ACCESS_KEY", credentials.secret_access_key)
     aws_env.setenv("FLTS_S3_REGION", "eu-west-1")
     settings = Settings(storage_url=prefix_url)
-    options = settings.storage_options()
+    options = settings.storage.options()
     assert options["client_kwargs"] == {"region_name": "eu-west-1"}
     assert "not-the-secret" not in str(settings.redacted())
     assert credentials.secret_access_key not in str(settings.redacted())
-    store = ObjectStore(settings.storage_url, **options)
+    store = ObjectStore(settings.storage.url, **options)
     store.put("via/settings", b"2")
     assert store.get("via/settings") == b"2"
 
 
 def test_s3_settings_only_apply_to_s3_urls(aws_env: pytest.MonkeyPatch) -> None:
     aws_env.setenv("FLTS_S3_ENDPOINT_URL", "http://127.0.0.1:9")
-    assert Settings(storage_url="memory://x").storage_options() == {}
-    assert Settings(storage_url="s3://b/p").storage_options() == {
+    assert Settings(storage_url="memory://x").storage.options() == {}
+    assert Settings(storage_url="s3://b/p").storage.options() == {
         "endpoint_url": "http://127.0.0.1:9"
     }
 
