@@ -13,11 +13,14 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
-from flts.data import last_window
+from flts.api import InferenceApp
+from flts.api.forms import ForecastCall, decode, row_windows
+from flts.data import FeatureSpec, Windows, last_window
 from flts.data.synthetic import synthetic_traffic
 from flts.exceptions import ModelError
 from flts.models import Forecaster, load_model
@@ -35,7 +38,7 @@ class LiveServer:
     travel real HTTP (headers, body limits, concurrency) and the lifespan runs as in
     ``flts serve``."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api-test-server")
@@ -87,7 +90,7 @@ class Harness:
     """A running app plus the handles a test needs to drive promotions."""
 
     client: httpx.Client
-    app: FastAPI
+    app: InferenceApp
     context: ServiceContext
     promotions: PromotionStore
     runs: Runs
@@ -132,6 +135,13 @@ def history_records(rows: int = 12, *, offset: int = 0) -> list[dict[str, Any]]:
         record["station_note"] = "extra columns are ignored"
         records.append(record)
     return records
+
+
+def request_windows(documents: list[Any], spec: FeatureSpec) -> Windows:
+    """The windows the forecast route validates ``documents`` into (request bodies as JSON
+    objects, all for a model with ``spec``); raises ``RejectedError`` for a refused one."""
+    calls = [decode(ForecastCall, orjson.dumps(document)) for document in documents]
+    return row_windows(calls, spec)
 
 
 def offline_forecast(model_dir: Path, records: list[dict[str, Any]]) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""The fast request path never disagrees with the reference path: it accepts only what the
-reference path accepts (same windows, same answers) and defers every bad input to it, so
-every 422 carries the same precise messages either way."""
+"""The single-forecast form (flts.api.forms) accepts exactly what the data contract accepts,
+with the windows an independent pandas reading of the rows gives, refuses every bad input, and
+every 422 carries the diagnosis' precise messages (flts.api.diagnosis)."""
 
 from __future__ import annotations
 
@@ -8,49 +8,67 @@ import copy
 from typing import Any
 
 import numpy as np
+import orjson
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from flts.api.errors import ApiError
-from flts.api.fastpath import body_may_be_fast, fast_windows
-from flts.api.forecasting import request_window
+from flts.api.diagnosis import diagnose_forecast
+from flts.api.forms import RejectedError
 from flts.api.schemas import ForecastRequest
+from flts.data import last_window
 from flts.data.spec import FeatureSpec
 from flts.exceptions import DataValidationError
 
-from .support import Harness, history_records
+from .support import Harness, history_records, request_windows
 from .test_validation import CASES
 
 SPEC = FeatureSpec()
 
 
 def reference(document: Any) -> Any:
-    """The reference path's problems (as the API reports them) or its window."""
+    """The problems the diagnosis reports (pydantic's words for keys and types), or the
+    window an independent pandas reading of valid rows gives."""
     try:
-        request = ForecastRequest.model_validate(document)
+        ForecastRequest.model_validate(document)
     except ValidationError as exc:
         return [str(e["msg"]) for e in exc.errors()]
     try:
-        return request_window(request, SPEC)
+        diagnose_forecast(orjson.dumps(document), 10_000, lambda identifier: SPEC)
     except DataValidationError as exc:
         return list(exc.problems)
+    frame = pd.DataFrame(document["history"])
+    values = frame[list(SPEC.inputs)].apply(pd.to_numeric).to_numpy(np.float64)
+    times = pd.to_datetime(frame[SPEC.time_column], format="ISO8601", utc=True)
+    times = times.dt.tz_convert(None)
+    return last_window(values, times.to_numpy(dtype="datetime64[ns]"), SPEC)
+
+
+class _Batch:
+    """Windows of accepted documents and their horizons (the tests' view of the forms)."""
+
+    def __init__(self, documents: list[Any]) -> None:
+        self.windows = request_windows(documents, SPEC)
+        self.horizons = [document.get("horizon", 1) for document in documents]
 
 
 def fast(document: Any) -> Any:
-    """The fast path as the route runs it, with a replica serving only 'global'
-    (``ForecastService.fast_resolve`` defers any other identifier)."""
-    import orjson
-
-    body = orjson.dumps(document)
-    if not body_may_be_fast(body):
-        return None
+    """What the route makes of one document with a replica serving only 'global' (any other
+    identifier names no loaded model): its windows, or ``None`` when refused."""
     if isinstance(document, dict) and document.get("identifier", "global") != "global":
         return None
-    return fast_windows([orjson.loads(body)], SPEC)
+    return fast_windows([document])
+
+
+def fast_windows(documents: list[Any], spec: FeatureSpec = SPEC) -> _Batch | None:
+    try:
+        return _Batch(documents)
+    except RejectedError:
+        return None
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_bad_input_is_left_to_the_reference_path(name: str) -> None:
+def test_every_bad_input_is_refused(name: str) -> None:
     mutate, _ = CASES[name]
     document = mutate(history_records(12))
     expected = reference(copy.deepcopy(document))
@@ -60,7 +78,7 @@ def test_every_bad_input_is_left_to_the_reference_path(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_api_messages_are_the_reference_messages(ready: Harness, name: str) -> None:
-    """What the API answers (fast path first) equals the reference path's messages."""
+    """What the API answers equals the diagnosis' messages."""
     mutate, _ = CASES[name]
     document = mutate(history_records(12))
     expected = reference(copy.deepcopy(document))
@@ -80,7 +98,7 @@ def test_api_messages_are_the_reference_messages(ready: Harness, name: str) -> N
         {"identifier": "global", "history": history_records(12, offset=7)},
     ],
 )
-def test_fast_windows_equal_the_reference_windows(document: dict[str, Any]) -> None:
+def test_windows_equal_the_reference_windows(document: dict[str, Any]) -> None:
     expected = reference(copy.deepcopy(document))
     batch = fast(document)
     assert batch is not None
@@ -90,7 +108,7 @@ def test_fast_windows_equal_the_reference_windows(document: dict[str, Any]) -> N
     assert batch.horizons == [document.get("horizon", 1)]
 
 
-def test_fast_batch_equals_items_one_by_one() -> None:
+def test_batch_equals_items_one_by_one() -> None:
     documents = [{"history": history_records(10 + k, offset=3 * k)} for k in range(5)]
     batch = fast_windows(documents, SPEC)
     assert batch is not None
@@ -101,18 +119,24 @@ def test_fast_batch_equals_items_one_by_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "accepted"),
     [
-        lambda rows: rows[2].update(down="12.5"),  # numeric string: reference accepts
-        lambda rows: rows[3].update(time=rows[3]["time"] + "+00:00"),  # offsets
-        lambda rows: rows[0].update(note=True),  # booleans anywhere in the body
-        lambda rows: rows[5].update(time="2026-02-30T00:00:00"),  # impossible date
+        (lambda rows: rows[2].update(down="12.5"), True),  # numeric string, as in CSV files
+        (lambda rows: rows[3].update(time=rows[3]["time"] + "+00:00"), True),  # offsets
+        (lambda rows: rows[0].update(note=True), True),  # booleans in an extra column
+        (lambda rows: rows[5].update(time="2026-02-30T00:00:00"), False),  # impossible date
     ],
 )
-def test_unusual_inputs_defer_to_the_reference_path(change: Any) -> None:
+def test_unusual_spellings_follow_the_data_contract(change: Any, accepted: bool) -> None:
     rows = history_records(12)
     change(rows)
-    assert fast({"history": rows}) is None
+    expected = reference({"history": rows})
+    batch = fast({"history": rows})
+    assert (batch is not None) is accepted
+    assert isinstance(expected, list) is not accepted
+    if batch is not None:
+        np.testing.assert_array_equal(batch.windows.x, expected.x)
+        np.testing.assert_array_equal(batch.windows.target_times, expected.target_times)
 
 
 def test_batch_answers_equal_single_answers_at_256(ready: Harness) -> None:
@@ -130,10 +154,10 @@ def test_batch_answers_equal_single_answers_at_256(ready: Harness) -> None:
         assert batched == pytest.approx(alone, rel=1e-12)
 
 
-def test_reference_and_fast_answers_are_identical(ready: Harness) -> None:
+def test_numbers_and_numeric_strings_answer_alike(ready: Harness) -> None:
     rows = history_records(12)
     fast_answer = ready.client.post("/v1/forecast", json={"history": rows})
-    # A numeric string takes the reference path; the value is the same number.
+    # A numeric string is read as CSV cells are; the value is the same number.
     slow_rows = copy.deepcopy(rows)
     slow_rows[0]["down"] = str(slow_rows[0]["down"])
     slow_answer = ready.client.post("/v1/forecast", json={"history": slow_rows})
@@ -142,8 +166,8 @@ def test_reference_and_fast_answers_are_identical(ready: Harness) -> None:
     assert fast_answer.headers["X-Model-Run-Id"] == slow_answer.headers["X-Model-Run-Id"]
 
 
-def test_api_error_class_is_unchanged() -> None:
-    assert ApiError.invalid("x").status == 422
+def test_bad_input_is_a_422_by_class() -> None:
+    assert DataValidationError("x").http_status == 422
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""The lean forecast front (flts.api.front) answers exactly like the FastAPI routes, hands
-every unusual request on with its body intact, and the default model source starts from the
-local model cache without MLflow while keeping the stale-pointer fallback."""
+"""The one forecast path answers every spelling of a request alike, reads streamed bodies
+whole (or refuses them at the limit), the app `flts serve` runs counts every route once, and
+the default model source starts from the local model cache without MLflow while keeping the
+stale-pointer fallback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import orjson
 import pytest
 
 from flts.api import ModelHolder, PromotionModelSource, TrackingModelSource, create_app
-from flts.api.front import served
 from flts.api.watcher import ChampionWatcher
 from flts.models import load_model
 from flts.promotion import Promotion, PromotionStore
@@ -38,7 +38,7 @@ def test_fast_answers_equal_the_reference_route(harness: Harness) -> None:
     _ready(harness)
     records = history_records(12)
     fast = harness.client.post("/v1/forecast", json={"history": records, "horizon": 1})
-    # "false" anywhere in the body sends the request to the FastAPI route (reference path).
+    # "false" in an extra column: ignored, the same answer.
     slow_records = [{**row, "station_note": "false"} for row in records]
     slow = harness.client.post("/v1/forecast", json={"history": slow_records, "horizon": 1})
     assert fast.status_code == slow.status_code == 200
@@ -53,8 +53,8 @@ def test_fast_answers_equal_the_reference_route(harness: Harness) -> None:
         json={"requests": [{"history": slow_records}, {"history": slow_records}]},
     )
     assert batch.status_code == slow_batch.status_code == 200
-    # One model call for both windows (fast) vs one per window (reference): the same
-    # answers up to floating-point summation order.
+    # One model call for both windows vs one per request: the same answers up to
+    # floating-point summation order.
     for got, want in zip(batch.json()["results"], slow_batch.json()["results"], strict=True):
         _assert_same_answer(got, want)
         _assert_same_answer(got, fast.json())
@@ -70,7 +70,7 @@ def _assert_same_answer(got: dict[str, Any], want: dict[str, Any]) -> None:
             assert step[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12)
 
 
-def test_streamed_bodies_are_read_whole_or_handed_on(harness_factory: Any) -> None:
+def test_streamed_bodies_are_read_whole_or_refused(harness_factory: Any) -> None:
     harness: Harness = harness_factory(max_history_rows=20)
     _ready(harness)
     body = orjson.dumps({"history": history_records(12)})
@@ -79,7 +79,7 @@ def test_streamed_bodies_are_read_whole_or_handed_on(harness_factory: Any) -> No
     )
     assert streamed.status_code == 200, streamed.text
     assert streamed.json() == harness.client.post("/v1/forecast", content=body).json()
-    # Over the byte limit while streaming: the route's own 413, from the replayed body.
+    # Over the byte limit while streaming: 413 as soon as the limit is crossed.
     limit = harness.context.settings.serving.max_history_rows * 1024 + 64 * 1024
     big = b" " * (limit + 10) + body
     response = harness.client.post("/v1/forecast", content=_chunks(big, 64 * 1024))
@@ -87,9 +87,9 @@ def test_streamed_bodies_are_read_whole_or_handed_on(harness_factory: Any) -> No
     assert f"request body is over the {limit}-byte limit" in response.text
 
 
-def test_served_front_outside_the_app(tmp_path: Path, runs: Runs) -> None:
-    """What `flts serve` runs: the front wraps the FastAPI app; fast requests are counted
-    once, everything else still reaches the app's routes and handlers."""
+def test_what_flts_serve_runs(tmp_path: Path, runs: Runs) -> None:
+    """What `flts serve` runs is what create_app returns: forecasts are counted once, every
+    other route still reaches FastAPI's routes and handlers."""
     context = ServiceContext(make_settings(tmp_path))
     promotions = PromotionStore(context.store, run_exists=runs.exists)
     app = create_app(
@@ -99,7 +99,7 @@ def test_served_front_outside_the_app(tmp_path: Path, runs: Runs) -> None:
         source=PromotionModelSource(promotions, runs.load),
     )
     try:
-        with LiveServer(served(app)) as client:  # type: ignore[arg-type]
+        with LiveServer(app) as client:
             assert client.get("/readyz").status_code == 503
             promotions.record(
                 Promotion(run_id="run-ridge", model_type="RIDGE", config_hash=CONFIG_HASH)

@@ -33,7 +33,7 @@ def test_model_selected_event_swaps_without_polling(
 ) -> None:
     # A poll interval far longer than the test: only the bus can trigger the swap.
     harness = harness_factory(follow_bus=True, pointer_poll_seconds=600.0)
-    harness.wait_for(lambda: harness.app.state.watcher.polls >= 1)  # the start-up poll is over
+    harness.wait_for(lambda: harness.app.watcher.polls >= 1)  # the start-up poll is over
     promotion = harness.promote("run-persistence", "PobleSec")
     assert harness.serving_run("PobleSec") is None
     event = new_event(
@@ -57,8 +57,8 @@ def test_stale_pointer_falls_back_to_the_last_valid_run(harness: Harness) -> Non
     harness.promote("run-persistence", minutes=1)
     # The poller saw the new pointer and judged its run; a full poll later nothing changed.
     harness.wait_for(lambda: "run-persistence" in harness.runs.checks)
-    polls = harness.app.state.watcher.polls
-    harness.wait_for(lambda: harness.app.state.watcher.polls >= polls + 2)
+    polls = harness.app.watcher.polls
+    harness.wait_for(lambda: harness.app.watcher.polls >= polls + 2)
     assert harness.serving_run() == "run-ridge"
     assert "run-persistence" not in harness.runs.loads
 

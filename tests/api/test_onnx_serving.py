@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flts.api.holder import LoadedModel, warm_up
-from flts.api.runtime import OnnxForecaster, load_serving_model
+from flts.api.answers import row_answers
+from flts.api.holder import LoadedModel
+from flts.api.warmup import warm_up
 from flts.data import FeatureSpec, prepare, validate_frame
 from flts.data.synthetic import synthetic_traffic
 from flts.models import load_model
+from flts.models.serving import OnnxForecaster, load_serving_model
 from flts.promotion import Promotion
 
-from .support import CONFIG_HASH, history_records
+from .support import CONFIG_HASH, history_records, request_windows
 
 
 @pytest.fixture(scope="session", params=["LSTM", "GRU"])
@@ -39,19 +41,15 @@ def neural_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 def test_onnx_and_torch_paths_forecast_the_same(neural_dir: Path) -> None:
-    from flts.api.forecasting import answer, request_window
-    from flts.api.schemas import ForecastRequest
-
     served = load_serving_model(neural_dir)
     reference = load_model(neural_dir)
     assert isinstance(served, OnnxForecaster)
     assert served.model_type == reference.model_type
-    request = ForecastRequest(history=history_records(40))
-    window = request_window(request, served.spec)
+    window = request_windows([{"history": history_records(40)}], served.spec)
     np.testing.assert_allclose(served.predict(window), reference.predict(window), rtol=1e-5)
     promotion = Promotion(run_id="r", model_type=served.model_type, config_hash=CONFIG_HASH)
-    [onnx_answer] = answer(LoadedModel(served, promotion), window, [1])
-    [torch_answer] = answer(LoadedModel(reference, promotion), window, [1])
+    [onnx_answer] = row_answers(LoadedModel(served, promotion), window, [1])
+    [torch_answer] = row_answers(LoadedModel(reference, promotion), window, [1])
     assert onnx_answer["forecast"][0]["time"] == torch_answer["forecast"][0]["time"]
     for target in served.spec.targets:
         assert onnx_answer["forecast"][0][target] == pytest.approx(
@@ -71,19 +69,19 @@ def test_serving_process_never_imports_torch(neural_dir: Path, tmp_path: Path) -
         import json, sys
         from pathlib import Path
         import flts.api, flts.api.routes, fastapi, uvicorn
-        from flts.api.fastpath import fast_windows
-        from flts.api.forecasting import answer
-        from flts.api.holder import LoadedModel, warm_up
-        from flts.api.runtime import load_serving_model
+        from flts.api.answers import row_answers
+        from flts.api.forms import ForecastCall, decode, row_windows
+        from flts.api.holder import LoadedModel
+        from flts.api.warmup import warm_up
+        from flts.models.serving import load_serving_model
         from flts.promotion import Promotion
 
         model = load_serving_model(Path({str(neural_dir)!r}))
         warm_up(model)
         loaded = LoadedModel(model, Promotion(run_id="r", model_type=model.model_type,
                                               config_hash={CONFIG_HASH!r}))
-        document = json.loads(Path({str(request_path)!r}).read_text())
-        batch = fast_windows([document], model.spec)
-        result = answer(loaded, batch.windows, batch.horizons)
+        call = decode(ForecastCall, Path({str(request_path)!r}).read_bytes())
+        result = row_answers(loaded, row_windows([call], model.spec), [call.horizon])
         print(json.dumps({{"torch": "torch" in sys.modules,
                           "type": type(model).__name__,
                           "down": result[0]["forecast"][0]["down"]}}))

@@ -1,6 +1,6 @@
-"""The tensor batch form of ``POST /v1/forecast/batch`` (flts.api.window_batch): the same
-forecasts as the row form, every bad input refused with a precise 422 (by the reference path:
-the fast path only accepts), and the fast path's windows equal the reference windows."""
+"""The tensor batch form of ``POST /v1/forecast/batch`` (flts.api.forms): the same forecasts
+as the row form, every bad input refused with a precise 422, and its windows equal an
+independent reading of the tensor."""
 
 from __future__ import annotations
 
@@ -11,17 +11,29 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from flts.api.fastpath import fast_window_batch
-from flts.api.routes import MAX_BATCH_REQUESTS
+from flts.api.forms import (
+    ENCODED_DTYPES,
+    MAX_BATCH_ITEMS,
+    BatchCall,
+    RejectedError,
+    check_tensor,
+    claimed_size,
+    decode,
+    tensor_call,
+    tensor_windows,
+)
 from flts.api.schemas import WindowBatchRequest
-from flts.api.window_batch import ENCODED_DTYPES, validate_window_batch
 from flts.data.spec import FeatureSpec
-from flts.exceptions import DataValidationError
+from flts.data.windows import Windows
+from flts.exceptions import DataValidationError, PayloadTooLargeError
 
-from .support import Harness, history_records
+from .support import Harness, history_records, request_windows
+
+MAX_BATCH_REQUESTS = MAX_BATCH_ITEMS
 
 SPEC = FeatureSpec()
 BATCH = "/v1/forecast/batch"
@@ -45,15 +57,29 @@ def histories(count: int, rows: int = 10) -> list[list[dict[str, Any]]]:
 
 
 def reference(document: Any) -> Any:
-    """The reference path's problems or its windows."""
+    """The documented body model's problems, or the windows an independent reading of a
+    valid tensor gives (numpy for the values, pandas for the times)."""
     try:
-        request = WindowBatchRequest.model_validate(document)
+        WindowBatchRequest.model_validate(document)
     except ValidationError as exc:
         return [str(e["msg"]) for e in exc.errors()]
-    try:
-        return validate_window_batch(request, SPEC)
-    except DataValidationError as exc:
-        return list(exc.problems)
+    if "windows" in document:
+        values = np.array(document["windows"], dtype=np.float64)
+    else:
+        encoded = document["encoded_windows"]
+        raw = np.frombuffer(base64.b64decode(encoded["base64"]), ENCODED_DTYPES[encoded["dtype"]])
+        values = raw.reshape(encoded["shape"]).astype(np.float64)
+    order = [document["columns"].index(name) for name in SPEC.inputs]
+    x = values[:, -SPEC.lags :, order]
+    ends = pd.to_datetime(pd.Series(document["end_times"]), format="ISO8601", utc=True)
+    last = ends.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")[:, None]
+    step = np.timedelta64(int(SPEC.step.value), "ns")
+    return Windows(
+        x=x,
+        y=None,
+        input_times=last - step * np.arange(SPEC.lags - 1, -1, -1),
+        target_times=last + step * np.arange(1, SPEC.horizon + 1),
+    )
 
 
 def encoded(document: dict[str, Any], dtype: str = "float64") -> dict[str, Any]:
@@ -67,8 +93,13 @@ def encoded(document: dict[str, Any], dtype: str = "float64") -> dict[str, Any]:
 
 
 def fast(document: Any) -> Any:
-    body = orjson.dumps(document)
-    return fast_window_batch(orjson.loads(body), body, SPEC, MAX_BATCH_REQUESTS, MAX_ROWS)
+    """What the forms make of a tensor body: ``(windows, horizon)``, or ``None`` if refused."""
+    try:
+        call = tensor_call(decode(BatchCall, orjson.dumps(document)))
+        check_tensor(*claimed_size(call), MAX_ROWS)
+        return tensor_windows(call, SPEC), call.horizon
+    except (RejectedError, DataValidationError, PayloadTooLargeError):
+        return None
 
 
 @pytest.fixture
@@ -119,7 +150,8 @@ def test_offsets_in_end_times_are_converted_to_utc(ready: Harness) -> None:
         (np.datetime64(t) + np.timedelta64(1, "h")).astype(str) + "+01:00"
         for t in document["end_times"]
     ]
-    assert fast(shifted) is None  # offsets take the reference path, which accepts them
+    got, _ = fast(shifted)  # offsets are converted to UTC
+    np.testing.assert_array_equal(got.target_times, fast(document)[0].target_times)
     assert ready.client.post(BATCH, json=shifted).json() == naive
 
 
@@ -132,7 +164,7 @@ def test_float32_bytes_answer_like_float32_numbers(ready: Harness) -> None:
     assert as_bytes.json() == ready.client.post(BATCH, json=rounded).json()
 
 
-def test_fast_windows_equal_the_reference_windows() -> None:
+def test_windows_equal_the_reference_windows() -> None:
     documents = [
         tensor(histories(3)),
         tensor(histories(2, rows=12), SPEC.inputs[::-1]),
@@ -149,15 +181,12 @@ def test_fast_windows_equal_the_reference_windows() -> None:
 
 
 def test_windows_equal_the_row_form_windows() -> None:
-    from flts.api.fastpath import fast_windows
-
     items = histories(3)
-    rows = fast_windows([{"history": h} for h in items], SPEC)
-    assert rows is not None
+    rows = request_windows([{"history": h} for h in items], SPEC)
     got, _ = fast(tensor(items))
-    np.testing.assert_array_equal(got.x, rows.windows.x)
-    np.testing.assert_array_equal(got.input_times, rows.windows.input_times)
-    np.testing.assert_array_equal(got.target_times, rows.windows.target_times)
+    np.testing.assert_array_equal(got.x, rows.x)
+    np.testing.assert_array_equal(got.input_times, rows.input_times)
+    np.testing.assert_array_equal(got.target_times, rows.target_times)
 
 
 def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
@@ -290,9 +319,7 @@ ENCODED_CASES: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     [("numbers", name) for name in sorted(CASES)]
     + [("bytes", name) for name in sorted(ENCODED_CASES)],
 )
-def test_bad_tensors_get_precise_422s_from_the_reference_path(
-    ready: Harness, form: str, name: str
-) -> None:
+def test_bad_tensors_get_precise_422s(ready: Harness, form: str, name: str) -> None:
     if form == "numbers":
         change, message = CASES[name]
         document = tensor(histories(3))
@@ -300,7 +327,7 @@ def test_bad_tensors_get_precise_422s_from_the_reference_path(
         change, message = ENCODED_CASES[name]
         document = encoded(tensor(histories(3)))
     change(document)
-    assert fast(copy.deepcopy(document)) is None, "the fast path must defer"
+    assert fast(copy.deepcopy(document)) is None, "the form must refuse it"
     response = ready.client.post(BATCH, json=document)
     assert response.status_code == 422, response.text
     assert any(message in problem for problem in response.json()["problems"]), response.json()

@@ -2,7 +2,8 @@
 
 One app instance is one replica: its own :class:`~flts.api.holder.ModelHolder`, metrics
 registry and consumer group (``serve-<replica_id>``), so any number of replicas (or of apps in
-one test process) each learn of every promotion.
+one test process) each learn of every promotion. :func:`create_app` returns the complete ASGI
+app (:class:`~flts.api.asgi.InferenceApp`); uvicorn runs exactly that.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from starlette.types import ASGIApp
 
+from flts.api.asgi import InferenceApp
 from flts.api.errors import install_error_handlers
-from flts.api.front import ForecastFront, served
-from flts.api.holder import ModelHolder, ModelSource, TrackingModelSource
-from flts.api.metrics import ApiMetrics, MetricsMiddleware
-from flts.api.routes import ForecastService, build_router
+from flts.api.holder import ModelHolder
+from flts.api.metrics import ApiMetrics
+from flts.api.routes import build_router, document_forecast_routes
+from flts.api.service import ForecastService
+from flts.api.sources import ModelSource, TrackingModelSource
 from flts.api.watcher import ChampionWatcher
 from flts.events import validate_topic
 from flts.exceptions import ConfigurationError, EventValidationError
@@ -43,12 +45,14 @@ def create_app(
     replica_id: str | None = None,
     follow_bus: bool = True,
     source: ModelSource | None = None,
-) -> FastAPI:
+    close_context: bool = False,
+) -> InferenceApp:
     """Build one inference replica.
 
     ``source`` defaults to the context's promotion store plus tracker; ``follow_bus=False``
     relies on pointer polling alone. The lifespan starts the champion watcher (first poll at
-    once) and stops it; closing the context stays the caller's job.
+    once) and stops it; it also closes ``context`` when ``close_context`` is set (the app owns
+    it), otherwise that stays the caller's job.
     """
     settings = context.settings
     replica = replica_id or default_replica_id()
@@ -77,24 +81,25 @@ def create_app(
             yield
         finally:
             await anyio.to_thread.run_sync(watcher.stop)
+            if close_context:
+                context.close()
 
-    app = FastAPI(
+    framework = FastAPI(
         title="FLTS inference API",
         summary="Forecasts of cellular base-station load from the promoted champion model.",
         lifespan=lifespan,
         **_no_native_telemetry(),
     )
-    app.state.holder = holder
-    app.state.metrics = metrics
-    app.state.watcher = watcher
-    app.state.replica_id = replica
-    app.state.forecast_service = service
-    install_error_handlers(app)
-    app.include_router(build_router(service, metrics))
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    # Added last, so outermost: ordinary forecasts never reach FastAPI's routing (see
-    # flts.api.front); everything else goes through the middleware and routes above.
-    app.add_middleware(ForecastFront, service=service, metrics=metrics)
+    install_error_handlers(framework)
+    framework.include_router(build_router(service, metrics))
+    app = InferenceApp(
+        service=service,
+        framework=framework,
+        metrics=metrics,
+        watcher=watcher,
+        replica_id=replica,
+    )
+    document_forecast_routes(framework, app.routes)
     return app
 
 
@@ -107,26 +112,13 @@ def _no_native_telemetry() -> dict[str, Any]:
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
-def app_from_environment() -> ASGIApp:
+def app_from_environment() -> InferenceApp:
     """Uvicorn factory for ``flts serve --workers N``: each worker process builds its own
     settings (``FLTS_*``), context, model and consumer group (``serve-<host>-<pid>``), so
     every worker learns of every promotion; the context closes with the worker."""
     from flts.settings import Settings
 
-    context = ServiceContext(Settings())
-    app = create_app(context)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            async with inner(app):
-                yield
-        finally:
-            context.close()
-
-    app.router.lifespan_context = lifespan
-    return served(app)
+    return create_app(ServiceContext(Settings()), close_context=True)
 
 
 def uvicorn_options(serving_timeout: float) -> dict[str, Any]:  # passed on as **kwargs
@@ -172,7 +164,7 @@ def serve(
                 **options,
             )
         else:
-            app = served(create_app(context, replica_id=replica_id))
+            app = create_app(context, replica_id=replica_id)
             uvicorn.run(app, workers=1, **bind, **options)
     finally:
         context.close()

@@ -1,20 +1,19 @@
-"""Errors of the inference API as RFC 9457 problem documents (DESIGN.md rule 8).
-
-Every expected failure is an :class:`ApiError` with a status that means something and one
-line per problem, so a caller fixes a request in one pass::
+"""HTTP answers of the error tree: every :class:`~flts.exceptions.FLTSError` becomes an RFC 9457
+problem document here, from the class alone (docs/architecture.md, rule 8)::
 
     {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
      "detail": "column 'down' has missing values at history[3]",
      "problems": ["column 'down' has missing values at history[3]"]}
 
-422 bad input, 413 too large, 429 overloaded, 503 (+ ``Retry-After``) no model yet, 504 timed
-out. A 500 is reserved for bugs and broken models, never for a state a client can cause.
+The status is ``exc.http_status`` (422 bad input, 413 too large, 429 overloaded, 503 no model
+yet, 504 timed out, 500 only for bugs and broken models), the lines are ``exc.problems`` and
+the headers ``exc.headers()`` (``Retry-After`` on 429 and 503). :func:`error_response` is the
+one translation; the forecast routes and FastAPI's exception handlers both use it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -24,37 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from flts.exceptions import DataValidationError
+from flts.exceptions import FLTSError
 
 PROBLEM_JSON = "application/problem+json"
-
-
-class ApiError(Exception):
-    """An HTTP answer other than success, with its reasons."""
-
-    def __init__(
-        self,
-        status: int,
-        problems: Sequence[str],
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__("; ".join(problems))
-        self.status = status
-        self.problems = tuple(problems)
-        self.headers = dict(headers or {})
-
-    @classmethod
-    def invalid(cls, *problems: str) -> ApiError:
-        return cls(422, problems)
-
-    @classmethod
-    def from_validation(cls, exc: DataValidationError, prefix: str = "") -> ApiError:
-        return cls(422, [prefix + p for p in exc.problems])
-
-    @classmethod
-    def unavailable(cls, problem: str, retry_after: float) -> ApiError:
-        return cls(503, [problem], headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 def problem_response(
@@ -73,8 +44,9 @@ def problem_response(
     )
 
 
-def api_error_response(exc: ApiError) -> Response:
-    return problem_response(exc.status, exc.problems, exc.headers)
+def error_response(exc: FLTSError) -> Response:
+    """The problem document of any error of the tree."""
+    return problem_response(exc.http_status, exc.problems, exc.headers())
 
 
 def describe_pydantic_errors(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> list[str]:
@@ -95,11 +67,11 @@ def describe_pydantic_errors(errors: Iterable[Mapping[str, Any]], prefix: str = 
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every error the framework raises as a problem document too."""
+    """Answer every error of the routes FastAPI serves as a problem document too."""
 
-    async def on_api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return api_error_response(exc)
+    async def on_flts_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FLTSError)
+        return error_response(exc)
 
     async def on_request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -109,6 +81,6 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return problem_response(exc.status_code, [str(exc.detail)], exc.headers)
 
-    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(FLTSError, on_flts_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)

@@ -31,8 +31,10 @@ from flts.promotion import Promotion
 
 #: Scope key where a route records which model type answered (read by the middleware).
 MODEL_TYPE_SCOPE_KEY = "flts.model_type"
+#: Scope key where the forecast routes record their template (FastAPI records its own).
+ROUTE_SCOPE_KEY = "flts.route"
 
-#: Latency buckets for a sub-millisecond model behind a few-millisecond validation.
+#: Latency buckets from a millisecond (one forecast) to the default 10 s request timeout.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -106,11 +108,14 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (no per-request task or body copy) that times every request."""
+    """Pure ASGI middleware (no per-request task or body copy) that times every request of
+    the app it wraps: the forecast routes and every FastAPI route alike."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # label values -> (requests counter child, latency histogram child), resolved once
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,25 +127,37 @@ class MetricsMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status = message["status"]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        gauge = self.metrics.in_flight
+        gauge.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
+            gauge.dec()
             labels = (
                 _route(scope),
                 str(scope.get("method", "")),
                 str(status),
                 str(scope.get(MODEL_TYPE_SCOPE_KEY, "")),
             )
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            children = self._children.get(labels)
+            if children is None:
+                children = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.latency.labels(*labels),
+                )
+                self._children[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 def _route(scope: dict[str, Any] | Scope) -> str:
+    """The route template: the forecast routes name theirs, FastAPI records its match."""
+    named = scope.get(ROUTE_SCOPE_KEY)
+    if named is not None:
+        return str(named)
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"

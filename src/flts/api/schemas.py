@@ -1,8 +1,9 @@
 """Request and response shapes of the inference API.
 
-Requests are validated with these models after the body was size-checked and parsed (see
-:mod:`flts.api.routes`); responses are built as plain dicts on the hot path and these models
-document them in the OpenAPI schema.
+These pydantic models document every body in the OpenAPI schema. Requests are decoded and
+validated by :mod:`flts.api.forms` (typed msgspec decoding, one validator per form); a refused
+request is described with these models' messages (:mod:`flts.api.diagnosis`), and answers are
+built as plain dicts that these models document.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Follow promotions: every replica learns of every promotion (DESIGN.md rule 7).
+"""Follow promotions: every replica learns of every promotion (docs/architecture.md, rule 7).
 
 Two independent paths, either of which suffices:
 

@@ -10,6 +10,7 @@
 
 :func:`load_serving_model` picks the runtime from the saved manifest; everything else
 (validation, scaling, answers) is the shared :class:`~flts.models.Forecaster` contract.
+:func:`inline_types` names the runtimes cheap enough to answer on the event loop.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def load_serving_model(directory: Path, *, threads: int = 1) -> Forecaster:
 
 def inline_types() -> frozenset[type[Forecaster]]:
     """Model classes cheap and bounded enough to run on the event loop (see
-    :attr:`flts.api.holder.LoadedModel.inline`)."""
+    :attr:`flts.api.holder.LoadedModel.inline`): a few numpy/ONNX operations per call."""
     from flts.models.baselines import Persistence, SeasonalNaive
     from flts.models.ridge import Ridge
 

@@ -1,0 +1,242 @@
+"""The forecast path without HTTP: request bytes in, answer bytes out, errors of the tree.
+
+:class:`ForecastService` decodes a body with its form (:mod:`flts.api.forms`), picks the
+champion the request names, predicts and builds the answer (:mod:`flts.api.answers`). Every
+refusal is an :class:`~flts.exceptions.FLTSError` (422 with every problem, described by
+:mod:`flts.api.diagnosis`; 413, 429, 503, 504, 500 for a broken model), which the HTTP
+boundary translates once (:func:`flts.api.errors.error_response`).
+
+Bounded numpy/ONNX runtimes answer on the event loop (a thread hop costs more than their
+forecast); other runtimes (Prophet, ensembles) run in a worker thread under
+``serving.max_in_flight`` (429) and ``serving.request_timeout`` (504), so a slow model never
+stalls the event loop that answers ``/healthz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import msgspec
+import orjson
+
+from flts.api import forms
+from flts.api.answers import row_answers, tensor_answer
+from flts.api.diagnosis import SpecOf, diagnose_batch, diagnose_forecast
+from flts.api.forms import BatchCall, ForecastCall, RejectedError
+from flts.api.holder import LoadedModel, ModelHolder
+from flts.data.spec import FeatureSpec
+from flts.exceptions import (
+    DataValidationError,
+    DeadlineExceededError,
+    FLTSError,
+    ModelError,
+    ModelUnavailableError,
+    OverloadedError,
+)
+from flts.settings import ServingSettings
+
+T = TypeVar("T")
+Diagnose = Callable[[bytes, int, SpecOf], None]
+
+#: Largest batch answered on the event loop (1024 LSTM windows take ~2 ms).
+INLINE_MAX_WINDOWS = forms.MAX_BATCH_ITEMS
+#: Generous JSON budget per history row (a row of 12 numbers is ~300 bytes), used to refuse
+#: oversized bodies before reading them; the row count itself is then checked exactly.
+_BYTES_PER_ROW = 1024
+_BYTES_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class Served:
+    """What answered a call, for the caller's headers and metrics: the one model whose
+    lineage the answer carries (none for a row-form batch, whose items may differ) and the
+    model type(s) that answered, set as soon as they are known (errors count them too)."""
+
+    model: LoadedModel | None = None
+    model_type: str = ""
+
+
+class ForecastService:
+    """Model resolution, limits and the three request forms of the two forecast routes."""
+
+    def __init__(self, holder: ModelHolder, settings: ServingSettings) -> None:
+        self.holder = holder
+        self.settings = settings
+        self.max_body_bytes = settings.max_history_rows * _BYTES_PER_ROW + _BYTES_OVERHEAD
+        self.max_batch_bytes = self.max_body_bytes * 4
+        self._in_flight = 0  # only touched on the event loop: no lock needed
+
+    # ------------------------------------------------------------------ models
+
+    def resolve(self, identifier: str | None) -> LoadedModel:
+        """The model for ``identifier``; when omitted, ``global`` or the only one loaded.
+
+        An identifier without a champion is a 503 (its promotion may arrive any moment), not a
+        silent fallback to another station's model.
+        """
+        models = self.holder.snapshot()
+        if identifier is not None:
+            loaded = models.get(identifier)
+            if loaded is None:
+                raise ModelUnavailableError(
+                    f"no model is loaded for identifier {identifier!r} yet: nothing promoted "
+                    "for it, or its champion is still loading",
+                    retry_after=self.settings.pointer_poll_seconds,
+                )
+            return loaded
+        if "global" in models:
+            return models["global"]
+        if len(models) == 1:
+            return next(iter(models.values()))
+        if not models:
+            raise ModelUnavailableError(
+                "no model is loaded yet: nothing promoted, or the champion is still loading",
+                retry_after=self.settings.pointer_poll_seconds,
+            )
+        raise DataValidationError(
+            f"identifier is required: models are loaded for {sorted(models)} and none for 'global'"
+        )
+
+    def _spec(self, identifier: str | None) -> FeatureSpec:
+        return self.resolve(identifier).spec
+
+    # ------------------------------------------------------------------ the routes
+
+    async def forecast(self, body: bytes, served: Served) -> bytes:
+        """``POST /v1/forecast``: one request, one answer."""
+        try:
+            call = forms.decode(ForecastCall, body)
+        except RejectedError as exc:
+            raise self._refusal(exc, diagnose_forecast, body) from exc
+        forms.check_history(len(call.history), self.settings.max_history_rows)
+        loaded = self._champion(call.identifier, diagnose_forecast, body, served)
+        served.model = loaded
+        try:
+            windows = forms.row_windows([call], loaded.spec)
+        except RejectedError as exc:
+            raise self._refusal(exc, diagnose_forecast, body) from exc
+        [answer] = await self._predict(
+            loaded, 1, lambda: row_answers(loaded, windows, [call.horizon])
+        )
+        return orjson.dumps(answer)
+
+    async def forecast_batch(self, body: bytes, served: Served) -> bytes:
+        """``POST /v1/forecast/batch``: the row form or the tensor form, all or nothing."""
+        try:
+            call = forms.decode(BatchCall, body)
+            if call.is_tensor:
+                return await self._tensor(forms.tensor_call(call), body, served)
+            if (
+                call.requests is msgspec.UNSET
+                or call.identifier is not msgspec.UNSET
+                or call.horizon is not msgspec.UNSET
+            ):
+                raise RejectedError("a row-form batch has `requests` and nothing else")
+        except RejectedError as exc:
+            raise await self._batch_refusal(exc, body) from exc
+        return await self._rows(call.requests, body, served)
+
+    async def _rows(self, calls: list[ForecastCall], body: bytes, served: Served) -> bytes:
+        limit = self.settings.max_history_rows
+        forms.check_requests(len(calls))
+        for index, call in enumerate(calls):
+            forms.check_history(len(call.history), limit, f"requests[{index}].")
+        models = [self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
+        served.model_type = ",".join(sorted({m.promotion.model_type for m in models}))
+        # One validation and one model call per model (usually one for the whole batch).
+        groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+        for index, model in enumerate(models):
+            groups.setdefault(id(model), (model, []))[1].append(index)
+        work = []
+        for model, indices in groups.values():
+            try:
+                windows = forms.row_windows([calls[i] for i in indices], model.spec)
+            except RejectedError as exc:
+                raise await self._batch_refusal(exc, body) from exc
+            work.append((model, indices, windows))
+        results: list[Any] = [None] * len(calls)
+        for model, indices, windows in work:
+            horizons = [calls[i].horizon for i in indices]
+            answers = await self._predict(
+                model, len(indices), partial(row_answers, model, windows, horizons)
+            )
+            for index, answer in zip(indices, answers, strict=True):
+                results[index] = answer
+        return orjson.dumps({"results": results})
+
+    async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
+        forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
+        loaded = self._champion(call.identifier, diagnose_batch, body, served)
+        served.model = loaded
+        windows = forms.tensor_windows(call, loaded.spec)
+        answer = await self._predict(
+            loaded, len(windows), lambda: tensor_answer(loaded, windows, call.horizon)
+        )
+        return orjson.dumps(answer)
+
+    # ------------------------------------------------------------------ refusals
+
+    def _champion(
+        self, identifier: str | None, diagnose: Diagnose, body: bytes, served: Served
+    ) -> LoadedModel:
+        """:meth:`resolve`; when it fails, a body with wrong keys or types is a 422 first
+        (those are the client's to fix whether or not a model is loaded)."""
+        try:
+            loaded = self.resolve(identifier)
+        except FLTSError as exc:
+            try:
+                diagnose(body, self.settings.max_history_rows, None)
+            except FLTSError as described:
+                raise described from exc
+            raise
+        if not served.model_type:
+            served.model_type = loaded.promotion.model_type
+        return loaded
+
+    def _refusal(self, rejected: RejectedError, diagnose: Diagnose, body: bytes) -> FLTSError:
+        """The precise error of a rejected body, or the forms' own reason."""
+        try:
+            diagnose(body, self.settings.max_history_rows, self._spec)
+        except FLTSError as exc:
+            return exc
+        return DataValidationError(rejected.reason)
+
+    async def _batch_refusal(self, rejected: RejectedError, body: bytes) -> FLTSError:
+        # Describing up to 1,024 requests row by row takes a while: off the event loop.
+        return await self.run(lambda: self._refusal(rejected, diagnose_batch, body))
+
+    # ------------------------------------------------------------------ execution
+
+    async def _predict(self, loaded: LoadedModel, windows: int, work: Callable[[], T]) -> T:
+        """``work`` (a forecast of ``windows`` windows with ``loaded``): on the event loop for
+        bounded runtimes, in a worker thread under the 429/504 limits otherwise."""
+        if loaded.inline and windows <= INLINE_MAX_WINDOWS:
+            try:
+                return work()
+            except ModelError as exc:
+                raise ModelError(f"the model failed: {exc}") from exc
+        return await self.run(work)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a worker thread under the in-flight and time limits."""
+        if self._in_flight >= self.settings.max_in_flight:
+            raise OverloadedError(
+                f"too many forecasts in progress (limit {self.settings.max_in_flight})"
+            )
+        self._in_flight += 1
+        try:
+            with anyio.fail_after(self.settings.request_timeout):
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise DeadlineExceededError(
+                f"forecast took longer than {self.settings.request_timeout:g} s"
+            ) from exc
+        except ModelError as exc:
+            raise ModelError(f"the model failed: {exc}") from exc
+        finally:
+            self._in_flight -= 1
