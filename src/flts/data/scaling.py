@@ -7,6 +7,7 @@ and every inference request, and inverse-transforms predictions (docs/architectu
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +59,20 @@ class MinMaxScaler(BaseModel):
             maximum=tuple(float(v) for v in np.nanmax(values, axis=0)),
         )
 
-    @property
+    # Cached: a serving replica scales every request with the same bounds, and rebuilding
+    # these arrays cost more than the scaling itself. Read-only, so no caller can corrupt them.
+    @cached_property
     def _offset(self) -> np.ndarray:
-        return np.asarray(self.minimum, dtype=np.float64)
+        offset = np.asarray(self.minimum, dtype=np.float64)
+        offset.flags.writeable = False
+        return offset
 
-    @property
+    @cached_property
     def _scale(self) -> np.ndarray:
         span = np.asarray(self.maximum, dtype=np.float64) - self._offset
-        return np.where(span > 0.0, span, 1.0)
+        scale = np.where(span > 0.0, span, 1.0)
+        scale.flags.writeable = False
+        return scale
 
     def _check_width(self, values: np.ndarray) -> None:
         if values.shape[-1] != len(self.columns):
