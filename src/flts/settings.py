@@ -31,6 +31,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flts.data.spec import FeatureSpec, Recipe
+from flts.exceptions import DataValidationError
+from flts.models.intervals import check_levels
 from flts.models.registry import MODEL_TYPES
 
 #: Model types the pipeline trains when nothing else is configured.
@@ -65,6 +67,18 @@ class EvaluationSettings(_Section):
         lt=1.0,
         description="Relative margin by which it must beat the champion, re-scored alike.",
     )
+    interval_levels: tuple[float, ...] = Field(
+        default=(80.0, 95.0),
+        description="Interval levels (%) every candidate is scored at: coverage, width, wQL.",
+    )
+
+    @field_validator("interval_levels")
+    @classmethod
+    def _levels(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        try:
+            return check_levels(value)
+        except DataValidationError as exc:
+            raise ValueError("; ".join(exc.problems)) from exc
 
     @field_validator("expected_models")
     @classmethod

@@ -4,13 +4,17 @@ the test split, promotes through the gate once, and resumes after a restart."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 import helpers
 from flts.bus import Bus
-from flts.data.processed import ProcessedKeys, read_splits
+from flts.data import FeatureSpec, split
+from flts.data.processed import ProcessedKeys, read_splits, write_processed
+from flts.data.windows import Windows
 from flts.evaluation import score
 from flts.events import (
     MODEL_SELECTED,
@@ -21,6 +25,7 @@ from flts.events import (
     TrainingDataEvent,
     TrainingStatus,
 )
+from flts.models.base import Forecaster
 from flts.promotion import (
     Decision,
     ReasonCode,
@@ -195,6 +200,7 @@ def test_deadline_scores_what_exists(settings: Settings) -> None:
     data = write_data(context.store, HASH_1, seed=7)
     for model_type in ("RIDGE", "PERSISTENCE"):
         evaluator.handle(train(context, data, model_type))
+    clock.now = datetime.now(UTC)  # training took real time: the deadline counts from it
     assert evaluator.check_deadlines() == []  # GRU has 30 s left
     assert read_decision(context.store, "global", HASH_1) is None
 
@@ -421,3 +427,152 @@ def test_manual_promote_and_rollback_are_recorded_and_announced(
         (manual.run_id, automatic.run_id),
         (automatic.run_id, manual.run_id),
     ]
+
+
+def write_horizon_data(store: ObjectStore, config_hash: str, horizon: int) -> TrainingDataEvent:
+    """Processed data of a ``horizon``-step task (800 synthetic rows, the last 200 as test)."""
+    spec = FeatureSpec(horizon=horizon)
+    train_table, test_table = helpers.synthetic_tables(800, 600, seed=7, spec=spec)
+    keys = write_processed(
+        store,
+        split(train_table, test_table, spec=spec),
+        config_hash=config_hash,
+        canonical_json="{}",
+        input_digests={},
+    )
+    return training_event(keys)
+
+
+def test_decision_record_carries_figures_per_horizon_step(context: ServiceContext) -> None:
+    data = write_horizon_data(context.store, HASH_1, horizon=5)
+    evaluator = EvaluateService(context)
+    for model_type in CHEAP:
+        evaluator.handle(train(context, data, model_type))
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    assert decision.interval_levels == [80.0, 95.0]
+
+    prepared = read_splits(context.store, ProcessedKeys.for_hash(HASH_1)).windows()
+    test = prepared.test
+    assert test is not None
+    targets = prepared.spec.targets
+    traffic = [targets.index("down"), targets.index("up")]
+    truth = test.targets
+    naive = np.repeat(test.x[:, -1:, prepared.spec.target_positions], 5, axis=1)
+    for entry in decision.leaderboard:
+        assert sorted(entry.horizon) == [1, 5]
+        model = context.tracker.load_model(entry.run_id or "")
+        forecast = np.clip(model.predict(test), 0.0, None)
+        for step, figures in entry.horizon.items():
+            y, f = truth[:, step - 1], forecast[:, step - 1]
+            rmse = np.sqrt(np.mean((f - y) ** 2, axis=0))
+            mase = np.mean(np.abs(f - y), axis=0) / np.mean(np.abs(naive[:, step - 1] - y), axis=0)
+            assert figures.nrmse == pytest.approx(np.mean((rmse / y.mean(axis=0))[traffic]))
+            assert figures.mase == pytest.approx(np.mean(mase))
+            assert set(figures.coverage) == set(figures.width) == {"80", "95"}
+            assert 0.0 < figures.coverage["80"] < figures.coverage["95"] <= 1.0
+        assert entry.wql is not None
+    board = {e.model_type: e for e in decision.leaderboard}
+    assert [board["PERSISTENCE"].horizon[s].mase for s in (1, 5)] == pytest.approx([1.0, 1.0])
+    assert sorted(decision.baseline_horizon) == [1, 5]
+    assert decision.baseline_horizon[5].nrmse == board["PERSISTENCE"].horizon[5].nrmse
+
+    # The stored record is plain JSON keyed by step, and parses back to the same decision.
+    document = read_decision(context.store, "global", HASH_1)
+    assert document is not None
+    assert set(document["leaderboard"][0]["horizon"]) == {"1", "5"}
+    assert Decision.model_validate(document) == decision
+
+
+def test_candidate_without_calibration_is_scored_without_interval_figures(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flts.models.intervals import IntervalCalibration
+
+    data = write_horizon_data(context.store, HASH_1, horizon=5)
+    reports = [train(context, data, m) for m in CHEAP]
+    # Every model now loads as if saved before calibrations existed.
+    monkeypatch.setattr(IntervalCalibration, "load", classmethod(lambda cls, directory: None))
+    evaluator = EvaluateService(context)
+    for report in reports:
+        evaluator.handle(report)
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    assert [e.status for e in decision.leaderboard] == ["SUCCESS"] * 3
+    for entry in decision.leaderboard:
+        assert (entry.wql, entry.coverage, entry.width) == (None, {}, {})
+        assert entry.mase is not None
+        assert entry.horizon[5].coverage == {}
+    # Persistence is fitted here, so the baseline still has its intervals.
+    assert set(decision.baseline_horizon[5].coverage) == {"80", "95"}
+
+
+def _patch_forecasts(monkeypatch: pytest.MonkeyPatch, *, runner_up: bool) -> None:
+    """RIDGE perfect at steps 1-4 and half as bad again as persistence at step 5 (the best on
+    average, worse at step 5); with ``runner_up``, SEASONAL_NAIVE at 80 % of persistence's
+    error at every step (second on average, better everywhere)."""
+    from flts.models.baselines import SeasonalNaive
+    from flts.models.ridge import Ridge
+
+    def blend(weights: list[float]) -> Callable[[Forecaster, Windows], np.ndarray]:
+        """Every window here is a training, validation or test window: it has targets."""
+
+        def predict(self: Forecaster, windows: Windows) -> np.ndarray:
+            naive = windows.x[:, -1:, self.spec.target_positions]
+            weight = np.asarray(weights)[None, :, None]
+            return np.asarray(windows.targets + weight * (naive - windows.targets))
+
+        return predict
+
+    monkeypatch.setattr(Ridge, "_predict", blend([0, 0, 0, 0, 1.5]))
+    if runner_up:
+        monkeypatch.setattr(SeasonalNaive, "_predict", blend([0.8] * 5))
+
+
+def test_best_on_average_but_worse_at_a_step_is_refused(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_horizon_data(context.store, HASH_1, horizon=5)
+    reports = [train(context, data, m) for m in CHEAP]
+    _patch_forecasts(monkeypatch, runner_up=False)
+    rejections = worker_metrics().rejections.labels("global", "baseline_at_step")
+    before = rejections._value.get()
+    evaluator = EvaluateService(context)
+    for report in reports:
+        evaluator.handle(report)
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    best = decision.leaderboard[0]
+    assert best.model_type == "RIDGE"
+    assert best.nrmse is not None
+    assert decision.baseline["nrmse"] is not None
+    assert best.nrmse < decision.baseline["nrmse"]  # better than persistence overall
+    assert not best.promoted
+    assert "at step 5 is worse than persistence" in best.reason
+    assert decision.reason_code is ReasonCode.BASELINE_AT_STEP
+    assert rejections._value.get() == before + 1
+    assert context.promotions.current() is None
+
+
+def test_runner_up_that_wins_at_every_step_is_promoted(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_horizon_data(context.store, HASH_1, horizon=5)
+    reports = [train(context, data, m) for m in CHEAP]
+    _patch_forecasts(monkeypatch, runner_up=True)
+    evaluator = EvaluateService(context)
+    for report in reports:
+        evaluator.handle(report)
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    assert [(e.model_type, e.promoted) for e in decision.leaderboard] == [
+        ("RIDGE", False),
+        ("SEASONAL_NAIVE", True),
+        ("PERSISTENCE", False),
+    ]
+    assert "at step 5 is worse than persistence" in decision.leaderboard[0].reason
+    assert decision.reason_code is ReasonCode.BEATS_BASELINE
+    assert decision.leaderboard[2].reason.startswith("ranked 3 of 3: nrmse")
+    pointer = context.promotions.current()
+    assert pointer is not None
+    assert pointer.model_type == "SEASONAL_NAIVE"

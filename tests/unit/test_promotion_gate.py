@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from flts.evaluation import Scores
+from flts.evaluation import Scores, score
 from flts.promotion import PromotionGate, ReasonCode, ScoringPolicy
 
 
@@ -68,4 +69,41 @@ def test_no_candidate_is_a_verdict_too() -> None:
 def test_rejection_codes_are_a_small_fixed_set() -> None:
     """They are the ``reason`` label of ``flts_promotion_rejections_total``: bounded, stable."""
     rejections = [code.value for code in ReasonCode if not code.promotes]
-    assert rejections == ["baseline", "champion", "no_candidate"]
+    assert rejections == ["baseline", "baseline_at_step", "champion", "no_candidate"]
+
+
+def _horizon_scores(errors: dict[int, float], default: float) -> Scores:
+    """Scores of a 30-step forecast off by ``default`` at every step except ``errors``
+    (step -> error), on flat actuals of 10."""
+    targets = ("rnti_count", "down", "up")
+    y = np.full((4, 30, 3), 10.0)
+    offset = np.full(30, default)
+    for step, error in errors.items():
+        offset[step - 1] = error
+    return score(y, y + offset[None, :, None], targets)
+
+
+def test_gate_refuses_a_candidate_worse_than_persistence_at_a_summary_step() -> None:
+    persistence = _horizon_scores({}, 1.0)
+    candidate = _horizon_scores({15: 2.0}, 0.1)  # far better on average, worse at step 15
+    assert candidate.nrmse < persistence.nrmse
+    verdict = PromotionGate().decide(candidate, persistence)
+    assert verdict.reason_code is ReasonCode.BASELINE_AT_STEP
+    assert not verdict.promote
+    assert "nrmse 0.2000 at step 15 is worse than persistence 0.1000" in verdict.reason
+
+
+def test_steps_between_the_summary_steps_do_not_gate() -> None:
+    persistence = _horizon_scores({}, 1.0)
+    candidate = _horizon_scores({7: 2.0}, 0.1)  # step 7 is not reported
+    assert PromotionGate().decide(candidate, persistence).reason_code is ReasonCode.BEATS_BASELINE
+
+
+def test_winning_every_step_still_has_to_beat_the_champion() -> None:
+    persistence = _horizon_scores({}, 1.0)
+    champion = _horizon_scores({}, 0.2)
+    candidate = _horizon_scores({}, 0.3)
+    verdict = PromotionGate().decide(candidate, persistence, champion)
+    assert verdict.reason_code is ReasonCode.CHAMPION_NOT_BEATEN
+    better = _horizon_scores({}, 0.1)
+    assert PromotionGate().decide(better, persistence, champion).promote

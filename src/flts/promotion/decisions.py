@@ -27,8 +27,30 @@ PENDING_ROOT = "evaluations-pending"
 HEADLINE = ("nrmse", "mae5", "rmse5")
 
 
+class HorizonFigures(BaseModel):
+    """A model's figures at one horizon step, averaged over targets as
+    :class:`flts.evaluation.StepScores` defines them (``None``: not finite, or not computed:
+    MASE without persistence, wQL/coverage/width without an interval calibration)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    nrmse: float | None = None
+    mae5: float | None = None
+    rmse5: float | None = None
+    mase: float | None = None
+    wql: float | None = None
+    #: Share of actuals inside each interval level (``"80"``).
+    coverage: dict[str, float] = Field(default_factory=dict)
+    #: Mean width of each level relative to the mean actual.
+    width: dict[str, float] = Field(default_factory=dict)
+
+
 class LeaderboardEntry(BaseModel):
-    """One model type's line in a decision (scores are the evaluator's, on the test split)."""
+    """One model type's line in a decision (scores are the evaluator's, on the test split).
+
+    The headline and interval figures pool every horizon step; ``horizon`` has the figures at
+    each summary step (1, 5, 15, 30 within the horizon). Fields added after the first records
+    default to empty, so those records still parse."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,6 +60,11 @@ class LeaderboardEntry(BaseModel):
     nrmse: float | None = None
     mae5: float | None = None
     rmse5: float | None = None
+    mase: float | None = None
+    wql: float | None = None
+    coverage: dict[str, float] = Field(default_factory=dict)
+    width: dict[str, float] = Field(default_factory=dict)
+    horizon: dict[int, HorizonFigures] = Field(default_factory=dict)
     train_seconds: float | None = None
     promoted: bool = False
     reason: str = ""
@@ -66,6 +93,10 @@ class Decision(BaseModel):
     missing_models: list[str] = Field(default_factory=list)
     test_windows: int = 0
     baseline: dict[str, float | None] = Field(default_factory=dict)
+    #: Persistence's figures at each summary step (what the gate compared per step).
+    baseline_horizon: dict[int, HorizonFigures] = Field(default_factory=dict)
+    #: Interval levels every calibrated candidate was scored at.
+    interval_levels: list[float] = Field(default_factory=list)
     previous_champion: dict[str, Any] | None = None
     """The champion before this decision: run_id, model_type, nrmse, rescored (bool)."""
     leaderboard: list[LeaderboardEntry] = Field(default_factory=list)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flts.evaluation import Scores
+from flts.evaluation import Scores, StepScores
 
 
 class ReasonCode(StrEnum):
@@ -26,6 +26,8 @@ class ReasonCode(StrEnum):
     BEATS_CHAMPION = "beats_champion"
     #: Rejected: the best candidate does not beat persistence by the baseline margin.
     BASELINE_NOT_BEATEN = "baseline"
+    #: Rejected: the candidate is worse than persistence at one of the summary horizon steps.
+    BASELINE_AT_STEP = "baseline_at_step"
     #: Rejected: the best candidate does not beat the champion by the champion margin.
     CHAMPION_NOT_BEATEN = "champion"
     #: Rejected: no candidate could be scored (all failed, unscorable or missing).
@@ -56,7 +58,7 @@ class ScoringPolicy(BaseModel):
 
     metric: Literal["nrmse", "mae5", "rmse5"] = "nrmse"
 
-    def value(self, scores: Scores) -> float:
+    def value(self, scores: Scores | StepScores) -> float:
         return float(getattr(scores, self.metric))
 
     def improves_by(self, candidate: float, reference: float, margin: float) -> bool:
@@ -76,8 +78,11 @@ class ScoringPolicy(BaseModel):
 
 
 class PromotionGate(BaseModel):
-    """A candidate qualifies only if it beats the persistence baseline by ``baseline_margin``
-    and, when a champion exists, the champion by ``champion_margin`` (both relative)."""
+    """A candidate qualifies only if it beats the persistence baseline by ``baseline_margin``,
+    is no worse than persistence at any summary horizon step (1, 5, 15, 30 within the
+    horizon: a model that wins on average but loses at 30 minutes is no use to an operator
+    acting 30 minutes ahead), and, when a champion exists, beats the champion by
+    ``champion_margin`` (both margins relative, on the policy's metric over every step)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -99,6 +104,14 @@ class PromotionGate(BaseModel):
                 reason=f"{metric} {c:.4f} does not beat persistence {b:.4f} "
                 f"by {self.baseline_margin:.1%}",
             )
+        worse = self._worse_step(candidate, baseline)
+        if worse is not None:
+            step, c_step, b_step = worse
+            return Verdict(
+                reason_code=ReasonCode.BASELINE_AT_STEP,
+                reason=f"{metric} {c_step:.4f} at step {step} is worse than persistence "
+                f"{b_step:.4f} there",
+            )
         if champion is None:
             return Verdict(
                 reason_code=ReasonCode.BEATS_BASELINE,
@@ -115,3 +128,15 @@ class PromotionGate(BaseModel):
             reason_code=ReasonCode.BEATS_CHAMPION,
             reason=f"{metric} {c:.4f} beats champion {ch:.4f}",
         )
+
+    def _worse_step(self, candidate: Scores, baseline: Scores) -> tuple[int, float, float] | None:
+        """The first summary step where the candidate is worse than persistence (or not
+        finite): ``(step, candidate, persistence)``, else ``None``."""
+        reference = baseline.horizon_summary
+        for step, figures in candidate.horizon_summary.items():
+            if step not in reference:
+                continue
+            c, b = self.policy.value(figures), self.policy.value(reference[step])
+            if not math.isfinite(c) or c > b:
+                return step, c, b
+        return None

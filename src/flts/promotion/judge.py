@@ -3,11 +3,16 @@
 Trainer-reported metrics are never read for ranking (docs/architecture.md, rules 3 and 14):
 
 1. the processed test split is loaded and windowed (original units);
-2. every candidate that logged a model is scored with :func:`flts.evaluation.score`;
-3. the persistence baseline is scored in-process on the same windows, and the current champion
-   of the identifier is re-scored on them when its feature spec matches (else its recorded
-   scores stand in);
-4. :class:`~flts.promotion.gate.PromotionGate` judges the best candidate.
+2. the persistence baseline is fitted and scored in-process on those windows; its forecast is
+   also the reference of every candidate's MASE;
+3. every candidate that logged a model is scored with :func:`flts.evaluation.score`, with its
+   intervals at the configured levels from the calibration it was saved with (a model saved
+   without one is scored without interval figures); the current champion of the identifier is
+   re-scored on the same windows when its feature spec matches (else its recorded scores stand
+   in);
+4. :class:`~flts.promotion.gate.PromotionGate` judges the candidates best first, and the first
+   it passes is promoted: the best on average may still lose to persistence at some horizon
+   step, and the next one may not.
 
 The result is a :class:`~flts.promotion.decisions.Decision`; nothing here has side effects.
 """
@@ -17,17 +22,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flts.data.processed import ProcessedKeys, read_splits
-from flts.evaluation import Scores, score
+from flts.evaluation import Bands, Scores, StepScores, score
 from flts.exceptions import DataValidationError, ModelError
 from flts.models.baselines import Persistence
-from flts.promotion.decisions import HEADLINE, Decision, LeaderboardEntry
-from flts.promotion.gate import PromotionGate
+from flts.models.intervals import check_levels
+from flts.promotion.decisions import HEADLINE, Decision, HorizonFigures, LeaderboardEntry
+from flts.promotion.gate import PromotionGate, ReasonCode, Verdict
 from flts.promotion.pointer import Promotion
 
 if TYPE_CHECKING:
@@ -44,8 +51,40 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _finite_map(values: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in values.items() if math.isfinite(value)}
+
+
 def _headline(scores: Scores) -> dict[str, float | None]:
     return {name: _finite(getattr(scores, name)) for name in HEADLINE}
+
+
+def _step_figures(step: StepScores) -> HorizonFigures:
+    return HorizonFigures(
+        nrmse=_finite(step.nrmse),
+        mae5=_finite(step.mae5),
+        rmse5=_finite(step.rmse5),
+        mase=_finite(step.mase),
+        wql=_finite(step.wql),
+        coverage=_finite_map(step.coverage),
+        width=_finite_map(step.width),
+    )
+
+
+def _horizon(scores: Scores) -> dict[int, HorizonFigures]:
+    return {step: _step_figures(figures) for step, figures in scores.horizon_summary.items()}
+
+
+def _entry_figures(scores: Scores) -> dict[str, Any]:
+    """Everything a leaderboard line carries of a candidate's scores."""
+    return {
+        **_headline(scores),
+        "mase": _finite(scores.mase),
+        "wql": _finite(scores.wql),
+        "coverage": _finite_map(scores.coverage),
+        "width": _finite_map(scores.width),
+        "horizon": _horizon(scores),
+    }
 
 
 def _recorded_scores(recorded: dict[str, float]) -> Scores:
@@ -72,32 +111,54 @@ def _candidates(runs: list[RunRecord]) -> dict[str, RunRecord]:
     return dict(sorted(chosen.items()))
 
 
-def _score_baseline(prepared: PreparedData, test: Windows) -> Scores:
-    """Persistence on the same windows, computed here (it needs no training)."""
-    baseline = Persistence(prepared.spec, prepared.input_scaler, prepared.target_scaler)
-    baseline.fit(prepared.train, prepared.validation)
-    return score(test.targets, baseline.predict(test), prepared.spec.targets)
+def _bands(
+    model: Forecaster, test: Windows, prediction: np.ndarray, levels: tuple[float, ...]
+) -> Bands:
+    """The model's intervals around ``prediction``; none for a model saved without a
+    calibration (it is still scored, without interval figures)."""
+    if not levels:
+        return {}
+    try:
+        return model.intervals(test, prediction, levels)
+    except DataValidationError as exc:
+        log.info("%s scored without intervals: %s", model.model_type, exc)
+        return {}
 
 
-def _score_model(model: Forecaster, prepared: PreparedData, test: Windows) -> Scores:
+def _score_model(
+    model: Forecaster,
+    prepared: PreparedData,
+    test: Windows,
+    naive: np.ndarray,
+    levels: tuple[float, ...],
+) -> Scores:
+    """Score ``model`` on ``test`` against the persistence forecast ``naive``."""
     if model.spec != prepared.spec:
         raise ModelError(f"{model.model_type} was trained with a different feature spec")
     try:
         prediction = model.predict(test)
+        bands = _bands(model, test, prediction, levels)
     except (ValueError, RuntimeError, ArithmeticError) as exc:  # the model's own failure
         raise ModelError(f"{model.model_type} cannot predict: {exc}") from exc
     if not np.all(np.isfinite(prediction)):
         raise ModelError(f"{model.model_type} predicted non-finite values")
-    return score(test.targets, prediction, prepared.spec.targets)
+    return score(test.targets, prediction, prepared.spec.targets, baseline=naive, bands=bands)
 
 
 class Judge:
     """Scores the candidates of a config hash and applies the gate (see module doc)."""
 
-    def __init__(self, backends: Backends, gate: PromotionGate) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        gate: PromotionGate,
+        *,
+        interval_levels: tuple[float, ...] = (80.0, 95.0),
+    ) -> None:
         self.backends = backends
         self.gate = gate
         self.policy = gate.policy
+        self.levels = check_levels(interval_levels)
 
     def decide(
         self,
@@ -117,7 +178,13 @@ class Judge:
         test = prepared.test
         if test is None or len(test) == 0:
             raise DataValidationError(f"processed data {config_hash} has no test windows")
-        baseline = _score_baseline(prepared, test)
+        persistence = Persistence(prepared.spec, prepared.input_scaler, prepared.target_scaler)
+        persistence.fit(prepared.train, prepared.validation)  # nothing to learn but intervals
+        naive = persistence.predict(test)
+        score_model = functools.partial(
+            _score_model, prepared=prepared, test=test, naive=naive, levels=self.levels
+        )
+        baseline = score_model(persistence)
 
         scored: dict[str, tuple[RunRecord, Scores]] = {}
         others: list[LeaderboardEntry] = []
@@ -133,7 +200,7 @@ class Judge:
                 others.append(unranked(status="FAILED", reason=reason))
                 continue
             try:
-                scores = self._score_run(run.run_id, prepared, test)
+                scores = score_model(self.backends.tracker.load_model(run.run_id))
             except (ModelError, DataValidationError) as exc:
                 others.append(unranked(status="UNSCORED", reason=f"could not be scored: {exc}"))
                 continue
@@ -146,24 +213,25 @@ class Judge:
         ]
 
         candidate_runs = {run.run_id: scores for run, scores in scored.values()}
-        previous, champion_scores = self._champion(identifier, prepared, test, candidate_runs)
+        previous, champion_scores = self._champion(identifier, score_model, candidate_runs)
         ranking = self.policy.rank({m: s for m, (_, s) in scored.items()})
-        best = scored[ranking[0]][1] if ranking else None
-        verdict = self.gate.decide(best, baseline, champion_scores)
-        best_value = math.nan if best is None else self.policy.value(best)
         entries: list[LeaderboardEntry] = []
         promotion: Promotion | None = None
         champion: dict[str, Any] | None = None
+        verdict: Verdict | None = None  # of the promoted candidate, else of the best
+        promoted_value = math.nan
         correlation_id = (runs[0].correlation_id or None) if runs else None
         for position, model_type in enumerate(ranking):
             run, scores = scored[model_type]
-            if position == 0:
-                promoted, reason = verdict.promote, verdict.reason
+            if promotion is None:
+                judged = self.gate.decide(scores, baseline, champion_scores)
+                verdict = judged if verdict is None or judged.promote else verdict
+                promoted, reason = judged.promote, judged.reason
             else:
                 promoted = False
                 reason = (
                     f"ranked {position + 1} of {len(ranking)}: {self.policy.metric} "
-                    f"{self.policy.value(scores):.4f} vs best {best_value:.4f}"
+                    f"{self.policy.value(scores):.4f} vs promoted {promoted_value:.4f}"
                 )
             entry = LeaderboardEntry(
                 model_type=model_type,
@@ -172,10 +240,11 @@ class Judge:
                 train_seconds=run.train_seconds,
                 promoted=promoted,
                 reason=reason,
-                **_headline(scores),
+                **_entry_figures(scores),
             )
             entries.append(entry)
             if promoted:
+                promoted_value = self.policy.value(scores)
                 correlation_id = run.correlation_id or correlation_id
                 promotion = Promotion(
                     run_id=run.run_id,
@@ -194,27 +263,25 @@ class Judge:
             config_hash=config_hash,
             state="promoting" if promotion is not None else "done",
             decided_at=now,
-            reason_code=verdict.reason_code,
+            reason_code=ReasonCode.NO_CANDIDATE if verdict is None else verdict.reason_code,
             correlation_id=correlation_id,
             deadline_passed=deadline_passed,
             expected_models=expected_models,
             missing_models=missing,
             test_windows=len(test),
             baseline=_headline(baseline),
+            baseline_horizon=_horizon(baseline),
+            interval_levels=list(self.levels),
             previous_champion=previous,
             leaderboard=entries + others,
             champion=champion,
             promotion=promotion,
         )
 
-    def _score_run(self, run_id: str, prepared: PreparedData, test: Windows) -> Scores:
-        return _score_model(self.backends.tracker.load_model(run_id), prepared, test)
-
     def _champion(
         self,
         identifier: str,
-        prepared: PreparedData,
-        test: Windows,
+        score_model: Callable[[Forecaster], Scores],
         scored: dict[str, Scores],
     ) -> tuple[dict[str, Any] | None, Scores | None]:
         """The current champion and its scores on these test windows when it can be
@@ -225,7 +292,7 @@ class Judge:
         rescored: Scores | None = scored.get(current.run_id)
         if rescored is None:
             try:
-                rescored = self._score_run(current.run_id, prepared, test)
+                rescored = score_model(self.backends.tracker.load_model(current.run_id))
             except (ModelError, DataValidationError) as exc:
                 log.info("champion %s not re-scored (%s): using its record", current.run_id, exc)
         scores = rescored if rescored is not None else _recorded_scores(current.scores)

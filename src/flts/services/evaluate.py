@@ -70,7 +70,7 @@ class EvaluateService:
             baseline_margin=self.settings.baseline_margin,
             champion_margin=self.settings.champion_margin,
         )
-        self.judge = Judge(context, gate)
+        self.judge = Judge(context, gate, interval_levels=self.settings.interval_levels)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
 

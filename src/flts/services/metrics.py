@@ -19,8 +19,8 @@ Series::
     flts_last_promotion_timestamp_seconds{identifier}    unix time of the newest promotion
 
 Rejection ``reason`` is the gate's :class:`~flts.promotion.ReasonCode` of a decision that
-promoted nothing (``baseline``, ``champion``, ``no_candidate``), never the free-text gate
-message, so the series count stays bounded.
+promoted nothing (``baseline``, ``baseline_at_step``, ``champion``, ``no_candidate``), never
+the free-text gate message, so the series count stays bounded.
 """
 
 from __future__ import annotations
