@@ -2,8 +2,14 @@
 seeds, the published protocol.
 
 It calls exactly what the pipeline calls (``read_traffic_csv``, ``prepare``, the registered
-forecasters, ``evaluation.score``), so its figures are the pipeline's figures. Each station is
+forecasters and their interval calibrations, ``evaluation.score`` with the persistence
+forecast as the MASE reference), so its figures are the evaluator's figures. Each station is
 a pair ``<name>.csv`` (training) and ``<name>_test.csv`` (held-out test) in one directory.
+
+Each horizon ``h`` is its own task (``FeatureSpec(horizon=h)``, direct multi-output): every
+model is trained for it, and a result row reports the figures at its last step ``h`` (how far
+ahead an operator acts), with every step in ``per_step``. The default is the published
+one-step task.
 """
 
 from __future__ import annotations
@@ -16,10 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import ValidationError
+
 from flts.data import FeatureSpec, PreparedData, Recipe, prepare, read_traffic_csv
 from flts.evaluation import score
 from flts.exceptions import ConfigurationError
 from flts.models import model_class
+from flts.models.baselines import Persistence
+from flts.models.intervals import check_levels
 
 #: Clip percentiles per station in the published protocol (Perifanis et al. 2023).
 PUBLISHED_CLIP_PERCENTILES: dict[str, tuple[float, float]] = {
@@ -38,8 +49,11 @@ DEFAULT_MODELS = (
     "MLP",
     "ENSEMBLE",
 )
-#: Headline figures summarised over seeds.
-SUMMARY_FIELDS = ("nrmse", "mae5", "rmse5", "train_seconds")
+#: Figures summarised over seeds (mean and std), and those keyed by interval level (mean).
+SUMMARY_FIELDS = ("nrmse", "mae5", "rmse5", "mase", "wql", "train_seconds")
+LEVEL_FIELDS = ("coverage", "width")
+#: Interval levels scored unless told otherwise.
+DEFAULT_LEVELS = (80.0, 95.0)
 
 Progress = Callable[[str], None]
 
@@ -72,10 +86,24 @@ def recipe_for(station: str, base: Recipe | None = None) -> Recipe:
     )
 
 
+def persistence_forecast(prepared: PreparedData) -> np.ndarray:
+    """Persistence on the test windows: the reference of every model's MASE."""
+    assert prepared.test is not None
+    baseline = Persistence(prepared.spec, prepared.input_scaler, prepared.target_scaler)
+    return baseline.fit(prepared.train, prepared.validation).predict(prepared.test)
+
+
 def evaluate_model(
-    prepared: PreparedData, model_type: str, seed: int, params: dict[str, Any] | None = None
+    prepared: PreparedData,
+    model_type: str,
+    seed: int,
+    params: dict[str, Any] | None = None,
+    *,
+    naive: np.ndarray | None = None,
+    levels: tuple[float, ...] = DEFAULT_LEVELS,
 ) -> dict[str, Any]:
-    """Fit one model on train/validation and score it on the test windows."""
+    """Fit one model on train/validation and score it (and its ``levels`` % intervals) on the
+    test windows, against the persistence forecast ``naive`` for MASE."""
     assert prepared.test is not None
     cls = model_class(model_type)
     model = cls(
@@ -85,19 +113,43 @@ def evaluate_model(
     started = time.perf_counter()
     prediction = model.predict(prepared.test)
     predict_seconds = time.perf_counter() - started
-    scores = score(prepared.test.targets, prediction, prepared.spec.targets)
+    bands = model.intervals(prepared.test, prediction, levels) if levels else {}
+    scores = score(
+        prepared.test.targets, prediction, prepared.spec.targets, baseline=naive, bands=bands
+    )
+    last = scores.per_step[-1]
     return {
         "model": model.model_type,
         "seed": seed,
-        "nrmse": scores.nrmse,
-        "mae5": scores.mae5,
-        "rmse5": scores.rmse5,
-        "per_target": {k: v.model_dump() for k, v in scores.per_target.items()},
+        "horizon": prepared.spec.horizon,
+        "nrmse": last.nrmse,
+        "mae5": last.mae5,
+        "rmse5": last.rmse5,
+        "mase": last.mase,
+        "wql": last.wql,
+        "coverage": last.coverage,
+        "width": last.width,
+        "per_target": {k: v.model_dump() for k, v in last.per_target.items()},
+        "per_step": [step.model_dump(exclude={"per_target"}) for step in scores.per_step],
         "train_seconds": model.metadata["train_seconds"],
         "predict_seconds": round(predict_seconds, 4),
         "test_windows": scores.n_windows,
         "metadata": {k: v for k, v in model.metadata.items() if k != "alpha_search"},
     }
+
+
+def _mean_fields(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means of every summary figure and per-level map over ``members`` (a figure missing
+    from any member, e.g. wQL without intervals, is left out)."""
+    entry: dict[str, Any] = {}
+    for name in SUMMARY_FIELDS:
+        values = [m[name] for m in members if m.get(name) is not None]
+        if len(values) == len(members):
+            entry[f"{name}_mean"] = statistics.fmean(values)
+    for name in LEVEL_FIELDS:
+        keys = members[0].get(name, {}).keys()
+        entry[f"{name}_mean"] = {k: statistics.fmean(m[name][k] for m in members) for k in keys}
+    return entry
 
 
 def _summarise(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -108,36 +160,50 @@ def _summarise(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[s
     for group_key, members in groups.items():
         entry: dict[str, Any] = dict(zip(keys, group_key, strict=True))
         entry["runs"] = len(members)
+        entry.update(_mean_fields(members))
         for name in SUMMARY_FIELDS:
-            values = [m[name] for m in members]
-            entry[f"{name}_mean"] = statistics.fmean(values)
-            entry[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            if name == "train_seconds":
-                entry["train_seconds_median"] = statistics.median(values)
+            values = [m[name] for m in members if m.get(name) is not None]
+            if f"{name}_mean" in entry:
+                entry[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        entry["train_seconds_median"] = statistics.median(m["train_seconds"] for m in members)
         summary.append(entry)
     return summary
 
 
 def station_means(summary: list[dict[str, Any]], stations: Sequence[str]) -> list[dict[str, Any]]:
-    """Per model: the mean over stations of each station's seed-mean (only for models run on
-    every station), and the std over seeds of the per-seed cross-station mean."""
-    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    """Per model and horizon: the mean over stations of each station's seed-means (only for
+    models run on every station)."""
+    groups: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
     for entry in summary:
-        by_model.setdefault(entry["model"], {})[entry["station"]] = entry
+        groups.setdefault((entry["model"], entry["horizon"]), {})[entry["station"]] = entry
     out = []
-    for model, per_station in by_model.items():
+    for (model, horizon), per_station in groups.items():
         if set(per_station) != set(stations):
             continue
-        out.append(
+        # The station rows' seed-means, renamed back so one averaging serves both levels.
+        rows = [
             {
-                "model": model,
-                "stations": list(stations),
-                "nrmse_mean": statistics.fmean(per_station[s]["nrmse_mean"] for s in stations),
-                "mae5_mean": statistics.fmean(per_station[s]["mae5_mean"] for s in stations),
-                "rmse5_mean": statistics.fmean(per_station[s]["rmse5_mean"] for s in stations),
+                **{f: per_station[s].get(f"{f}_mean") for f in SUMMARY_FIELDS},
+                **{f: per_station[s][f"{f}_mean"] for f in LEVEL_FIELDS},
             }
-        )
-    return sorted(out, key=lambda e: e["nrmse_mean"])
+            for s in stations
+        ]
+        means = _mean_fields(rows)
+        means.pop("train_seconds_mean", None)
+        out.append({"model": model, "horizon": horizon, "stations": list(stations), **means})
+    return sorted(out, key=lambda e: (e["horizon"], e["nrmse_mean"]))
+
+
+def _task_specs(spec: FeatureSpec, horizons: Sequence[int] | None) -> list[FeatureSpec]:
+    """One feature spec per horizon (the given spec's own horizon when none are given)."""
+    if horizons is None:
+        return [spec]
+    if not horizons or len(set(horizons)) != len(horizons):
+        raise ConfigurationError(f"horizons must be distinct and not empty, got {horizons}")
+    try:
+        return [spec.for_task(horizon=h) for h in horizons]
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid horizon: {exc.errors()[0]['msg']}") from exc
 
 
 def run_accuracy_benchmark(
@@ -147,15 +213,19 @@ def run_accuracy_benchmark(
     models: Sequence[str] = DEFAULT_MODELS,
     seeds: int = 5,
     spec: FeatureSpec | None = None,
+    horizons: Sequence[int] | None = None,
+    levels: Sequence[float] = DEFAULT_LEVELS,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the JSON document (protocol, results, summary)."""
+    """Run the benchmark and return the JSON document (protocol, results, summary); each of
+    ``horizons`` (default: ``spec``'s own) is trained and scored as its own task."""
     if seeds < 1:
         raise ConfigurationError("seeds must be at least 1")
     say = progress or (lambda _msg: None)
     for model_type in models:
         model_class(model_type)  # fail before hours of training on a missing extra
-    spec = spec or FeatureSpec()
+    levels = check_levels(levels)
+    specs = _task_specs(spec or FeatureSpec(), horizons)
     resolved = find_stations(data_dir, stations)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
@@ -163,33 +233,41 @@ def run_accuracy_benchmark(
     for station in resolved:
         recipe = recipe_for(station.name)
         protocol_recipes[station.name] = recipe.model_dump(mode="json")
-        prepared = prepare(
-            read_traffic_csv(station.train_csv, spec),
-            read_traffic_csv(station.test_csv, spec),
-            spec=spec,
-            recipe=recipe,
-        )
-        say(
-            f"{station.name}: {len(prepared.train)} train, {len(prepared.validation)} "
-            f"validation, {len(prepared.test or [])} test windows"
-        )
-        for model_type in models:
-            for seed in range(seeds):
-                row = {"station": station.name, **evaluate_model(prepared, model_type, seed)}
-                results.append(row)
-                say(
-                    f"  {row['model']:<15} seed {seed}: NRMSE {row['nrmse']:.4f}  "
-                    f"train {row['train_seconds']:.1f}s"
-                )
-    summary = _summarise(results, ("station", "model"))
+        for task in specs:
+            prepared = prepare(
+                read_traffic_csv(station.train_csv, task),
+                read_traffic_csv(station.test_csv, task),
+                spec=task,
+                recipe=recipe,
+            )
+            naive = persistence_forecast(prepared)
+            say(
+                f"{station.name}, horizon {task.horizon}: {len(prepared.train)} train, "
+                f"{len(prepared.validation)} validation, {len(prepared.test or [])} test windows"
+            )
+            for model_type in models:
+                for seed in range(seeds):
+                    row = evaluate_model(prepared, model_type, seed, naive=naive, levels=levels)
+                    results.append({"station": station.name, **row})
+                    say(
+                        f"  {row['model']:<15} seed {seed}: NRMSE at step {task.horizon} "
+                        f"{row['nrmse']:.4f}  train {row['train_seconds']:.1f}s"
+                    )
+    summary = _summarise(results, ("station", "model", "horizon"))
     return {
         "protocol": {
-            "task": "lags -> next horizon rows of targets, one model per station",
-            "feature_spec": spec.model_dump(mode="json"),
+            "task": "lags -> next horizon rows of targets, one model per station and horizon",
+            "feature_spec": specs[0].model_dump(mode="json"),
+            "horizons": [task.horizon for task in specs],
+            "interval_levels": list(levels),
             "recipes": protocol_recipes,
             "seeds": list(range(seeds)),
-            "metrics": "original units, negatives clipped to 0; NRMSE = mean over {down, up} "
-            "of RMSE_k / mean(y_k); MAE5/RMSE5 = uniform mean over targets",
+            "metrics": "original units, negatives clipped to 0, at the last step of each "
+            "horizon (per_step: every step); NRMSE = mean over {down, up} of RMSE_k / "
+            "mean(y_k); MAE5/RMSE5 = uniform mean over targets; MASE = MAE / MAE of "
+            "persistence, wQL = mean over the intervals' quantiles and the median of "
+            "2 sum pinball / sum |y|, coverage = share inside, each a uniform mean over "
+            "targets; width = mean width / mean(y_k), uniform mean over targets",
             "machine": {"python": platform.python_version(), "platform": platform.platform()},
             "seconds": round(time.perf_counter() - started, 2),
         },

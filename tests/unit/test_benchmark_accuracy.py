@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from flts.accuracy import run_accuracy_benchmark
 from flts.cli import app
 from flts.data.synthetic import synthetic_traffic
-from flts.exceptions import ConfigurationError
+from flts.exceptions import ConfigurationError, DataValidationError
 
 
 @pytest.fixture
@@ -41,6 +41,8 @@ def test_document_has_the_promised_shape(data_dir: Path) -> None:
     ):
         assert key in row
     assert set(row["per_target"]) == {"rnti_count", "rb_down", "rb_up", "down", "up"}
+    assert row["horizon"] == 1  # the published one-step task by default
+    assert document["protocol"]["horizons"] == [1]
     summary = {(e["station"], e["model"]): e for e in document["summary"]}
     assert set(summary) == {(s, m) for s in ("Alpha", "Beta") for m in ("PERSISTENCE", "RIDGE")}
     alpha_ridge = [
@@ -118,3 +120,82 @@ def test_cli_defaults_match_the_benchmark_defaults() -> None:
 
     assert ",".join(accuracy.DEFAULT_MODELS) == benchmark.DEFAULT_MODELS
     assert ",".join(accuracy.DEFAULT_STATIONS) == benchmark.DEFAULT_STATIONS
+    assert (
+        ",".join(f"{level:g}" for level in accuracy.DEFAULT_LEVELS) == benchmark.DEFAULT_INTERVALS
+    )
+
+
+def test_horizons_and_intervals_give_figures_at_the_last_step(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "horizons.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            "accuracy",
+            "--data-dir",
+            str(data_dir),
+            "--stations",
+            "Alpha,Beta",
+            "--models",
+            "persistence,ridge",
+            "--seeds",
+            "1",
+            "--horizons",
+            "1,5",
+            "--intervals",
+            "80,95",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["protocol"]["horizons"] == [1, 5]
+    assert document["protocol"]["interval_levels"] == [80.0, 95.0]
+    rows = document["results"]
+    assert sorted({(r["station"], r["model"], r["horizon"]) for r in rows}) == sorted(
+        (s, m, h) for s in ("Alpha", "Beta") for m in ("PERSISTENCE", "RIDGE") for h in (1, 5)
+    )
+    for row in rows:
+        for key in ("seed", "nrmse", "mae5", "rmse5", "mase", "wql"):
+            assert isinstance(row[key], float | int), key
+        assert set(row["coverage"]) == set(row["width"]) == {"80", "95"}
+        assert 0.0 < row["coverage"]["80"] < row["coverage"]["95"] <= 1.0
+        steps = row["per_step"]
+        assert [s["step"] for s in steps] == list(range(1, row["horizon"] + 1))
+        last = steps[-1]  # the row's figures are those at step h
+        assert (row["nrmse"], row["mase"], row["coverage"]) == (
+            last["nrmse"],
+            last["mase"],
+            last["coverage"],
+        )
+        if row["model"] == "PERSISTENCE":
+            assert [s["mase"] for s in steps] == pytest.approx([1.0] * row["horizon"])
+    five = [r for r in rows if r["horizon"] == 5 and r["model"] == "RIDGE"]
+    assert all(r["per_step"][0]["nrmse"] != r["nrmse"] for r in five)  # step 1 is not step 5
+
+    means = {(e["model"], e["horizon"]): e for e in document["station_mean"]}
+    assert set(means) == {(m, h) for m in ("PERSISTENCE", "RIDGE") for h in (1, 5)}
+    by_key = {(r["station"], r["model"], r["horizon"]): r for r in rows}
+    for (model, horizon), entry in means.items():
+        pair = [by_key[(s, model, horizon)] for s in ("Alpha", "Beta")]
+        assert entry["nrmse_mean"] == pytest.approx((pair[0]["nrmse"] + pair[1]["nrmse"]) / 2)
+        assert entry["wql_mean"] == pytest.approx((pair[0]["wql"] + pair[1]["wql"]) / 2)
+        assert entry["coverage_mean"]["95"] == pytest.approx(
+            (pair[0]["coverage"]["95"] + pair[1]["coverage"]["95"]) / 2
+        )
+        assert set(entry["width_mean"]) == {"80", "95"}
+    assert "cov 95" in result.stdout
+
+
+def test_bad_horizons_and_levels_fail_before_training(data_dir: Path) -> None:
+    with pytest.raises(ConfigurationError, match="horizon"):
+        run_accuracy_benchmark(
+            data_dir, stations=["Alpha"], models=["PERSISTENCE"], horizons=[0], seeds=1
+        )
+    with pytest.raises(DataValidationError, match="between 0 and 100"):
+        run_accuracy_benchmark(
+            data_dir, stations=["Alpha"], models=["PERSISTENCE"], levels=[100.0], seeds=1
+        )

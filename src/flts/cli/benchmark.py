@@ -17,10 +17,18 @@ app = typer.Typer(help="Benchmarks: accuracy on held-out data.", no_args_is_help
 #: Defaults repeated here (not imported) so ``flts --help`` does not import every model.
 DEFAULT_STATIONS = "PobleSec,ElBorn,LesCorts"
 DEFAULT_MODELS = "PERSISTENCE,SEASONAL_NAIVE,RIDGE,PROPHET,LSTM,GRU,MLP,ENSEMBLE"
+DEFAULT_INTERVALS = "80,95"
 
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _numbers(text: str, name: str, kind: type[int] | type[float]) -> list[Any]:
+    try:
+        return [kind(part) for part in _split(text)]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be comma-separated numbers, got {text!r}") from exc
 
 
 @app.command("accuracy")
@@ -36,18 +44,30 @@ def accuracy(
     ] = DEFAULT_STATIONS,
     models: Annotated[str, typer.Option(help="Comma-separated model types.")] = DEFAULT_MODELS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per model and station.")] = 5,
+    horizons: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated horizons (steps), each its own task; default 1."),
+    ] = None,
+    intervals: Annotated[
+        str, typer.Option(help="Comma-separated interval levels (%) to score; '' for none.")
+    ] = DEFAULT_INTERVALS,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
 ) -> None:
-    """Train and score every model on every station's held-out test file."""
+    """Train and score every model on every station's held-out test file; each row reports
+    the figures at the last step of its horizon."""
     from flts.accuracy import run_accuracy_benchmark
     from flts.models import parse_model_types
 
+    steps = None if horizons is None else _numbers(horizons, "--horizons", int)
+    levels = _numbers(intervals, "--intervals", float)
     with user_errors():
         document = run_accuracy_benchmark(
             data_dir,
             stations=_split(stations),
             models=parse_model_types(models),
             seeds=seeds,
+            horizons=steps,
+            levels=levels,
             progress=lambda msg: err_console.print(msg, highlight=False),
         )
     console.print(_summary_table(document))
@@ -56,25 +76,46 @@ def accuracy(
 
 
 def _summary_table(document: dict[str, Any]) -> Table:
-    table = Table(title="Test NRMSE (mean ± std over seeds; lower is better)")
-    for name in ("station", "model", "NRMSE", "MAE5", "RMSE5", "train s (median)"):
+    levels = [f"{level:g}" for level in document["protocol"]["interval_levels"]]
+    table = Table(
+        title="Test NRMSE at the last step of each horizon (mean ± std over seeds; lower is "
+        "better), MASE against persistence, interval coverage"
+    )
+    columns = ["station", "model", "h", "NRMSE", "MAE5", "MASE", "wQL"]
+    columns += [f"cov {level}" for level in levels] + ["train s (median)"]
+    for name in columns:
         table.add_column(name, justify="left" if name in ("station", "model") else "right")
-    for entry in sorted(document["summary"], key=lambda e: (e["station"], e["nrmse_mean"])):
+
+    def number(value: Any, fmt: str) -> str:
+        return format(value, fmt) if isinstance(value, int | float) else "-"
+
+    def figures(entry: dict[str, Any]) -> list[str]:
+        coverage = entry.get("coverage_mean", {})
+        return [
+            number(entry.get("mae5_mean"), ".4g"),
+            number(entry.get("mase_mean"), ".3f"),
+            number(entry.get("wql_mean"), ".4f"),
+            *(number(coverage.get(level), ".1%") for level in levels),
+        ]
+
+    for entry in sorted(
+        document["summary"], key=lambda e: (e["station"], e["horizon"], e["nrmse_mean"])
+    ):
         table.add_row(
             entry["station"],
             entry["model"],
+            str(entry["horizon"]),
             f"{entry['nrmse_mean']:.4f} ± {entry['nrmse_std']:.4f}",
-            f"{entry['mae5_mean']:.4g}",
-            f"{entry['rmse5_mean']:.4g}",
+            *figures(entry),
             f"{entry['train_seconds_median']:.1f}",
         )
     for entry in document["station_mean"]:
         table.add_row(
             f"mean of {len(entry['stations'])}",
             entry["model"],
+            str(entry["horizon"]),
             f"{entry['nrmse_mean']:.4f}",
-            f"{entry['mae5_mean']:.4g}",
-            f"{entry['rmse5_mean']:.4g}",
+            *figures(entry),
             "",
             style="bold",
         )
