@@ -44,11 +44,16 @@ class PipelineResult:
     leaderboard: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        """The result as JSON: leaderboard lines carry their figures per summary horizon step
+        (``horizon``), pooled MASE, wQL, coverage and width, beside persistence's."""
         return {
             "seconds": round(self.seconds, 2),
             "config_hash": self.config_hash,
             "identifier": self.identifier,
             "champion": self.champion,
+            "interval_levels": self.decision.get("interval_levels", []),
+            "baseline": self.decision.get("baseline", {}),
+            "baseline_horizon": self.decision.get("baseline_horizon", {}),
             "leaderboard": self.leaderboard,
         }
 

@@ -50,6 +50,9 @@ def pipeline(
             lags=lags,
         )
     console.print(leaderboard_table(result.leaderboard, title=f"config {result.config_hash[:12]}"))
+    per_horizon = horizon_table(result.to_json())
+    if per_horizon is not None:
+        console.print(per_horizon)
     champion = result.champion
     if champion:
         console.print(
@@ -63,6 +66,41 @@ def pipeline(
         write_json(json_out, result.to_json())
 
 
+def _number(value: Any, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, int | float) else "-"
+
+
+def horizon_table(result: dict[str, Any]) -> Table | None:
+    """Test NRMSE at each summary step and coverage of each interval level (pooled over
+    steps), persistence first; ``None`` for a one-step task, which the leaderboard covers."""
+    baseline = result.get("baseline_horizon", {})
+    steps = sorted(int(step) for step in baseline)
+    if len(steps) < 2:
+        return None
+    levels = [f"{float(level):g}" for level in result.get("interval_levels", [])]
+    table = Table(title="Per horizon step (test NRMSE, lower is better; coverage of intervals)")
+    table.add_column("model")
+    for step in steps:
+        table.add_column(f"NRMSE @{step}", justify="right")
+    for level in levels:
+        table.add_column(f"cov {level}%", justify="right")
+    rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("persistence (baseline)", baseline, {})
+    ]
+    rows += [
+        (str(row.get("model_type")), row.get("horizon", {}), row.get("coverage", {}))
+        for row in result.get("leaderboard", [])
+        if row.get("status") == "SUCCESS"
+    ]
+    for name, by_step, coverage in rows:
+        table.add_row(
+            name,
+            *(_number(by_step.get(str(step), {}).get("nrmse"), ".4f") for step in steps),
+            *(_number(coverage.get(level), ".1%") for level in levels),
+        )
+    return table
+
+
 def leaderboard_table(rows: list[dict[str, Any]], *, title: str) -> Table:
     table = Table(title=f"Leaderboard ({title}; test NRMSE, lower is better)")
     for name in ("model", "NRMSE", "MAE5", "RMSE5", "train s", "promoted", "reason"):
@@ -70,16 +108,13 @@ def leaderboard_table(rows: list[dict[str, Any]], *, title: str) -> Table:
             name, justify="right" if name in ("NRMSE", "MAE5", "RMSE5", "train s") else "left"
         )
 
-    def number(value: Any, fmt: str) -> str:
-        return format(value, fmt) if isinstance(value, int | float) else "-"
-
     for row in rows:
         table.add_row(
             str(row.get("model_type")),
-            number(row.get("nrmse"), ".4f"),
-            number(row.get("mae5"), ".4g"),
-            number(row.get("rmse5"), ".4g"),
-            number(row.get("train_seconds"), ".1f"),
+            _number(row.get("nrmse"), ".4f"),
+            _number(row.get("mae5"), ".4g"),
+            _number(row.get("rmse5"), ".4g"),
+            _number(row.get("train_seconds"), ".1f"),
             "yes" if row.get("promoted") else "no",
             str(row.get("reason", "")),
         )
