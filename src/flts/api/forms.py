@@ -400,7 +400,7 @@ def _build(values: np.ndarray, ends: np.ndarray, columns: list[str], spec: Featu
         x = values[:, -lags:]
     else:
         x = values[:, -lags:, [columns.index(name) for name in spec.inputs]]
-    step = np.timedelta64(int(spec.step.value), "ns")
+    step = np.timedelta64(row_form(spec).step_ns, "ns")  # spec.step parses text each call
     last = ends[:, None]
     return Windows(
         x=np.ascontiguousarray(x, dtype=np.float64),
