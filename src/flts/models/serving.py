@@ -26,6 +26,7 @@ from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 from flts.exceptions import ModelError
 from flts.models.base import FORMAT_VERSION, MANIFEST, Forecaster, load_model
+from flts.models.intervals import IntervalCalibration
 from flts.models.onnx_runtime import ONNX_FILE, OnnxSession
 
 
@@ -110,6 +111,7 @@ def load_serving_model(directory: Path, *, threads: int = 1) -> Forecaster:
         params=dict(manifest.get("params", {})),
     )
     model.metadata = dict(manifest.get("metadata", {}))
+    model.calibration = IntervalCalibration.load(directory)
     model.fitted = True
     return model
 
