@@ -387,7 +387,9 @@ def test_openapi_documents_both_batch_forms(harness: Harness) -> None:
     body = schema["paths"][BATCH]["post"]["requestBody"]["content"]["application/json"]
     forms = [set(option["properties"]) for option in body["schema"]["oneOf"]]
     assert {"requests"} in forms
-    assert {"identifier", "horizon", "columns", "end_times", "windows", "encoded_windows"} in forms
+    assert {
+        "identifier", "horizon", "intervals", "columns", "end_times", "windows", "encoded_windows"
+    } in forms  # fmt: skip
     [tensor_form] = [o for o in body["schema"]["oneOf"] if "encoded_windows" in o["properties"]]
     encoded_options = tensor_form["properties"]["encoded_windows"]["anyOf"]
     assert any("base64" in option.get("properties", {}) for option in encoded_options)

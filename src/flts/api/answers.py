@@ -3,6 +3,8 @@
 Values are in original units with negatives clipped to 0, exactly as the evaluator scores
 them (traffic, users and resource blocks cannot be negative). Records are built for all
 windows at once (one ``tolist`` and one vectorised timestamp conversion), not per window.
+Prediction intervals come from the model's own calibration (validation residuals, saved with
+it); a model saved without one answers a request for intervals with a 422, never a made-up band.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pandas as pd
 from flts.api.holder import LoadedModel
 from flts.data.windows import Windows
 from flts.exceptions import ModelError
+from flts.models.intervals import level_key
 
 #: Below this many times, Python's ``datetime.isoformat`` beats numpy's per-call overhead.
 _FEW_TIMES = 16
@@ -48,14 +51,19 @@ def predict_clipped(loaded: LoadedModel, windows: Windows) -> np.ndarray:
 
 
 def row_answers(
-    loaded: LoadedModel, windows: Windows, horizons: Sequence[int]
+    loaded: LoadedModel,
+    windows: Windows,
+    horizons: Sequence[int],
+    levels: Sequence[tuple[float, ...]] | None = None,
 ) -> list[dict[str, Any]]:
     """One ``{"forecast": [records], "model": {...}}`` per window (see ``ForecastResponse``),
-    the first ``horizons[i]`` steps of window ``i``."""
+    the first ``horizons[i]`` steps of window ``i``, with ``intervals`` at ``levels[i]`` when
+    that window asks for any."""
     spec = loaded.spec
     width = windows.target_times.shape[1]
     targets = spec.targets
-    steps = predict_clipped(loaded, windows).reshape(-1, len(targets)).tolist()
+    forecast = predict_clipped(loaded, windows)
+    steps = forecast.reshape(-1, len(targets)).tolist()
     stamps = iso_times(windows.target_times.reshape(-1))
     keys = (spec.time_column, *targets)
     records = [
@@ -63,19 +71,61 @@ def row_answers(
         for stamp, step in zip(stamps, steps, strict=True)
     ]
     info = loaded.info
-    return [
+    answers: list[dict[str, Any]] = [
         {"forecast": records[index * width : index * width + horizon], "model": info}
         for index, horizon in enumerate(horizons)
     ]
+    wanted = sorted({level for own in levels or () for level in own})
+    if wanted:
+        bands = _band_records(loaded, windows, forecast, tuple(wanted), stamps)
+        for index, (answer, own) in enumerate(zip(answers, levels or (), strict=True)):
+            if not own:
+                continue
+            start = index * width
+            answer["intervals"] = {
+                level_key(level): bands[level][start : start + horizons[index]] for level in own
+            }
+    return answers
 
 
-def tensor_answer(loaded: LoadedModel, windows: Windows, horizon: int) -> dict[str, Any]:
-    """The tensor answer of one model call for every window (see ``WindowBatchResponse``)."""
-    forecast = predict_clipped(loaded, windows)[:, :horizon]
+def _band_records(
+    loaded: LoadedModel,
+    windows: Windows,
+    forecast: np.ndarray,
+    levels: tuple[float, ...],
+    stamps: list[str],
+) -> dict[float, list[dict[str, Any]]]:
+    """Per level, one ``{"time", target: [lower, upper], ...}`` record per window step."""
+    targets = loaded.spec.targets
+    records: dict[float, list[dict[str, Any]]] = {}
+    for level, (lower, upper) in loaded.model.intervals(windows, forecast, levels).items():
+        pairs = np.stack([lower, upper], axis=-1).reshape(-1, len(targets), 2).tolist()
+        records[level] = [
+            {loaded.spec.time_column: stamp, **dict(zip(targets, step, strict=True))}
+            for stamp, step in zip(stamps, pairs, strict=True)
+        ]
+    return records
+
+
+def tensor_answer(
+    loaded: LoadedModel, windows: Windows, horizon: int, levels: tuple[float, ...] = ()
+) -> dict[str, Any]:
+    """The tensor answer of one model call for every window (see ``WindowBatchResponse``),
+    with lower and upper arrays per interval level when ``levels`` asks for any."""
+    full = predict_clipped(loaded, windows)
     stamps = iso_times(windows.target_times[:, :horizon].reshape(-1))
-    return {
+    answer: dict[str, Any] = {
         "model": loaded.info,
         "targets": list(loaded.spec.targets),
         "times": [stamps[start : start + horizon] for start in range(0, len(stamps), horizon)],
-        "forecast": forecast.tolist(),
+        "forecast": full[:, :horizon].tolist(),
     }
+    if levels:
+        answer["intervals"] = {
+            level_key(level): {
+                "lower": lower[:, :horizon].tolist(),
+                "upper": upper[:, :horizon].tolist(),
+            }
+            for level, (lower, upper) in loaded.model.intervals(windows, full, levels).items()
+        }
+    return answer

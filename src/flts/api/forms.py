@@ -39,6 +39,7 @@ from flts.data.reader import parse_times, quote
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
 from flts.exceptions import DataValidationError, PayloadTooLargeError
+from flts.models.intervals import MAX_LEVELS, check_levels
 
 #: Most forecasts one batch call may carry (requests of the row form, windows of the tensor
 #: form).
@@ -49,6 +50,10 @@ ENCODED_DTYPES = {"float32": "<f4", "float64": "<f8"}
 T = TypeVar("T")
 Horizon = Annotated[int, msgspec.Meta(ge=1)]
 NonEmpty = msgspec.Meta(min_length=1)
+#: Interval levels in percent; uniqueness is checked by ``check_levels`` once decoded.
+Levels = Annotated[
+    list[Annotated[float, msgspec.Meta(gt=0, lt=100)]], msgspec.Meta(max_length=MAX_LEVELS)
+]
 
 
 class RejectedError(Exception):
@@ -66,6 +71,7 @@ class ForecastCall(msgspec.Struct, forbid_unknown_fields=True):
     history: list[msgspec.Raw]
     identifier: str | None = None
     horizon: Horizon = 1
+    intervals: Levels = msgspec.field(default_factory=list)
 
 
 class BatchCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -75,6 +81,7 @@ class BatchCall(msgspec.Struct, forbid_unknown_fields=True):
     requests: Annotated[list[ForecastCall], NonEmpty] | msgspec.UnsetType = msgspec.UNSET
     identifier: str | msgspec.UnsetType | None = msgspec.UNSET
     horizon: Horizon | msgspec.UnsetType = msgspec.UNSET
+    intervals: Levels | msgspec.UnsetType = msgspec.UNSET
     columns: Annotated[list[str], NonEmpty] | msgspec.UnsetType = msgspec.UNSET
     end_times: Annotated[list[str], NonEmpty] | msgspec.UnsetType = msgspec.UNSET
     # Decoded strictly (numbers are numbers) once the form is known: see TensorCall.
@@ -101,6 +108,7 @@ class TensorCall:
 
     identifier: str | None
     horizon: int
+    intervals: tuple[float, ...]
     columns: list[str]
     end_times: list[str]
     windows: list[list[list[float]]] | None
@@ -151,6 +159,7 @@ def tensor_call(call: BatchCall) -> TensorCall:
     return TensorCall(
         identifier=None if call.identifier is msgspec.UNSET else call.identifier,
         horizon=1 if call.horizon is msgspec.UNSET else call.horizon,
+        intervals=() if call.intervals is msgspec.UNSET else check_levels(call.intervals),
         columns=call.columns,
         end_times=call.end_times,
         windows=windows,

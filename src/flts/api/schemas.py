@@ -14,6 +14,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from flts.events import Identifier
+from flts.models.intervals import MAX_LEVELS
+
+#: A prediction-interval level in percent, strictly between 0 and 100.
+Level = Annotated[float, Field(gt=0, lt=100)]
+Levels = Annotated[
+    list[Level],
+    Field(
+        default_factory=list,
+        max_length=MAX_LEVELS,
+        description=(
+            "Prediction-interval levels in percent (e.g. [80, 95]), each in (0, 100), unique; "
+            "answered in `intervals` when the model was calibrated, a 422 otherwise."
+        ),
+    ),
+]
 
 
 class ForecastRequest(BaseModel):
@@ -41,6 +56,7 @@ class ForecastRequest(BaseModel):
         ge=1,
         description="Steps to forecast: 1 up to the horizon the model was trained for.",
     )
+    intervals: Levels
 
 
 class BatchForecastRequest(BaseModel):
@@ -95,6 +111,7 @@ class WindowBatchRequest(BaseModel):
         ge=1,
         description="Steps to forecast for every window: 1 up to the model's horizon.",
     )
+    intervals: Levels
     columns: list[str] = Field(
         min_length=1,
         fail_fast=True,
@@ -142,6 +159,20 @@ class ForecastResponse(BaseModel):
 
     forecast: list[dict[str, Any]]
     model: ModelInfo
+    intervals: dict[str, list[dict[str, Any]]] | None = Field(
+        default=None,
+        description=(
+            'Only when asked for: per level (`"80"`), one record per step with `time` and '
+            "`[lower, upper]` per target, calibrated on validation residuals, never below 0."
+        ),
+    )
+
+
+class IntervalArrays(BaseModel):
+    """One level's bounds of a tensor answer, shaped like ``forecast``."""
+
+    lower: list[list[list[float]]]
+    upper: list[list[list[float]]]
 
 
 class BatchForecastResponse(BaseModel):
@@ -157,3 +188,6 @@ class WindowBatchResponse(BaseModel):
     targets: list[str]
     times: list[list[str]]
     forecast: list[list[list[float]]]
+    intervals: dict[str, IntervalArrays] | None = Field(
+        default=None, description="Only when asked for: per level, lower and upper bounds."
+    )

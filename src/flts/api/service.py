@@ -38,6 +38,7 @@ from flts.exceptions import (
     ModelUnavailableError,
     OverloadedError,
 )
+from flts.models.intervals import check_levels
 from flts.settings import ServingSettings
 
 T = TypeVar("T")
@@ -120,8 +121,9 @@ class ForecastService:
             windows = forms.row_windows([call], loaded.spec)
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
+        levels = check_levels(call.intervals) if call.intervals else ()
         [answer] = await self._predict(
-            loaded, 1, lambda: row_answers(loaded, windows, [call.horizon])
+            loaded, 1, lambda: row_answers(loaded, windows, [call.horizon], [levels])
         )
         return orjson.dumps(answer)
 
@@ -135,6 +137,7 @@ class ForecastService:
                 call.requests is msgspec.UNSET
                 or call.identifier is not msgspec.UNSET
                 or call.horizon is not msgspec.UNSET
+                or call.intervals is not msgspec.UNSET
             ):
                 raise RejectedError("a row-form batch has `requests` and nothing else")
         except RejectedError as exc:
@@ -160,10 +163,15 @@ class ForecastService:
                 raise await self._batch_refusal(exc, body) from exc
             work.append((model, indices, windows))
         results: list[Any] = [None] * len(calls)
+        levels = [
+            check_levels(c.intervals, f"requests[{i}].intervals") if c.intervals else ()
+            for i, c in enumerate(calls)
+        ]
         for model, indices, windows in work:
             horizons = [calls[i].horizon for i in indices]
+            own = [levels[i] for i in indices]
             answers = await self._predict(
-                model, len(indices), partial(row_answers, model, windows, horizons)
+                model, len(indices), partial(row_answers, model, windows, horizons, own)
             )
             for index, answer in zip(indices, answers, strict=True):
                 results[index] = answer
@@ -175,7 +183,9 @@ class ForecastService:
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)
         answer = await self._predict(
-            loaded, len(windows), lambda: tensor_answer(loaded, windows, call.horizon)
+            loaded,
+            len(windows),
+            lambda: tensor_answer(loaded, windows, call.horizon, call.intervals),
         )
         return orjson.dumps(answer)
 

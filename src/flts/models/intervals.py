@@ -202,19 +202,20 @@ def _interpolate(table: np.ndarray, probability: float) -> np.ndarray:
     return result
 
 
-def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
-    """Interval levels as given, each in (0, 100), unique, at most :data:`MAX_LEVELS`."""
+def check_levels(levels: Sequence[float], where: str = "intervals") -> tuple[float, ...]:
+    """Interval levels as given, each in (0, 100), unique, at most :data:`MAX_LEVELS`;
+    problems name ``where`` (the field they came from)."""
     problems = [
-        f"interval level {level!r} must be a number between 0 and 100 (exclusive)"
+        f"{where}: interval level {level!r} must be a number between 0 and 100 (exclusive)"
         for level in levels
         if isinstance(level, bool)
         or not isinstance(level, int | float)
         or not 0.0 < float(level) < 100.0
     ]
     if len(levels) > MAX_LEVELS:
-        problems.append(f"at most {MAX_LEVELS} interval levels per request, got {len(levels)}")
+        problems.append(f"{where}: at most {MAX_LEVELS} interval levels, got {len(levels)}")
     if len(set(levels)) != len(levels):
-        problems.append("interval levels must be unique")
+        problems.append(f"{where}: interval levels must be unique")
     if problems:
         raise DataValidationError(*problems)
     return tuple(float(level) for level in levels)
