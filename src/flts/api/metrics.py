@@ -64,6 +64,10 @@ class ApiMetrics:
             "HTTP requests being processed.",
             registry=self.registry,
         )
+        #: Requests being answered: a plain count kept by :class:`MetricsMiddleware` (on the
+        #: event loop) and read by the gauge at scrape time, not two locked updates a request.
+        self.requests_in_flight = 0
+        self.in_flight.set_function(lambda: self.requests_in_flight)
         self.loads = Counter(
             "flts_model_loads",
             "Champion models loaded, warmed up and swapped in.",
@@ -114,8 +118,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        # label values -> (requests counter child, latency histogram child), resolved once
-        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        # (route, method, status, model type) as found in the scope -> (requests counter
+        # child, latency histogram child), resolved once; label strings are made on a miss
+        self._children: dict[tuple[Any, Any, Any, Any], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,25 +135,23 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        gauge = self.metrics.in_flight
-        gauge.inc()
+        metrics = self.metrics
+        metrics.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            gauge.dec()
-            labels = (
+            metrics.requests_in_flight -= 1
+            key = (
                 _route(scope),
-                str(scope.get("method", "")),
-                str(status),
-                str(scope.get(MODEL_TYPE_SCOPE_KEY, "")),
+                scope.get("method", ""),
+                status,
+                scope.get(MODEL_TYPE_SCOPE_KEY, ""),
             )
-            children = self._children.get(labels)
+            children = self._children.get(key)
             if children is None:
-                children = (
-                    self.metrics.requests.labels(*labels),
-                    self.metrics.latency.labels(*labels),
-                )
-                self._children[labels] = children
+                labels = tuple(str(value) for value in key)
+                children = (metrics.requests.labels(*labels), metrics.latency.labels(*labels))
+                self._children[key] = children
             children[0].inc()
             children[1].observe(time.perf_counter() - started)
 

@@ -50,7 +50,16 @@ class Ridge(Forecaster):
         self.metadata.update(alpha=best[1], validation_nrmse=best[0], alpha_search=history)
 
     def _predict(self, windows: Windows) -> np.ndarray:
-        return self.decode(self._design(windows) @ self._coef + self._intercept)
+        n = len(windows)
+        if self.spec.time_features:
+            design = self._design(windows)
+        else:  # encode and decode inline (same arithmetic): a serving call is mostly overhead
+            scaler = self.input_scaler
+            design = ((windows.x - scaler._offset) / scaler._scale).reshape(n, -1)
+        scaled = (design @ self._coef + self._intercept).reshape(n, self.spec.horizon, -1)
+        target = self.target_scaler
+        restored: np.ndarray = scaled * target._scale + target._offset
+        return restored
 
     @property
     def weights(self) -> tuple[np.ndarray, np.ndarray]:

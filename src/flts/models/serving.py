@@ -23,11 +23,11 @@ import numpy as np
 
 from flts.data.scaling import MinMaxScaler
 from flts.data.spec import FeatureSpec
-from flts.data.windows import Windows
+from flts.data.windows import Windows, time_features
 from flts.exceptions import ModelError
 from flts.models.base import FORMAT_VERSION, MANIFEST, Forecaster, load_model
 from flts.models.intervals import IntervalCalibration
-from flts.models.onnx_runtime import ONNX_FILE, OnnxSession
+from flts.models.onnx_runtime import ONNX_FILE, BoundRun, OnnxSession
 
 
 class OnnxForecaster(Forecaster):
@@ -50,13 +50,59 @@ class OnnxForecaster(Forecaster):
         super().__init__(spec, input_scaler, target_scaler, seed=seed)
         self.params = dict(params or {})  # the training params, for descriptions only
         self.session = session
+        self._single: BoundRun | None = None
+        self._single_checked = False
 
     def _fit(self, train: Windows, validation: Windows) -> None:
         raise ModelError("an ONNX-served model cannot be trained; train its torch class")
 
     def _predict(self, windows: Windows) -> np.ndarray:
+        if len(windows) == 1:
+            single = self._single if self._single_checked else self._bind_single()
+            # Another thread in the middle of a forecast holds the buffers: take the plain path.
+            if single is not None and single.lock.acquire(blocking=False):
+                try:
+                    return self._predict_single(single, windows)
+                finally:
+                    single.lock.release()
         scaled = self.session.run(self.encode(windows))
-        return self.decode(scaled.astype(np.float64))
+        return self.decode(scaled)
+
+    def _predict_single(self, single: BoundRun, windows: Windows) -> np.ndarray:
+        """``encode`` -> ORT -> ``decode`` for one window through the pre-bound buffers, with
+        the same arithmetic as the general path (float64 scaling, float32 graph, float64
+        unscaling), so both give identical forecasts."""
+        spec, inputs = self.spec, single.inputs
+        scaler, width = self.input_scaler, len(spec.inputs)
+        # (x - minimum) / scale in float64, cast into the bound float32 input on the way out
+        np.divide(
+            np.subtract(windows.x, scaler._offset),
+            scaler._scale,
+            out=inputs[..., :width] if spec.time_features else inputs,
+            casting="same_kind",
+        )
+        if spec.time_features:
+            inputs[..., width:] = time_features(windows.input_times, spec.time_features)
+        single.run()
+        target = self.target_scaler
+        restored: np.ndarray = single.outputs * target._scale + target._offset
+        return restored
+
+    def _bind_single(self) -> BoundRun | None:
+        """The batch-1 binding, made on the first one-window forecast; ``None`` (always the
+        general path, with its errors) when the graph does not answer the spec's shape."""
+        self._single_checked = True
+        spec = self.spec
+        input_shape = (1, spec.lags, spec.n_model_inputs)
+        output_shape = (1, spec.horizon, len(spec.targets))
+        try:
+            probe = self.session.run(np.zeros(input_shape, dtype=np.float32))
+        except Exception:  # the general path then reports the graph's own error
+            return None
+        if probe.shape != output_shape or probe.dtype != np.float32:
+            return None
+        self._single = self.session.bind(input_shape, output_shape)
+        return self._single
 
     def _save_state(self, directory: Path) -> None:
         raise ModelError("an ONNX-served model cannot be saved; save its torch class")
