@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from flts.cli import app
 from flts.models import MODEL_TYPES
-from flts.settings import Settings
+from flts.settings import FLAT_NAMES, Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -57,6 +57,8 @@ def _parse(args: list[str]) -> Any:
 
 def _setting_exists(variable: str) -> bool:
     path = variable.removeprefix("FLTS_").lower().split("__")
+    if len(path) == 1 and path[0] in FLAT_NAMES:  # FLTS_BUS_URL and the other kept names
+        return True
     model: type[BaseModel] = Settings
     for i, part in enumerate(path):
         field = model.model_fields.get(part)
