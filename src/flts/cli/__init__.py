@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import benchmark, config, data, dlq, ops, pipeline, services, up
+from flts.cli import backtest, benchmark, config, data, dlq, ops, pipeline, services, up
 
 app = typer.Typer(
     name="flts",
@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+benchmark.app.registered_commands += backtest.app.registered_commands
 app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
