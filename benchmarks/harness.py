@@ -9,6 +9,7 @@ Makefile runs the benchmarks with ``tests`` on the path.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -32,6 +33,19 @@ BENCH_EPOCHS = 3
 #: model cache is verified against the tracking store by the watcher's next poll (importing
 #: MLflow in the background, ~2 s of CPU), start-up work that belongs to the cold start.
 SETTLE_SECONDS = 4.0
+#: Where both serving benchmarks find their data and keep their state by default.
+DEFAULT_DATA = Path("../shared/datasets/PobleSec.csv")
+DEFAULT_HOME = Path("build/bench/serve-home")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every serving benchmark shares: data, home, training, report."""
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Training CSV.")
+    parser.add_argument("--test", type=Path, default=None, help="CSV of the request windows.")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Benchmark FLTS_HOME.")
+    parser.add_argument("--fresh", action="store_true", help="Empty the home first (retrain).")
+    parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS, help="LSTM epochs.")
+    parser.add_argument("--json", type=Path, default=None, help="Write the report here.")
 
 
 def prepare_home(home: Path, *, fresh: bool) -> Path:

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
-    BENCH_EPOCHS,
     SETTLE_SECONDS,
+    add_model_arguments,
     ensure_models,
     machine_load,
     model_dir,
@@ -57,8 +57,6 @@ from benchmarks.harness import (
 from benchmarks.wrk import WrkRun, run_wrk
 from loadtest import payloads
 
-DEFAULT_DATA = Path("../shared/datasets/PobleSec.csv")
-DEFAULT_HOME = Path("build/bench/serve-home")
 #: Windows per request of the batch level.
 BATCH_WINDOWS = 256
 #: Connections of the batch level (closed loop): two keep both cores busy.
@@ -301,12 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="Worker processes per server.")
     parser.add_argument("--no-mlflow", action="store_true", help="Skip mlflow models serve.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Training CSV.")
-    parser.add_argument("--test", type=Path, default=None, help="CSV of the request windows.")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Benchmark FLTS_HOME.")
-    parser.add_argument("--fresh", action="store_true", help="Empty the home first (retrain).")
-    parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS, help="LSTM epochs.")
-    parser.add_argument("--json", type=Path, default=None, help="Write the report here.")
+    add_model_arguments(parser)
     parser.add_argument(
         "--check", action="store_true", help="Exit 1 on any failed request, never on speed."
     )

@@ -27,6 +27,7 @@ import numpy as np
 from benchmarks.harness import (
     BENCH_EPOCHS,
     SETTLE_SECONDS,
+    add_model_arguments,
     ensure_models,
     machine_load,
     prepare_home,
@@ -35,9 +36,6 @@ from benchmarks.harness import (
     start_flts,
 )
 from benchmarks.locust import run_locust
-
-DEFAULT_DATA = Path("../shared/datasets/PobleSec.csv")
-DEFAULT_HOME = Path("build/bench/serve-home")
 
 
 @dataclass
@@ -112,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0, help="Seconds of load.")
     parser.add_argument("--users", type=int, default=32, help="Concurrent Locust users.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Training CSV.")
-    parser.add_argument("--test", type=Path, default=None, help="CSV of the request windows.")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Benchmark FLTS_HOME.")
-    parser.add_argument("--fresh", action="store_true", help="Empty the home first (retrain).")
-    parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS, help="LSTM epochs.")
-    parser.add_argument("--json", type=Path, default=None, help="Write the report here.")
+    add_model_arguments(parser)
     parser.add_argument(
         "--check", action="store_true", help="Exit 1 on failed requests or a swap never served."
     )

@@ -45,25 +45,16 @@ class HorizonFigures(BaseModel):
     width: dict[str, float] = Field(default_factory=dict)
 
 
-class LeaderboardEntry(BaseModel):
+class LeaderboardEntry(HorizonFigures):
     """One model type's line in a decision (scores are the evaluator's, on the test split).
 
-    The headline and interval figures pool every horizon step; ``horizon`` has the figures at
-    each summary step (1, 5, 15, 30 within the horizon). Fields added after the first records
-    default to empty, so those records still parse."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The headline and interval figures (inherited) pool every horizon step; ``horizon`` has the
+    figures at each summary step (1, 5, 15, 30 within the horizon). Fields added after the
+    first records default to empty, so those records still parse."""
 
     model_type: str
     run_id: str | None = None
     status: Literal["SUCCESS", "FAILED", "MISSING", "UNSCORED"]
-    nrmse: float | None = None
-    mae5: float | None = None
-    rmse5: float | None = None
-    mase: float | None = None
-    wql: float | None = None
-    coverage: dict[str, float] = Field(default_factory=dict)
-    width: dict[str, float] = Field(default_factory=dict)
     horizon: dict[int, HorizonFigures] = Field(default_factory=dict)
     train_seconds: float | None = None
     promoted: bool = False
