@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test bench-accuracy bench-pipeline bench-serve bench-serve-ci e2e deploy-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci e2e deploy-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ system-deps:  ## Debian packages the tests and benchmarks need (prometheus, wrk)
 		else echo "install Debian's prometheus and wrk packages (sudo apt-get install prometheus wrk)" >&2; exit 1; fi; }
 
 test: install system-deps  ## Run the test suite (unit, contract on real servers, API, e2e, deploy)
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/faults
+
+faults: install system-deps  ## Fault-injection suite: broken rows, outages, killed processes, corrupt artifacts
+	$(BIN)/pytest tests/faults
 
 bench-accuracy: install  ## Accuracy benchmark on the Barcelona datasets (5 seeds), JSON in build/
 	$(BIN)/flts benchmark accuracy --data-dir $(DATA_DIR) --seeds $(SEEDS) \
