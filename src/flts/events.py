@@ -419,6 +419,8 @@ def decode(data: bytes) -> Event:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventValidationError(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[..." deeper than the parser's recursion limit
+        raise EventValidationError("malformed JSON: nested too deeply") from exc
     if not isinstance(raw, dict):
         raise EventValidationError(f"event must be a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")

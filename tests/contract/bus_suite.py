@@ -269,6 +269,35 @@ class BusContract:
         assert letter.attempts == 0
         assert letter.error.startswith("EventValidationError: malformed JSON")
 
+    def test_no_undecodable_message_stops_the_consumer(
+        self, bus: Bus, topic: str, group: str
+    ) -> None:
+        """Every kind of bytes that is not an event (empty, not UTF-8, nested past the JSON
+        parser's recursion limit, the wrong JSON, an envelope missing its fields) is
+        dead-lettered as is, in order, and the good event behind them on the same key is
+        handled by the same consume call."""
+        bad = [
+            b"",
+            b"\xff\xfe\xfa not utf-8",
+            b"[" * 100_000,  # RecursionError in json.loads, not a JSONDecodeError
+            b'"just a string"',
+            b'{"schema_version": 1, "type": "model-training"}',
+        ]
+        for value in bad:
+            bus._publish(topic, "ElBorn", value, {"content-type": "application/json"})
+        good = training_event(7)
+        bus.publish(topic, good)
+        got: list[Event] = []
+        stats = bus.consume(topic, group, got.append, max_messages=6, max_idle=10, retry=FAST)
+        assert got == [good]
+        assert (stats.handled, stats.dead_lettered) == (1, len(bad))
+        letters = bus.dead_letters(topic)
+        assert [letter.value for letter in letters] == bad
+        assert all(letter.error.startswith("EventValidationError: ") for letter in letters)
+        assert all(letter.attempts == 0 and letter.group == group for letter in letters)
+        assert "nested too deeply" in letters[2].error
+        assert bus.pending(group, topic) == 0
+
     def test_dead_letters_lists_every_dlq_topic(self, bus: Bus, topic: str, group: str) -> None:
         other = f"{topic}-other"
         bus._publish(topic, "a", b"[]", {})

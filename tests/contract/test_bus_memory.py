@@ -89,3 +89,21 @@ def test_registered_backend_with_missing_dependency_gives_install_hint() -> None
 def test_register_backend_refuses_to_clobber() -> None:
     with pytest.raises(ConfigurationError, match="already registered"):
         register_backend("memory", "elsewhere:Bus")
+
+
+def test_a_record_with_fields_of_the_wrong_type_is_dead_lettered() -> None:
+    """Only code that bypasses ``publish`` can store one; it must not stop the group."""
+    with open_bus("memory://") as bus:
+        bus._publish("t", "ElBorn", "text, not bytes", {})  # type: ignore[arg-type]
+        bus._publish("t", "ElBorn", b"{}", {"n": 1})  # type: ignore[dict-item]
+        good = training_event(1)
+        bus.publish("t", good)
+        got: list[str] = []
+        stats = bus.consume("t", "g", lambda e: got.append(e.event_id), max_messages=3, max_idle=5)
+        assert got == [good.event_id]
+        assert stats.dead_lettered == 2
+        text, numbers = bus.dead_letters("t")
+        assert text.value == b"text, not bytes"
+        assert "value is str, not bytes" in text.error
+        assert "headers are not string pairs" in numbers.error
+        assert numbers.headers["x-dlq-raw-headers"] == "{'n': 1}"

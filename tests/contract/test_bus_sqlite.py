@@ -117,6 +117,96 @@ def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered(db_path: Pat
         assert "delivered 3 times without a commit" in letter.error
 
 
+# ---------------------------------------------------------------------------- damaged rows
+
+
+def insert_row(bus: SQLiteBus, topic: str, key: object, value: object, headers: object) -> None:
+    """Write a ``messages`` row straight into the table, bypassing ``publish`` (SQLite keeps
+    whatever type it is given), as a bug, a manual edit or another tool could."""
+    bus._db.execute(
+        "INSERT INTO messages (topic, key, value, headers, created_at) VALUES (?, ?, ?, ?, 0)",
+        (topic, key, value, headers),
+    )
+
+
+DAMAGED_ROWS: list[tuple[object, object, object, str]] = [
+    # key, value, headers, what the dead letter's error names
+    ("ElBorn", '{"schema_version": 1}', "{}", "value is str, not bytes"),
+    ("ElBorn", 10**12, "{}", "value is int, not bytes"),  # bytes(10**12): a MemoryError
+    ("ElBorn", 2.5, "{}", "value is float, not bytes"),
+    ("ElBorn", b"{}", "{not json", "headers are not JSON"),
+    ("ElBorn", b"{}", "[1, 2]", "headers are not string pairs"),
+    ("ElBorn", b"{}", '{"n": 1}', "headers are not string pairs"),
+    ("ElBorn", b"{}", b"\x00\xff", "headers are not JSON"),
+    (b"\xffkey", b"{}", "{}", "key is bytes, not text"),
+]
+
+
+def test_damaged_rows_are_dead_lettered_with_their_raw_bytes(db_path: Path) -> None:
+    with SQLiteBus(db_path, poll_interval=0.01) as bus:
+        for key, value, headers, _ in DAMAGED_ROWS:
+            insert_row(bus, TOPIC, key, value, headers)
+        good = training_event(1)
+        bus.publish(TOPIC, good)
+        got: list[str] = []
+        stats = bus.consume(
+            TOPIC, GROUP, lambda e: got.append(e.event_id), max_idle=1, poll_timeout=0.05
+        )
+        assert got == [good.event_id]  # the consumer went on past every damaged row
+        assert (stats.handled, stats.dead_lettered) == (1, len(DAMAGED_ROWS))
+        letters = bus.dead_letters(TOPIC)
+        assert len(letters) == len(DAMAGED_ROWS)
+        for letter, (_, value, _headers, reason) in zip(letters, DAMAGED_ROWS, strict=True):
+            assert letter.error.startswith("EventValidationError: unreadable stored message")
+            assert reason in letter.error
+            assert letter.attempts == 0
+            assert letter.group == GROUP
+            expected = value if isinstance(value, bytes) else str(value).encode()
+            assert letter.value == expected  # raw bytes, replayable
+        assert letters[3].headers["x-dlq-raw-headers"] == "{not json"
+        assert letters[4].headers["x-dlq-raw-headers"] == "[1, 2]"
+        assert bus.pending(GROUP, TOPIC) == 0
+
+
+def test_a_replayed_damaged_row_is_stored_properly_and_handled(db_path: Path) -> None:
+    """A TEXT value holding a valid event is dead-lettered (its type is wrong), and replaying
+    it publishes proper bytes that a consumer then handles."""
+    event = training_event(3)
+    with SQLiteBus(db_path, poll_interval=0.01) as bus:
+        insert_row(bus, TOPIC, "ElBorn", encode(event).decode(), "{}")
+        got: list[str] = []
+        bus.consume(TOPIC, GROUP, lambda e: got.append(e.event_id), max_messages=1, max_idle=5)
+        [letter] = bus.dead_letters(TOPIC)
+        bus.replay(letter)
+        bus.consume(TOPIC, GROUP, lambda e: got.append(e.event_id), max_messages=1, max_idle=5)
+        assert got == [event.event_id]
+
+
+def test_a_damaged_delivery_count_is_read_as_a_number(db_path: Path) -> None:
+    with SQLiteBus(db_path, poll_interval=0.01) as bus:
+        bus.publish(TOPIC, training_event(1))
+        claimed = bus._poll([TOPIC], GROUP, "c1", timeout=1)
+        assert claimed is not None
+        bus._db.execute("UPDATE deliveries SET attempts = '2', lease_until = 0")
+        again = bus._poll([TOPIC], GROUP, "c2", timeout=1)
+        assert again is not None
+        assert again.delivery_count == 3
+
+
+def test_the_delivery_count_is_durable_before_the_handler_runs(db_path: Path) -> None:
+    """The claim's transaction, count included, is committed before ``_poll`` returns: a
+    second connection (another process) sees it while the handler is still to run."""
+    with SQLiteBus(db_path, poll_interval=0.01) as bus, SQLiteBus(db_path) as other:
+        bus.publish(TOPIC, training_event(1))
+        seen: list[tuple[int, ...]] = []
+
+        def handler(event: Event) -> None:
+            seen.extend(other._db.execute("SELECT attempts, done FROM deliveries").fetchall())
+
+        bus.consume(TOPIC, GROUP, handler, max_messages=1, max_idle=5)
+        assert seen == [(1, 0)]
+
+
 # ---------------------------------------------------------------------------- processes
 
 _CHILD = r"""

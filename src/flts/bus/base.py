@@ -18,6 +18,14 @@ relies on lives here so memory, SQLite and Kafka behave alike and one contract s
   keeps coming back without ever being committed (a poison pill that kills its consumer), the
   original bytes go unchanged to ``dlq.<topic>`` with ``x-dlq-*`` headers saying where they
   came from and why; then the source message is committed and consumption goes on.
+* **No stored message stops a group.** A backend that cannot even read a stored message as
+  one of its own (an SQLite row with a value of the wrong type or headers that are not JSON)
+  hands it over anyway with :attr:`Message.defect` saying why, the raw bytes as ``value`` and
+  the unreadable headers' text in ``x-dlq-raw-headers``; like bytes that are not an event, it
+  is dead-lettered at once (``attempts`` 0) without calling the handler. Anything that goes
+  wrong while decoding counts as the message's fault, never the consumer's: a consumer that
+  crashed on such a message would crash on it again after every restart, before the delivery
+  limit could ever apply.
 * **Idempotency by event id.** With ``idempotent=True`` (the default) an event whose
   ``event_id`` the group already processed successfully is committed without calling the
   handler: duplicates from a producer retry or a redelivery cost nothing. The id is recorded
@@ -74,6 +82,8 @@ H_ERROR = "x-dlq-error"
 H_TRACEBACK = "x-dlq-traceback"
 H_ATTEMPTS = "x-dlq-attempts"
 H_FAILED_AT = "x-dlq-failed-at"
+H_RAW_HEADERS = "x-dlq-raw-headers"
+"""The stored headers as text, when the backend could not read them as string pairs."""
 
 _MAX_ERROR_CHARS = 2_000
 _MAX_TRACEBACK_CHARS = 8_000
@@ -84,6 +94,8 @@ class Message:
     """One delivery of a stored message to a consumer of ``group``.
 
     ``receipt`` is the backend's handle for committing this delivery (opaque to callers).
+    ``defect`` is set when the backend could not read the stored message as one of its own
+    (see :func:`stored_fields`); ``consume`` then dead-letters it without decoding it.
     """
 
     topic: str
@@ -96,6 +108,7 @@ class Message:
     partition: int = 0
     delivery_count: int = 1
     receipt: Any = None
+    defect: str = ""
 
     @property
     def message_id(self) -> str:
@@ -191,13 +204,58 @@ class DeadLetter:
             source_message_id=h.get(H_MESSAGE_ID, ""),
             group=h.get(H_GROUP, ""),
             error=h.get(H_ERROR, ""),
-            attempts=int(h.get(H_ATTEMPTS, "0")),
+            attempts=_int(h.get(H_ATTEMPTS, "0")),
             failed_at=h.get(H_FAILED_AT, ""),
             key=message.key,
             value=message.value,
             headers=dict(h),
             dlq_partition=message.partition,
         )
+
+
+_MAX_RAW_HEADER_CHARS = 2_000
+
+
+def _int(text: str) -> int:
+    """A header's integer; 0 for a damaged one, so one bad letter cannot break ``dlq list``."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def stored_fields(
+    key: object, value: object, headers: object
+) -> tuple[str, bytes, dict[str, str], str]:
+    """A stored message's key, value and headers as the types a :class:`Message` carries,
+    and a defect (empty if none) naming every field that did not already have its type.
+
+    Backends whose storage can hold other types (SQLite columns, a memory record built by
+    hand) pass what they read through here, so a damaged message still becomes a delivery
+    that can be dead-lettered with its raw bytes instead of an exception in ``_poll`` that
+    would stop the group on the same message after every restart.
+    """
+    problems: list[str] = []
+    if isinstance(key, str):
+        text_key = key
+    else:
+        problems.append(f"key is {type(key).__name__}, not text")
+        text_key = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, bytearray | memoryview):
+        raw = bytes(value)
+    else:
+        problems.append(f"value is {type(value).__name__}, not bytes")
+        raw = b"" if value is None else str(value).encode(errors="surrogateescape")
+    if isinstance(headers, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        pairs = dict(headers)
+    else:
+        problems.append("headers are not string pairs")
+        pairs = {H_RAW_HEADERS: repr(headers)[:_MAX_RAW_HEADER_CHARS]}
+    return text_key, raw, pairs, "; ".join(problems)
 
 
 class IdempotencyStore(Protocol):
@@ -482,7 +540,16 @@ class Bus(ABC):
     ) -> bool:
         """Handle one delivery end to end; ``False`` if it was handed back unfinished."""
         try:
-            event = decode(message.value)
+            if message.defect:
+                raise EventValidationError(f"unreadable stored message: {message.defect}")
+            try:
+                event = decode(message.value)
+            except EventValidationError:
+                raise
+            except Exception as exc:  # e.g. RecursionError: still the bytes' fault
+                raise EventValidationError(
+                    f"undecodable bytes: {type(exc).__name__}: {exc}"
+                ) from exc
         except EventValidationError as exc:
             self._dead_letter(message, exc, attempts=0)
             self._commit(message)
@@ -571,7 +638,7 @@ class Bus(ABC):
         error = " ".join(f"{type(exc).__name__}: {exc}".split())[:_MAX_ERROR_CHARS]
         trace = "".join(traceback.format_exception(exc))[-_MAX_TRACEBACK_CHARS:]
         headers = {
-            **message.headers,
+            **{str(k): str(v) for k, v in message.headers.items()},
             H_SOURCE_TOPIC: message.topic,
             H_PARTITION: str(message.partition),
             H_OFFSET: str(message.offset),

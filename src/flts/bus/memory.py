@@ -3,7 +3,9 @@
 ``memory://`` gives a private broker; ``memory://NAME`` a broker shared by every bus opened
 with that name in this process (so a "reopened" bus sees committed offsets, like a durable
 backend would). Nothing survives the process. Claims are held until commit, release or the
-owning bus closing, so a stopped consumer's message is redelivered to the next one.
+owning bus closing, so a stopped consumer's message is redelivered to the next one. A record
+whose fields do not have their types (only code that bypasses ``publish`` can store one) is
+delivered with its defect and dead-lettered, like on every backend.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from flts.bus.base import Bus, IdempotencyStore, Lag, MemoryIdempotencyStore, Message
+from flts.bus.base import (
+    Bus,
+    IdempotencyStore,
+    Lag,
+    MemoryIdempotencyStore,
+    Message,
+    stored_fields,
+)
 
 
 @dataclass(frozen=True)
@@ -89,9 +98,12 @@ class MemoryBus(Bus):
                     count = state.deliveries[topic, offset] = (
                         state.deliveries.get((topic, offset), 0) + 1
                     )
+                    key, value, headers, defect = stored_fields(
+                        record.key, record.value, record.headers
+                    )
                     return Message(
-                        topic, record.key, record.value, record.headers, offset,
-                        group=group, consumer=consumer, delivery_count=count,
+                        topic, key, value, headers, offset,
+                        group=group, consumer=consumer, delivery_count=count, defect=defect,
                     )  # fmt: skip
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closing.is_set():
@@ -151,7 +163,7 @@ class MemoryBus(Bus):
             log = self._broker.logs.get(topic, [])
             start = max(0, len(log) - limit)
             return [
-                Message(topic, r.key, r.value, r.headers, offset)
+                Message(topic, *stored_fields(r.key, r.value, r.headers)[:3], offset)
                 for offset, r in enumerate(log[start:], start)
             ]
 

@@ -41,10 +41,12 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from flts.bus.base import Bus, IdempotencyStore, Lag, Message
+from flts.bus.base import H_RAW_HEADERS, Bus, IdempotencyStore, Lag, Message, stored_fields
 from flts.exceptions import BusError, ConfigurationError
 
 log = logging.getLogger(__name__)
+
+_RAW_HEADERS_CHARS = 2_000  # how much of unreadable headers a dead letter keeps
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -84,7 +86,8 @@ CREATE TABLE IF NOT EXISTS processed_events (
 # The next claimable message for a group across its topics: above the watermark, never
 # delivered or with an expired lease, and no earlier undone message with the same key.
 _CLAIM = """
-SELECT m.msg_offset, m.topic, m.key, m.value, m.headers, COALESCE(d.attempts, 0)
+SELECT m.msg_offset, m.topic, m.key, m.value, m.headers,
+       CAST(COALESCE(d.attempts, 0) AS INTEGER)
 FROM messages m
 JOIN group_offsets g ON g.group_name = :group AND g.topic = m.topic
 LEFT JOIN deliveries d ON d.group_name = :group AND d.msg_offset = m.msg_offset
@@ -229,9 +232,12 @@ class SQLiteBus(Bus):
                 "attempts = attempts + 1",
                 (group, offset, topic, consumer, now + self.lease_seconds),
             )
+        # The claim (and its delivery count) is committed before the row is even looked at:
+        # a row this process cannot read, or a handler that kills it, still counts.
+        key, value, headers, defect = _stored(key, value, headers)
         return Message(
-            topic, key, bytes(value), json.loads(headers), offset,
-            group=group, consumer=consumer, delivery_count=attempts + 1,
+            topic, key, value, headers, offset,
+            group=group, consumer=consumer, delivery_count=attempts + 1, defect=defect,
         )  # fmt: skip
 
     def _commit(self, message: Message) -> None:
@@ -327,10 +333,11 @@ class SQLiteBus(Bus):
                 "ORDER BY msg_offset DESC LIMIT ?",
                 (topic, limit),
             ).fetchall()
-        return [
-            Message(topic, key, bytes(value), json.loads(headers), offset)
-            for offset, key, value, headers in reversed(rows)
-        ]
+        messages = []
+        for offset, key, value, headers in reversed(rows):
+            key, value, headers, defect = _stored(key, value, headers)
+            messages.append(Message(topic, key, value, headers, offset, defect=defect))
+        return messages
 
     def _topics(self) -> list[str]:
         with self._tx(write=False) as db:
@@ -388,6 +395,33 @@ class _ProcessedTable:
                 "VALUES (?, ?, ?)",
                 (group, event_id, time.time()),
             )
+
+
+def _stored(key: object, value: object, headers: object) -> tuple[str, bytes, dict[str, str], str]:
+    """One ``messages`` row's columns as message fields, never raising (see
+    :func:`flts.bus.base.stored_fields`).
+
+    SQLite keeps whatever type was written into a column, so a row written by anything but
+    this module may hold a number or text where the value's bytes belong, or headers that
+    are not JSON. Such a row is handed over with its defect named (its raw bytes as the value,
+    the headers' text in ``x-dlq-raw-headers``) and the consumer dead-letters it.
+    """
+    text = headers.decode(errors="replace") if isinstance(headers, bytes) else headers
+    problems: list[str] = []
+    parsed: object = None
+    if isinstance(text, str):
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            problems.append(f"headers are not JSON ({exc})")
+    else:
+        problems.append(f"headers are {type(headers).__name__}, not JSON text")
+    if problems:
+        parsed = {H_RAW_HEADERS: str(text)[:_RAW_HEADERS_CHARS]}
+    key, value, pairs, defect = stored_fields(key, value, parsed)
+    if defect and not problems and H_RAW_HEADERS in pairs:  # JSON, but not string pairs
+        pairs[H_RAW_HEADERS] = str(text)[:_RAW_HEADERS_CHARS]
+    return key, value, pairs, "; ".join([*problems, *([defect] if defect else [])])
 
 
 def _numbered(topics: Sequence[str]) -> dict[str, str]:
