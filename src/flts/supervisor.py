@@ -5,6 +5,13 @@ variables; output goes to ``<home>/logs/<name>.log``. A child that exits unexpec
 restarted with exponential backoff (up to ``max_restarts``); ``stop`` sends SIGTERM to all
 (each finishes its current message) and SIGKILL to whatever is still alive after a grace
 period.
+
+The restart budget is for crash *loops*, not for a lifetime: a child that has stayed up for
+``healthy_after`` seconds since its last start gets its restart count (and so its backoff)
+reset, so a service that crashes once a day is restarted every day, while one that dies on
+every start is given up on after ``max_restarts`` tries. Once the supervisor has given up on a
+child, :attr:`Supervisor.gave_up` names it; ``flts up`` then stops everything and exits
+non-zero, so whatever runs it (systemd, a container runtime, a shell script) sees the failure.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from flts.exceptions import ConfigurationError
 from flts.settings import Settings
 
 
@@ -30,6 +38,10 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: Seconds a child must stay up for its restart count to start again from zero.
+DEFAULT_HEALTHY_AFTER = 60.0
+
+
 @dataclass
 class _Child:
     spec: ProcessSpec
@@ -37,6 +49,8 @@ class _Child:
     log: IO[bytes]
     restarts: int = 0
     next_start: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    gave_up: bool = False
 
 
 def service_specs(
@@ -67,6 +81,14 @@ def service_specs(
 
 
 class Supervisor:
+    """Starts the children of ``specs`` and restarts those that exit (see the module docstring).
+
+    ``max_restarts`` restarts in a row at most, waiting ``restart_delay * 2**n`` seconds
+    (capped at ``max_restart_delay``) before restart ``n + 1``; ``healthy_after`` seconds of
+    uptime reset the count. ``program`` is the command the spec's arguments follow
+    (``python -m flts``); tests run other programs under the same rules.
+    """
+
     def __init__(
         self,
         specs: Sequence[ProcessSpec],
@@ -74,18 +96,30 @@ class Supervisor:
         log_dir: Path,
         env: Mapping[str, str] | None = None,
         max_restarts: int = 5,
+        healthy_after: float = DEFAULT_HEALTHY_AFTER,
+        restart_delay: float = 1.0,
+        max_restart_delay: float = 30.0,
+        program: Sequence[str] | None = None,
     ) -> None:
+        if max_restarts < 0 or healthy_after <= 0 or restart_delay < 0 or max_restart_delay < 0:
+            raise ConfigurationError(
+                "supervisor: max_restarts and the restart delays must be >= 0, healthy_after > 0"
+            )
         self.specs = list(specs)
         self.log_dir = log_dir
         self.env = dict(os.environ if env is None else env)
         self.max_restarts = max_restarts
+        self.healthy_after = healthy_after
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self.program = list(program) if program is not None else [sys.executable, "-m", "flts"]
         self.children: dict[str, _Child] = {}
 
     def _spawn(self, spec: ProcessSpec, restarts: int = 0) -> _Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{spec.name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "flts", *spec.args],
+            [*self.program, *spec.args],
             env={**self.env, **spec.env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -103,25 +137,41 @@ class Supervisor:
         self.children[name].process.wait()
 
     def check(self) -> list[str]:
-        """Restart children that exited; returns messages about what happened."""
+        """Restart children that exited; returns messages about what happened.
+
+        Call it regularly (``flts up`` does, every second): uptime is measured between calls.
+        """
         messages = []
         now = time.monotonic()
         for name, child in list(self.children.items()):
             code = child.process.poll()
-            if code is None:
+            if child.restarts and child.next_start == 0.0 and self._healthy(child, now):
+                child.restarts = 0  # up long enough: past crashes no longer count
+            if code is None or child.gave_up:
                 continue
             if child.restarts >= self.max_restarts:
+                child.gave_up = True
                 messages.append(
-                    f"{name} exited with {code}; gave up after {child.restarts} restarts"
+                    f"{name} exited with {code}; gave up after {child.restarts} restarts "
+                    f"(see {name}.log)"
                 )
                 continue
             if child.next_start == 0.0:
-                child.next_start = now + min(2.0**child.restarts, 30.0)
+                delay = min(self.restart_delay * 2.0**child.restarts, self.max_restart_delay)
+                child.next_start = now + delay
                 messages.append(f"{name} exited with {code}; restarting (see {name}.log)")
             if now >= child.next_start:
                 child.log.close()
                 self.children[name] = self._spawn(child.spec, child.restarts + 1)
         return messages
+
+    def _healthy(self, child: _Child, now: float) -> bool:
+        return now - child.started >= self.healthy_after
+
+    @property
+    def gave_up(self) -> list[str]:
+        """Children that exited with their restart budget spent; they stay down."""
+        return [name for name, child in self.children.items() if child.gave_up]
 
     def alive(self) -> dict[str, bool]:
         return {name: child.process.poll() is None for name, child in self.children.items()}

@@ -12,6 +12,7 @@ import typer
 from flts.cli._common import console, err_console, load_settings, user_errors
 from flts.exceptions import ConfigurationError
 from flts.settings import DEFAULT_MODEL_TYPES, Settings
+from flts.supervisor import DEFAULT_HEALTHY_AFTER, Supervisor
 
 app = typer.Typer()
 
@@ -91,14 +92,23 @@ def up(
     exit_when_ready: Annotated[
         bool, typer.Option(help="Stop everything once a champion is served (smoke test).")
     ] = False,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="Restarts in a row before giving up on a process.")
+    ] = 5,
+    healthy_after: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Seconds of uptime after which a process's restart count resets."
+        ),
+    ] = DEFAULT_HEALTHY_AFTER,
 ) -> None:
     """Start gateway, preprocess, one trainer per model type, evaluator, batch inference and
     the inference API as separate processes; ingest DATA (or a synthetic demo); keep serving
-    until Ctrl-C."""
+    until Ctrl-C. Exits with status 1 if a process keeps crashing (its restarts run out)."""
     import os
 
     from flts.models import parse_model_types
-    from flts.supervisor import Supervisor, service_specs
+    from flts.supervisor import service_specs
 
     with user_errors():
         settings = load_settings()
@@ -112,7 +122,11 @@ def up(
     env = dict(os.environ)
     env["FLTS_EVALUATION__EXPECTED_MODELS"] = json.dumps(model_types)
     supervisor = Supervisor(
-        service_specs(settings, model_types), log_dir=settings.home / "logs", env=env
+        service_specs(settings, model_types),
+        log_dir=settings.home / "logs",
+        env=env,
+        max_restarts=max_restarts,
+        healthy_after=healthy_after,
     )
     gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
     api = f"http://{settings.serving.host}:{settings.serving.port}"
@@ -122,7 +136,7 @@ def up(
         f"started {len(supervisor.children)} processes; logs in {settings.home / 'logs'}"
     )
     try:
-        if not _wait_http(f"{gateway}/healthz", 60):
+        if not _wait_gateway(supervisor, f"{gateway}/healthz", 60):
             raise typer.Exit(code=_fail("the gateway did not come up; see gateway.log"))
         with user_errors():
             dataset = upload(gateway, data, test, identifier)
@@ -138,8 +152,7 @@ def up(
         )
         ready = False
         while True:
-            for message in supervisor.check():
-                err_console.print(message)
+            _check(supervisor)
             if not ready and _wait_http(f"{api}/readyz", 1.0):
                 ready = True
                 console.print(f"champion loaded: {api}/v1/models/champion?identifier={identifier}")
@@ -151,6 +164,29 @@ def up(
     finally:
         supervisor.stop()
         err_console.print("all processes stopped")
+
+
+def _check(supervisor: Supervisor) -> None:
+    """Restart what exited; exit with status 1 once a process is given up on.
+
+    A system with a process that stays down is broken, so ``flts up`` says so in its exit
+    status (whatever runs it restarts or alerts) instead of serving on without it.
+    """
+    for message in supervisor.check():
+        err_console.print(message)
+    if supervisor.gave_up:
+        names = ", ".join(supervisor.gave_up)
+        raise typer.Exit(code=_fail(f"gave up on {names} (restarts ran out); stopping"))
+
+
+def _wait_gateway(supervisor: Supervisor, url: str, timeout: float) -> bool:
+    """Wait for the gateway to answer, supervising meanwhile (a crash loop ends the wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _check(supervisor)
+        if _wait_http(url, 1.0):
+            return True
+    return False
 
 
 def _stop_on_sigterm() -> None:
