@@ -1,6 +1,6 @@
 """Shared fixtures: small synthetic traffic (no real data in tests; the benchmark uses it),
-and per-test settings and service context on fresh memory:// backends with their own copy of
-an MLflow SQLite database."""
+per-test settings and service context on fresh memory:// backends with their own copy of
+an MLflow SQLite database, and the session's Kafka-API broker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from flts.data.synthetic import synthetic_traffic
 from flts.services.context import ServiceContext
 from flts.settings import Settings
 from helpers import memory_settings, synthetic_tables
+from servers import Server
+from servers.kafka import start_kafka
 
 
 @pytest.fixture
@@ -59,6 +61,14 @@ def settings(tmp_path: Path, mlflow_template: Path) -> Settings:
     for tracking, everything else under ``tmp_path``."""
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")
     return memory_settings(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One private Tansu broker (Kafka API) per session, started on first use; every suite
+    on Kafka (contract, integration, faults) shares it with unique topics and groups."""
+    with start_kafka(Path(tmp_path_factory.mktemp("tansu"))) as server:
+        yield server
 
 
 @pytest.fixture

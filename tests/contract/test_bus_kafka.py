@@ -14,13 +14,11 @@ Fixture adaptations (the assertions are the suite's, unchanged):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flts.bus import Bus, open_bus
 from servers import Server
-from servers.kafka import start_kafka
 
 from .bus_suite import BusContract, BusFactory
 
@@ -29,12 +27,6 @@ OPTIONS = (
     "partitions=3&replication_factor=1&session_timeout_ms=2000"
     "&heartbeat_interval_ms=500&max_poll_interval_ms=10000&static_membership=false"
 )
-
-
-@pytest.fixture(scope="session")
-def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with start_kafka(Path(tmp_path_factory.mktemp("tansu"))) as server:
-        yield server
 
 
 class TestKafkaBus(BusContract):

@@ -9,27 +9,18 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
 
 from contract.bus_suite import FAST, number, training_event
-from flts.bus import open_bus
+from flts.bus import RetryPolicy, open_bus
 from flts.bus.kafka import KafkaBus
 from flts.events import Event, dlq_topic
 from flts.exceptions import ConfigurationError
 from servers import Server
-from servers.kafka import start_kafka
 
 FASTJOIN = "session_timeout_ms=2000&heartbeat_interval_ms=500&static_membership=false"
-
-
-@pytest.fixture(scope="module")
-def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with start_kafka(Path(tmp_path_factory.mktemp("tansu"))) as server:
-        yield server
 
 
 @pytest.fixture
@@ -187,3 +178,49 @@ def test_url_lists_several_brokers() -> None:
     assert bus.bootstrap_servers == "10.0.0.1:9092,kafka-2.local:9093"
     assert (bus.partitions, bus.replication_factor) == (6, 3)
     bus.close(timeout=1)
+
+
+def test_delivery_counts_survive_the_consumer_and_hand_backs_are_not_counted(
+    kafka_server: Server, names: tuple[str, str]
+) -> None:
+    """A member that started the handler and then vanished (its bus closed without a commit:
+    what a killed process leaves) counted the delivery in ``__flts_deliveries``; the next
+    member, in a new bus object, takes the count over, and the limit applies. A graceful
+    hand-back writes the count back down."""
+    topic, group = names
+    with _bus(kafka_server, "&partitions=1") as producer:
+        producer.publish(topic, training_event(1, key="k"))
+        producer.publish(topic, training_event(2, key="k"))
+    for expected in (1, 2):
+        doomed = _bus(kafka_server, "&partitions=1")
+        message = doomed._poll([topic], group, "doomed", timeout=20)
+        assert message is not None
+        assert message.delivery_count == expected
+        with doomed._keepalive(message):
+            pass  # the handler started; the process "dies" before any commit...
+        doomed._settle(message.receipt)  # ...and, being dead, holds no rebalance back
+        doomed.close()
+    polite = _bus(kafka_server, "&partitions=1")
+    message = polite._poll([topic], group, "polite", timeout=20)
+    assert message is not None
+    assert message.delivery_count == 3
+    with polite._keepalive(message):
+        pass
+    polite._release(message)  # handed back (a stop during a backoff): not a delivery
+    polite.close()
+
+    handled: list[int] = []
+    with _bus(kafka_server, "&partitions=1") as survivor:
+        stats = survivor.consume(
+            topic,
+            group,
+            lambda e: handled.append(number(e)),
+            max_messages=2,
+            max_idle=20,
+            retry=RetryPolicy(max_deliveries=2),
+        )
+        [letter] = survivor.dead_letters(topic)
+    assert handled == [2]  # the message behind it on the partition goes on
+    assert (stats.dead_lettered, stats.handled) == (1, 1)
+    assert "delivered 2 times without a commit" in letter.error
+    assert letter.attempts == 2

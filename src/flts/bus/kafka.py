@@ -36,7 +36,23 @@ The semantics (retries, dead letters, idempotency, graceful stop) come from
   rebalance callbacks and keep the member alive. If a rebalance revokes the partition of the
   message in flight, the revoke callback waits for that message to be committed or handed
   back before letting the partition go, so its next owner starts after it (no duplicate).
-* **Delivery counts** (poison-pill detection) are counted per process: Kafka keeps none.
+* **Delivery counts** (poison-pill detection) are durable, because Kafka keeps none and a
+  message that kills its consumer process would otherwise be redelivered forever, blocking its
+  partition. Before a handler runs, the consumer appends one small record to the compacted
+  topic ``__flts_deliveries`` (one partition, ``cleanup.policy=compact``): key
+  ``[group, topic, partition]``, value ``{"offset": O, "deliveries": n}``. One key per
+  partition and group is enough because a partition is handled one message at a time: the
+  only message of a partition that another process can have started without committing is
+  the one at the group's committed offset, which is where a new owner starts. So the first
+  message a member reads from a newly assigned partition takes its count from the latest
+  record of that key (when the offsets match); every later one, and redeliveries within the
+  process, are counted in memory. A graceful hand-back (``_release``) writes the count back
+  down. Cost: one acknowledged produce per handled message (duplicates and undecodable
+  messages are committed without one), and reading the records appended since the last read
+  once per partition assignment; compaction keeps the topic at one record per key. The
+  committed offset's own ``metadata`` field would need no extra topic, but brokers are not
+  bound to keep it (Tansu, the test broker, drops it), so the count lives in a topic any
+  Kafka-API broker stores.
 * **Idempotency** uses the base's in-memory store (per process). A durable one is not needed:
   duplicates across processes only come from redelivery after a crash or a rebalance, and the
   handlers are idempotent themselves (trainers and the evaluator find an existing run for the
@@ -55,6 +71,7 @@ calls and flushes). Any option containing a dot (``security.protocol``,
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -96,6 +113,9 @@ _FLOAT_OPTIONS = {"join_timeout": 60.0, "timeout": 30.0}
 _KEEPALIVE_POLL = 0.2  # seconds between polls while a handler runs
 _KEEPALIVE_AFTER = 1.0  # a handler running longer than this gets the keepalive poller
 _FIRST_FETCH_GRACE = 1.0  # seconds the first poll after a join waits for the first fetch
+DELIVERIES_TOPIC = "__flts_deliveries"
+"""Compacted topic of durable delivery counts (see the module docstring); ``__`` keeps it out
+of the bus's topic listings, like Kafka's own internal topics."""
 
 
 @dataclass
@@ -114,6 +134,9 @@ class _Member:
     revoked_inflight: bool = False
     paused: bool = False
     instance_id: str = ""
+    fresh: set[tuple[str, int]] = field(default_factory=set)
+    """Assigned partitions not read from yet: their first message may have been delivered by
+    another process, so its count comes from the durable tally."""
 
 
 class KafkaBus(Bus):
@@ -176,6 +199,7 @@ class KafkaBus(Bus):
             }
         )
         self._reader: Consumer | None = None  # assign-only: watermarks, DLQ reads
+        self._tally = _Tally(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -213,13 +237,10 @@ class KafkaBus(Bus):
         with _translated(f"creating topics {missing}"):
             existing = self._admin.list_topics(timeout=self.timeout).topics
             new = [
-                NewTopic(
-                    t,
-                    self.dlq_partitions if t.startswith(DLQ_PREFIX) else self.partitions,
-                    self.replication_factor,
-                )
+                NewTopic(t, self._partitions_of(t), self.replication_factor, config=config)
                 for t in missing
                 if t not in existing
+                for config in [{"cleanup.policy": "compact"} if t == DELIVERIES_TOPIC else {}]
             ]
             for topic, future in (self._admin.create_topics(new) if new else {}).items():
                 try:
@@ -229,7 +250,7 @@ class KafkaBus(Bus):
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
         for t in missing:
-            want = self.dlq_partitions if t.startswith(DLQ_PREFIX) else self.partitions
+            want = self._partitions_of(t)
             if t in existing and len(existing[t].partitions) != want:
                 log.warning(
                     "topic %s exists with %d partitions (configured: %d); using it as is",
@@ -238,6 +259,12 @@ class KafkaBus(Bus):
                     want,
                 )
         self._known_topics.update(missing)
+
+    def _partitions_of(self, topic: str) -> int:
+        """Partitions a topic of this bus is created with."""
+        if topic == DELIVERIES_TOPIC:
+            return 1  # one order of records, read from one place
+        return self.dlq_partitions if topic.startswith(DLQ_PREFIX) else self.partitions
 
     # ------------------------------------------------------------------ publish
 
@@ -325,6 +352,7 @@ class KafkaBus(Bus):
     def _on_assign(self, member: _Member, partitions: list[TopicPartition]) -> None:
         member.consumer.incremental_assign(partitions)
         member.assignment.update((p.topic, p.partition) for p in partitions)
+        member.fresh.update((p.topic, p.partition) for p in partitions)
         if member.paused and partitions:
             member.consumer.pause(partitions)  # a handler runs: fetch nothing new yet
         member.joined.set()
@@ -343,6 +371,7 @@ class KafkaBus(Bus):
                     log.warning("gave up waiting for %s; it may be redelivered", message.message_id)
             member.revoked_inflight = True
         member.assignment.difference_update(gone)
+        member.fresh.difference_update(gone)
         with self._lock:
             for k in [k for k in self._deliveries if k[0] == member.group and k[1:3] in gone]:
                 if message is None or k[1:] != (message.topic, message.partition, message.offset):
@@ -396,7 +425,13 @@ class KafkaBus(Bus):
         )
         position = (member.group, topic, partition, offset)
         with self._lock:
-            count = self._deliveries[position] = self._deliveries.get(position, 0) + 1
+            before = self._deliveries.get(position, 0)
+        if (topic, partition) in member.fresh:
+            member.fresh.discard((topic, partition))
+            if before == 0:  # the group's head of this partition: others may have tried it
+                before = self._tally.prior(member.group, topic, partition, offset)
+        with self._lock:
+            count = self._deliveries[position] = before + 1
         key = raw.key()
         return Message(
             topic,
@@ -413,8 +448,11 @@ class KafkaBus(Bus):
 
     @contextmanager
     def _keepalive(self, message: Message) -> Iterator[None]:
-        """Pause the member's partitions and poll from a helper thread while the handler runs."""
+        """Record the delivery durably, then pause the member's partitions and poll from a
+        helper thread while the handler runs."""
         member: _Member = message.receipt
+        # Before the handler: a handler that kills the process has been counted already.
+        self._tally.record(message, message.delivery_count)
         member.inflight = message
         member.settled.clear()
         member.handler_done.clear()
@@ -486,6 +524,7 @@ class KafkaBus(Bus):
                 self._deliveries.pop(
                     (message.group, message.topic, message.partition, message.offset), None
                 )
+            self._tally.settled(message)
             if member.inflight is message:
                 self._settle(member)
 
@@ -495,6 +534,12 @@ class KafkaBus(Bus):
             position = (message.group, message.topic, message.partition, message.offset)
             if position in self._deliveries:
                 self._deliveries[position] = max(self._deliveries[position] - 1, 0)
+        if self._tally.recorded(message):
+            try:  # nor is it one for the next process that reads the partition
+                self._tally.record(message, message.delivery_count - 1)
+            except BusError as exc:
+                log.warning("could not hand back the count of %s: %s", message.message_id, exc)
+            self._tally.settled(message)
         revoked = member.revoked_inflight
         if member.inflight is message:
             self._settle(member)
@@ -522,6 +567,7 @@ class KafkaBus(Bus):
             self._close_member(member)
         if self._reader is not None:
             self._reader.close()
+        self._tally.close()
         self._producer.flush(self.timeout)
 
     # ------------------------------------------------------------------ operator reads
@@ -628,6 +674,105 @@ class KafkaBus(Bus):
                 )
                 rows.append(Lag(name, topic, pending, in_flight))
         return rows
+
+
+class _Tally:
+    """Delivery counts in :data:`DELIVERIES_TOPIC`, shared by every process of every group.
+
+    ``record`` appends (acknowledged) before a handler runs; ``prior`` catches up with what
+    was appended since its last read, on a private assign-only consumer, and answers how
+    often the message at a partition's head was delivered before. See the module docstring.
+    """
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._latest: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._mine: set[tuple[str, str, int, int]] = set()  # recorded here, not yet settled
+        self._position = 0  # next offset of the tally topic to read
+
+    @staticmethod
+    def _key(group: str, topic: str, partition: int) -> str:
+        return json.dumps([group, topic, partition])
+
+    def record(self, message: Message, deliveries: int) -> None:
+        """Durably note that ``message`` has been delivered ``deliveries`` times."""
+        key = (message.group, message.topic, message.partition)
+        value = json.dumps({"offset": message.offset, "deliveries": deliveries})
+        self._bus._publish(DELIVERIES_TOPIC, self._key(*key), value.encode(), {})
+        with self._lock:
+            self._latest[key] = (message.offset, deliveries)
+            self._mine.add((*key, message.offset))
+
+    def recorded(self, message: Message) -> bool:
+        """Whether this process recorded the delivery of ``message`` (a release undoes it)."""
+        with self._lock:
+            return (message.group, message.topic, message.partition, message.offset) in self._mine
+
+    def settled(self, message: Message) -> None:
+        """``message`` was committed or handed back: nothing of it is left to undo."""
+        with self._lock:
+            self._mine.discard((message.group, message.topic, message.partition, message.offset))
+
+    def prior(self, group: str, topic: str, partition: int, offset: int) -> int:
+        """Deliveries of ``offset`` recorded so far by any process (0 if none)."""
+        with self._lock:
+            self._catch_up()
+            recorded, deliveries = self._latest.get((group, topic, partition), (-1, 0))
+        return deliveries if recorded == offset else 0
+
+    def _catch_up(self) -> None:
+        """Read the records appended since the last call, up to the high watermark."""
+        bus = self._bus
+        bus._ensure_topics([DELIVERIES_TOPIC])
+        where = TopicPartition(DELIVERIES_TOPIC, 0)
+        with _translated("reading delivery counts"):
+            if self._consumer is None:
+                self._consumer = Consumer(
+                    {
+                        **bus._base_config,
+                        "group.id": f"flts-tally-{uuid.uuid4().hex[:8]}",
+                        "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest",
+                        "fetch.wait.max.ms": 20,
+                    }
+                )
+                self._consumer.assign([TopicPartition(DELIVERIES_TOPIC, 0, 0)])
+                self._position = 0
+            _, high = self._consumer.get_watermark_offsets(where, timeout=bus.timeout)
+            deadline = time.monotonic() + bus.timeout
+            while self._position < high:
+                if time.monotonic() > deadline:
+                    raise BusError(
+                        f"kafka bus: delivery counts not read up to offset {high} of "
+                        f"{DELIVERIES_TOPIC} within {bus.timeout}s"
+                    )
+                raw = self._consumer.poll(0.2)
+                if raw is None or raw.error() is not None:
+                    [at] = self._consumer.position([where])
+                    self._position = max(self._position, at.offset)  # past a compacted gap
+                    continue
+                self._position = int(raw.offset() or 0) + 1
+                self._take(raw)
+
+    def _take(self, raw: KafkaMessage) -> None:
+        """Fold one record into the latest counts; a damaged record is skipped, not fatal."""
+        try:
+            group, topic, partition = json.loads(raw.key() or b"")
+            value = json.loads(raw.value() or b"")
+            self._latest[str(group), str(topic), int(partition)] = (
+                int(value["offset"]),
+                int(value["deliveries"]),
+            )
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            log.warning("skipping a damaged delivery count at offset %s: %s", raw.offset(), exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 @contextmanager
