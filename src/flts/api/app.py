@@ -19,9 +19,10 @@ from typing import Any
 import anyio.to_thread
 from fastapi import FastAPI
 
+from flts.api import heap
 from flts.api.asgi import InferenceApp
 from flts.api.errors import install_error_handlers
-from flts.api.holder import ModelHolder
+from flts.api.holder import LoadedModel, ModelHolder
 from flts.api.metrics import ApiMetrics
 from flts.api.routes import build_router, document_forecast_routes
 from flts.api.service import ForecastService
@@ -29,6 +30,7 @@ from flts.api.sources import ModelSource, TrackingModelSource
 from flts.api.watcher import ChampionWatcher
 from flts.events import validate_topic
 from flts.exceptions import ConfigurationError, EventValidationError
+from flts.promotion import Promotion
 from flts.services.context import ServiceContext
 
 
@@ -46,13 +48,16 @@ def create_app(
     follow_bus: bool = True,
     source: ModelSource | None = None,
     close_context: bool = False,
+    manage_heap: bool = False,
 ) -> InferenceApp:
     """Build one inference replica.
 
     ``source`` defaults to the context's promotion store plus tracker; ``follow_bus=False``
     relies on pointer polling alone. The lifespan starts the champion watcher (first poll at
     once) and stops it; it also closes ``context`` when ``close_context`` is set (the app owns
-    it), otherwise that stays the caller's job.
+    it), otherwise that stays the caller's job. ``manage_heap`` applies the serving
+    collector policy of :mod:`flts.api.heap` to the whole process: for the process that runs
+    the replica (``flts serve``), not for apps embedded in another program.
     """
     settings = context.settings
     replica = replica_id or default_replica_id()
@@ -65,7 +70,18 @@ def create_app(
         ) from exc
 
     metrics = ApiMetrics()
-    holder = ModelHolder(source or TrackingModelSource(context), on_load=metrics.on_load)
+
+    def on_load(
+        identifier: str,
+        promotion: Promotion,
+        loaded: LoadedModel | None,
+        error: BaseException | None,
+    ) -> None:
+        metrics.on_load(identifier, promotion, loaded, error)
+        if manage_heap and loaded is not None:
+            heap.settle_heap()
+
+    holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
     service = ForecastService(holder, settings.serving)
     watcher = ChampionWatcher(
         holder,
@@ -76,6 +92,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_heap:
+            heap.install()
         watcher.start()
         try:
             yield
@@ -118,7 +136,7 @@ def app_from_environment() -> InferenceApp:
     every worker learns of every promotion; the context closes with the worker."""
     from flts.settings import Settings
 
-    return create_app(ServiceContext(Settings()), close_context=True)
+    return create_app(ServiceContext(Settings()), close_context=True, manage_heap=True)
 
 
 def uvicorn_options(serving_timeout: float) -> dict[str, Any]:  # passed on as **kwargs
@@ -164,7 +182,7 @@ def serve(
                 **options,
             )
         else:
-            app = create_app(context, replica_id=replica_id)
+            app = create_app(context, replica_id=replica_id, manage_heap=True)
             uvicorn.run(app, workers=1, **bind, **options)
     finally:
         context.close()

@@ -7,14 +7,17 @@ refusal is an :class:`~flts.exceptions.FLTSError` (422 with every problem, descr
 boundary translates once (:func:`flts.api.errors.error_response`).
 
 Bounded numpy/ONNX runtimes answer on the event loop (a thread hop costs more than their
-forecast); other runtimes (Prophet, ensembles) run in a worker thread under
-``serving.max_in_flight`` (429) and ``serving.request_timeout`` (504), so a slow model never
-stalls the event loop that answers ``/healthz``.
+forecast), and single forecasts that arrive together share one model call when the model's
+forecasts are batch-invariant (:mod:`flts.api.microbatch`). Batches of at least
+:data:`THREAD_MIN_WINDOWS` windows and other runtimes (Prophet, ensembles) run in a worker
+thread under ``serving.max_in_flight`` (429) and ``serving.request_timeout`` (504): a slow
+model never stalls the event loop that answers ``/healthz``, and ONNX Runtime and numpy
+release the GIL, so big batches use both cores while the loop decodes the next request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -29,6 +32,7 @@ from flts.api.answers import row_answers, tensor_answer
 from flts.api.diagnosis import SpecOf, diagnose_batch, diagnose_forecast
 from flts.api.forms import BatchCall, ForecastCall, RejectedError
 from flts.api.holder import LoadedModel, ModelHolder
+from flts.api.microbatch import MicroBatcher
 from flts.data.spec import FeatureSpec
 from flts.exceptions import (
     DataValidationError,
@@ -44,8 +48,9 @@ from flts.settings import ServingSettings
 T = TypeVar("T")
 Diagnose = Callable[[bytes, int, SpecOf], None]
 
-#: Largest batch answered on the event loop (1024 LSTM windows take ~2 ms).
-INLINE_MAX_WINDOWS = forms.MAX_BATCH_ITEMS
+#: Smallest batch sent to a worker thread even for a bounded runtime: 64 LSTM windows take
+#: about a millisecond, twenty times the cost of the thread hop.
+THREAD_MIN_WINDOWS = 64
 #: Generous JSON budget per history row (a row of 12 numbers is ~300 bytes), used to refuse
 #: oversized bodies before reading them; the row count itself is then checked exactly.
 _BYTES_PER_ROW = 1024
@@ -71,6 +76,7 @@ class ForecastService:
         self.max_body_bytes = settings.max_history_rows * _BYTES_PER_ROW + _BYTES_OVERHEAD
         self.max_batch_bytes = self.max_body_bytes * 4
         self._in_flight = 0  # only touched on the event loop: no lock needed
+        self._batcher = MicroBatcher(self._answer_calls, max_batch=THREAD_MIN_WINDOWS - 1)
 
     # ------------------------------------------------------------------ models
 
@@ -118,14 +124,29 @@ class ForecastService:
         loaded = self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
-            windows = forms.row_windows([call], loaded.spec)
+            if loaded.inline and loaded.model.batch_invariant:
+                answer = await self._batcher.forecast(loaded, call)
+            else:
+                windows = forms.row_windows([call], loaded.spec)
+                levels = check_levels(call.intervals) if call.intervals else ()
+                [answer] = await self._predict(
+                    loaded, 1, lambda: row_answers(loaded, windows, [call.horizon], [levels])
+                )
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
-        levels = check_levels(call.intervals) if call.intervals else ()
-        [answer] = await self._predict(
-            loaded, 1, lambda: row_answers(loaded, windows, [call.horizon], [levels])
-        )
         return orjson.dumps(answer)
+
+    def _answer_calls(
+        self, loaded: LoadedModel, calls: Sequence[ForecastCall]
+    ) -> list[dict[str, Any]]:
+        """Single forecasts by one bounded model, answered together (the micro-batcher's
+        answerer): the same steps as one request, with one model call."""
+        windows = forms.row_windows(calls, loaded.spec)
+        levels = [check_levels(call.intervals) if call.intervals else () for call in calls]
+        try:
+            return row_answers(loaded, windows, [call.horizon for call in calls], levels)
+        except ModelError as exc:
+            raise ModelError(f"the model failed: {exc}") from exc
 
     async def forecast_batch(self, body: bytes, served: Served) -> bytes:
         """``POST /v1/forecast/batch``: the row form or the tensor form, all or nothing."""
@@ -224,8 +245,9 @@ class ForecastService:
 
     async def _predict(self, loaded: LoadedModel, windows: int, work: Callable[[], T]) -> T:
         """``work`` (a forecast of ``windows`` windows with ``loaded``): on the event loop for
-        bounded runtimes, in a worker thread under the 429/504 limits otherwise."""
-        if loaded.inline and windows <= INLINE_MAX_WINDOWS:
+        bounded runtimes and small batches, in a worker thread under the 429/504 limits
+        otherwise (see module doc)."""
+        if loaded.inline and windows < THREAD_MIN_WINDOWS:
             try:
                 return work()
             except ModelError as exc:

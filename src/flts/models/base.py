@@ -47,6 +47,11 @@ class Forecaster(ABC):
     model_type: ClassVar[str]
     #: Parameter names and defaults a subclass accepts.
     default_params: ClassVar[dict[str, Any]] = {}
+    #: Each window's forecast is the same, bit for bit, whatever other windows share the
+    #: call: no pooling of rows across windows, no batch-size-dependent arithmetic (BLAS
+    #: matrix products sum in a different order for one row than for many). Only such
+    #: models answer concurrent requests together (:mod:`flts.api.microbatch`).
+    batch_invariant: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ class Persistence(Forecaster):
     """Tomorrow looks like now: the last observed value of each target, for every step."""
 
     model_type = "PERSISTENCE"
+    batch_invariant = True
 
     def _fit(self, train: Windows, validation: Windows) -> None:
         """Nothing to learn."""

@@ -21,6 +21,7 @@ class Ridge(Forecaster):
     """
 
     model_type = "RIDGE"
+    batch_invariant = True
     default_params: ClassVar[dict[str, Any]] = {"alphas": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]}
 
     def _design(self, windows: Windows) -> np.ndarray:
@@ -56,7 +57,10 @@ class Ridge(Forecaster):
         else:  # encode and decode inline (same arithmetic): a serving call is mostly overhead
             scaler = self.input_scaler
             design = ((windows.x - scaler._offset) / scaler._scale).reshape(n, -1)
-        scaled = (design @ self._coef + self._intercept).reshape(n, self.spec.horizon, -1)
+        # einsum's own loops sum each output in one fixed order (``@`` calls BLAS, whose order
+        # depends on the number of rows): a window's forecast never depends on its batch.
+        product = np.einsum("nk,kt->nt", design, self._coef)
+        scaled = (product + self._intercept).reshape(n, self.spec.horizon, -1)
         target = self.target_scaler
         restored: np.ndarray = scaled * target._scale + target._offset
         return restored

@@ -36,6 +36,8 @@ class OnnxForecaster(Forecaster):
     or saved (the training class owns the on-disk format)."""
 
     model_type: ClassVar[str] = "ONNX"
+    #: ONNX Runtime's CPU kernels compute each window alone (tested for every served type).
+    batch_invariant = True
 
     def __init__(
         self,

@@ -1,0 +1,61 @@
+"""The serving process's collector policy (flts.api.heap): long-lived objects frozen, a
+replaced model still freed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from flts.api import heap
+
+
+class Cyclic:
+    """Stands for a replaced model: only the cyclic collector can free it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture(autouse=True)
+def _thawed() -> Iterator[None]:
+    yield
+    if heap.freeze_long_lived in gc.callbacks:
+        gc.callbacks.remove(heap.freeze_long_lived)
+    gc.unfreeze()
+
+
+def test_settle_heap_frees_what_was_frozen_and_freezes_the_rest() -> None:
+    old = Cyclic()
+    gone = weakref.ref(old)
+    gc.freeze()  # the previous swap froze it
+    del old
+    gc.collect()
+    assert gone() is not None  # frozen: the collector no longer sees it
+    heap.settle_heap()
+    assert gone() is None
+    assert gc.get_freeze_count() > 0
+    assert gc.get_objects(generation=2) == []
+
+
+def test_many_survivors_of_a_full_collection_are_frozen() -> None:
+    heap.install()
+    heap.install()
+    assert gc.callbacks.count(heap.freeze_long_lived) == 1
+    gc.freeze()
+    before = gc.get_freeze_count()
+    imported = [[i] for i in range(heap.LONG_LIVED_SURVIVORS * 2)]  # e.g. a lazy import
+    gc.collect()
+    assert gc.get_freeze_count() >= before + len(imported)
+
+
+def test_a_few_survivors_are_left_to_the_collector() -> None:
+    heap.install()
+    gc.freeze()
+    before = gc.get_freeze_count()
+    in_flight = [[i] for i in range(100)]
+    gc.collect()
+    assert gc.get_freeze_count() == before
+    assert len(in_flight) == 100
