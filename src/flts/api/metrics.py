@@ -20,10 +20,14 @@ hitting random URLs cannot blow up the series count (unknown paths are ``unmatch
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flts.api.holder import LoadedModel
@@ -36,6 +40,53 @@ ROUTE_SCOPE_KEY = "flts.route"
 
 #: Latency buckets from a millisecond (one forecast) to the default 10 s request timeout.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_BOUNDS = (*(str(bound) for bound in _BUCKETS), "+Inf")
+_REQUEST_LABELS = ("route", "method", "status", "model_type")
+
+
+class RequestStats(Collector):
+    """Request counts and latency histograms kept as plain numbers, exported at scrape time.
+
+    ``prometheus_client``'s counter and histogram children take a lock per update and a
+    histogram observation walks every bucket: about 11 us a request, a seventh of a forecast's
+    whole CPU cost. Every update here happens on the event loop, and so does the scrape (the
+    ``/metrics`` route is async), so no lock is needed: a request costs one dictionary lookup,
+    a bisection and two additions. The series are the same ones the two collectors exported
+    (``flts_http_requests_total``, ``flts_http_request_duration_seconds``).
+    """
+
+    def __init__(self) -> None:
+        #: label values -> [per-bucket counts (not cumulative; the last is +Inf)..., sum]
+        self._series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, labels: tuple[str, ...], seconds: float) -> None:
+        """Count one request with these label values that took ``seconds``."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0.0] * (len(_BUCKETS) + 2)
+        series[bisect_left(_BUCKETS, seconds)] += 1
+        series[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "flts_http_requests",
+            "HTTP requests answered, by route template, method, status and model type.",
+            labels=_REQUEST_LABELS,
+        )
+        latency = HistogramMetricFamily(
+            "flts_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template, method, status and model type.",
+            labels=_REQUEST_LABELS,
+        )
+        for labels, series in sorted(self._series.items()):
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(_BUCKET_BOUNDS, series[:-1], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            requests.add_metric(labels, cumulative)
+            latency.add_metric(labels, buckets, series[-1])
+        yield requests
+        yield latency
 
 
 class ApiMetrics:
@@ -45,20 +96,8 @@ class ApiMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("route", "method", "status", "model_type")
-        self.requests = Counter(
-            "flts_http_requests",
-            "HTTP requests answered, by route template, method, status and model type.",
-            labels,
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "flts_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template, method, status and model type.",
-            labels,
-            buckets=_BUCKETS,
-            registry=self.registry,
-        )
+        self.requests = RequestStats()
+        self.registry.register(self.requests)
         self.in_flight = Gauge(
             "flts_http_requests_in_flight",
             "HTTP requests being processed.",
@@ -118,9 +157,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        # (route, method, status, model type) as found in the scope -> (requests counter
-        # child, latency histogram child), resolved once; label strings are made on a miss
-        self._children: dict[tuple[Any, Any, Any, Any], tuple[Any, Any]] = {}
+        # (route, method, status, model type) as found in the scope -> the same values as
+        # label strings, made once per distinct key
+        self._labels: dict[tuple[Any, Any, Any, Any], tuple[str, ...]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,13 +186,10 @@ class MetricsMiddleware:
                 status,
                 scope.get(MODEL_TYPE_SCOPE_KEY, ""),
             )
-            children = self._children.get(key)
-            if children is None:
-                labels = tuple(str(value) for value in key)
-                children = (metrics.requests.labels(*labels), metrics.latency.labels(*labels))
-                self._children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            labels = self._labels.get(key)
+            if labels is None:
+                labels = self._labels[key] = tuple(str(value) for value in key)
+            metrics.requests.observe(labels, time.perf_counter() - started)
 
 
 def _route(scope: dict[str, Any] | Scope) -> str:
