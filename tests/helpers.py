@@ -3,9 +3,13 @@ validated synthetic tables, processed data as preprocessing leaves it, and its c
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
+
+import httpx
+from fastapi import FastAPI
 
 from flts.data import FeatureSpec, TrafficTable, split, validate_frame
 from flts.data.processed import ProcessedKeys, write_processed
@@ -66,3 +70,26 @@ def training_event(
     )
     assert isinstance(event, TrainingDataEvent)
     return event
+
+
+class GatewayClient:
+    """A synchronous client over httpx's ASGI transport (starlette's GatewayClient warns about
+    httpx, and warnings are errors here). The app runs in the test's own event loop, so the
+    request body is streamed to it lazily, as from a socket."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(send())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)

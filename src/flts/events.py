@@ -141,6 +141,26 @@ class DatasetUploaded(Payload):
     """Input rows per window for this dataset (``None``: the deployment's feature spec)."""
 
 
+ObservationCell = float | int | str | None
+"""One cell of an observed row: a number, its text as in a CSV, or missing."""
+
+MAX_OBSERVATION_ROWS = 1_000
+"""Rows one ``observations`` event may carry (a station reports one every few minutes)."""
+
+
+class Observations(Payload):
+    """Rows a station reported, for the observation log (``flts worker observations``).
+
+    The one payload that carries data instead of a claim check: the rows *are* the event, a
+    few per message, far below :data:`MAX_EVENT_BYTES`. The envelope's ``identifier`` names
+    the station; cells follow the data contract of an upload (time column and every input).
+    """
+
+    rows: list[dict[Annotated[str, Field(min_length=1, max_length=128)], ObservationCell]] = Field(
+        min_length=1, max_length=MAX_OBSERVATION_ROWS
+    )
+
+
 class _Processed(Payload):
     """Artefacts of one preprocessing run that both training and inference need."""
 
@@ -332,12 +352,17 @@ class ModelSelectedEvent(Envelope, topic="model-selected"):
     payload: ModelSelected
 
 
+class ObservationsEvent(Envelope, topic="observations"):
+    payload: Observations
+
+
 Event = (
     DatasetUploadedEvent
     | TrainingDataEvent
     | InferenceDataEvent
     | ModelTrainingEvent
     | ModelSelectedEvent
+    | ObservationsEvent
 )
 """Any concrete event, for type checkers; ``match`` on the class to get a typed payload."""
 
@@ -347,6 +372,7 @@ TRAINING_DATA = TrainingDataEvent.topic
 INFERENCE_DATA = InferenceDataEvent.topic
 MODEL_TRAINING = ModelTrainingEvent.topic
 MODEL_SELECTED = ModelSelectedEvent.topic
+OBSERVATIONS = ObservationsEvent.topic
 
 
 def new_event(

@@ -121,6 +121,26 @@ class GatewaySettings(_Section):
     )
 
 
+class LiveSettings(_Section):
+    """Live observations: rows that arrive one at a time after a station's first upload."""
+
+    late_window_minutes: float = Field(
+        default=24 * 60,
+        gt=0,
+        description="How far behind a station's newest stored row a late row may still arrive.",
+    )
+    max_rows_per_request: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most observation rows in one request or bus event (413 past it).",
+    )
+    compact_after_parts: int = Field(
+        default=32,
+        ge=2,
+        description="Append-only parts of one station-day that trigger its compaction.",
+    )
+
+
 class BusSettings(_Section):
     """The event bus, chosen by URL scheme (see :mod:`flts.bus.registry`)."""
 
@@ -281,6 +301,7 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = EvaluationSettings()
     serving: ServingSettings = ServingSettings()
     gateway: GatewaySettings = GatewaySettings()
+    live: LiveSettings = LiveSettings()
 
     @classmethod
     def settings_customise_sources(

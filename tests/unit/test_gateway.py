@@ -3,16 +3,12 @@ client mistake answers a 4xx with its reason and stores nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
-from fastapi import FastAPI
 
 from flts.data.hashing import content_digest
 from flts.data.synthetic import synthetic_traffic
@@ -20,30 +16,7 @@ from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Event
 from flts.services.context import ServiceContext
 from flts.services.gateway import create_gateway_app, is_dataset_id, sanitize_filename
 from flts.settings import GatewaySettings
-from helpers import memory_settings
-
-
-class GatewayClient:
-    """A synchronous client over httpx's ASGI transport (starlette's GatewayClient warns about
-    httpx, and warnings are errors here). The app runs in the test's own event loop, so the
-    request body is streamed to it lazily, as from a socket."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        async def send() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-                return await client.request(method, url, **kwargs)
-
-        return asyncio.run(send())
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
+from helpers import GatewayClient, memory_settings
 
 
 def _csv(frame: pd.DataFrame) -> bytes:

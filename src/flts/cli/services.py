@@ -14,7 +14,9 @@ app = typer.Typer()
 
 @app.command("worker")
 def worker(
-    name: Annotated[str, typer.Argument(help="preprocess | train | evaluate | batch-inference")],
+    name: Annotated[
+        str, typer.Argument(help="preprocess | train | evaluate | batch-inference | observations")
+    ],
     model: Annotated[
         str | None, typer.Option("--model", help="Model type for a trainer (or FLTS_MODEL_TYPE).")
     ] = None,

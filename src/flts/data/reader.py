@@ -74,6 +74,18 @@ def read_traffic_csv(
     return validate_frame(raw, spec, min_rows=min_rows, row_label=_csv_line)
 
 
+def read_observation_csv(
+    source: str | Path | IO[str] | IO[bytes], spec: FeatureSpec
+) -> pd.DataFrame:
+    """Read live observation rows from a CSV (:func:`validate_rows`: the cell checks only),
+    problems named by CSV line."""
+    try:
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"not a readable CSV file: {exc}".strip()) from exc
+    return validate_rows(raw, spec, row_label=_csv_line)
+
+
 def _row_label(positions: np.ndarray) -> str:
     return "rows " + quote(positions, lambda p: str(int(p)))
 
@@ -95,21 +107,7 @@ def validate_frame(
     label = row_label or _row_label
     problems: list[str] = []
     min_rows = spec.lags + spec.horizon if min_rows is None else min_rows
-
-    if spec.time_column not in raw.columns:
-        problems.append(
-            f"missing time column {spec.time_column!r} (columns found: {list(raw.columns)})"
-        )
-    missing = [c for c in spec.inputs if c not in raw.columns]
-    if missing:
-        problems.append(f"missing input columns {missing}")
-    if problems:
-        raise DataValidationError(*problems)
-
-    times = parse_times(raw[spec.time_column], problems, label)
-    values = {}
-    for column in spec.inputs:
-        values[column] = _parse_numeric(raw[column], column, problems, label)
+    times, values = _cells(raw, spec, problems, label)
 
     if len(raw) < min_rows:
         why = (
@@ -127,6 +125,43 @@ def validate_frame(
     assert times is not None  # parse errors were raised above
     frame = pd.DataFrame(values, index=pd.DatetimeIndex(times, name=spec.time_column))
     return TrafficTable(frame=frame, frequency=frequency)
+
+
+def validate_rows(
+    raw: pd.DataFrame, spec: FeatureSpec, *, row_label: RowLabel | None = None
+) -> pd.DataFrame:
+    """Validate rows that arrive one at a time (live observations): the cell checks of
+    :func:`validate_frame` (columns present, times parseable, values numeric or missing, never
+    infinite) without its order, grid and length checks, since late and out-of-order rows are
+    the caller's to place. Returns the rows indexed by time (naive UTC), columns
+    ``spec.inputs``, in the order given."""
+    problems: list[str] = []
+    times, values = _cells(raw, spec, problems, row_label or _row_label)
+    if problems:
+        raise DataValidationError(*problems)
+    assert times is not None  # parse errors were raised above
+    return pd.DataFrame(values, index=pd.DatetimeIndex(times, name=spec.time_column))
+
+
+def _cells(
+    raw: pd.DataFrame, spec: FeatureSpec, problems: list[str], label: RowLabel
+) -> tuple[pd.DatetimeIndex | None, dict[str, np.ndarray]]:
+    """The time column and every input column, parsed; missing columns raise at once, bad
+    cells are added to ``problems``."""
+    if spec.time_column not in raw.columns:
+        problems.append(
+            f"missing time column {spec.time_column!r} (columns found: {list(raw.columns)})"
+        )
+    missing = [c for c in spec.inputs if c not in raw.columns]
+    if missing:
+        problems.append(f"missing input columns {missing}")
+    if problems:
+        raise DataValidationError(*problems)
+    times = parse_times(raw[spec.time_column], problems, label)
+    values = {
+        column: _parse_numeric(raw[column], column, problems, label) for column in spec.inputs
+    }
+    return times, values
 
 
 #: Words pandas reads as the current clock; a forecast input must carry its own times.

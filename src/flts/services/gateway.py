@@ -10,6 +10,8 @@ Routes::
     GET  /v1/datasets/{dataset_id}            metadata of one dataset
     GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, byte for byte
     GET  /v1/datasets/{dataset_id}/test.csv   the stored test CSV (404 when none was uploaded)
+    POST /v1/observations, GET /v1/observations/{identifier}
+                                              live rows of a station (:mod:`flts.live.routes`)
     GET  /healthz                             liveness
 
 Upload rules:
@@ -65,6 +67,8 @@ from flts.exceptions import (
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
+from flts.live.ingest import ObservationIngest
+from flts.live.routes import observation_router
 from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
@@ -268,6 +272,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         return _error_response(exc)
 
     app.add_exception_handler(FLTSError, on_error)
+    app.include_router(observation_router(ObservationIngest(context)))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

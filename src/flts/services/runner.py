@@ -23,7 +23,7 @@ from flts.services.metrics import instrument, worker_metrics
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("preprocess", "train", "evaluate", "batch-inference")
+WORKERS = ("preprocess", "train", "evaluate", "batch-inference", "observations")
 #: How often the evaluator looks for config hashes whose deadline has passed.
 DEADLINE_TICK_SECONDS = 2.0
 
@@ -61,6 +61,10 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
         from flts.services.batch_inference import BatchInferenceService
 
         return BatchInferenceService(context)
+    if name == "observations":
+        from flts.live.worker import ObservationsService
+
+        return ObservationsService(context)
     raise ConfigurationError(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}")
 
 

@@ -1,0 +1,67 @@
+"""Observation ingest shared by the gateway's HTTP routes and the ``observations`` worker:
+known identifier, the data contract's cell checks, the per-request row limit, then the
+append-only :class:`~flts.live.observations.ObservationLog`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+
+from flts.data.reader import validate_rows
+from flts.exceptions import NotFoundError, PayloadTooLargeError
+from flts.live.observations import Appended, ObservationLog
+from flts.promotion import PromotionStore
+from flts.services.context import ServiceContext
+
+
+class ObservationIngest:
+    """Validate and store observation rows for identifiers that have a champion."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        settings = context.settings
+        self.spec = settings.feature_spec
+        self.max_rows = settings.live.max_rows_per_request
+        self.store = context.store
+        self.log = ObservationLog(
+            context.store,
+            self.spec,
+            late_window=timedelta(minutes=settings.live.late_window_minutes),
+            compact_after_parts=settings.live.compact_after_parts,
+        )
+
+    def check_known(self, identifier: str) -> None:
+        """A station is known once a model was promoted for it: live rows extend an uploaded
+        history, they do not start one (its columns, grid and model come from the upload)."""
+        if not self.store.exists(PromotionStore.pointer_key(identifier)):
+            raise NotFoundError(
+                f"unknown identifier {identifier!r}: no model has been promoted for it; "
+                "upload its dataset (POST /v1/datasets) first"
+            )
+
+    def check_size(self, rows: int) -> None:
+        if rows > self.max_rows:
+            raise PayloadTooLargeError(
+                f"{rows} observation rows in one request; the limit is {self.max_rows} "
+                "(live.max_rows_per_request): send them in several requests or upload a dataset"
+            )
+
+    def ingest_records(self, identifier: str, records: list[dict[str, Any]]) -> Appended:
+        """Rows as JSON objects (numbers, numeric text or null), named ``rows i`` in errors."""
+        self.check_size(len(records))
+        self.check_known(identifier)
+        return self.log.append(
+            identifier, validate_rows(pd.DataFrame.from_records(records), self.spec)
+        )
+
+    def ingest_frame(self, identifier: str, read: Callable[[], pd.DataFrame]) -> Appended:
+        """Rows read and checked by ``read`` (e.g. a CSV body, errors named by CSV line)."""
+        self.check_known(identifier)
+        rows = read()
+        self.check_size(len(rows))
+        return self.log.append(identifier, rows)
+
+    def close(self) -> None:
+        self.log.close()

@@ -1,0 +1,145 @@
+"""The gateway's observation routes.
+
+::
+
+    POST /v1/observations                     JSON {"identifier": NAME, "rows": [{...}, ...]}, or
+                                              text/csv with ?identifier=NAME; answers the counts
+                                              (accepted, duplicates) and the newest stored time
+    GET  /v1/observations/{identifier}        stored rows, ?start=&end= (ISO 8601), newest
+                                              ``limit`` (default 1,000) of them, oldest first
+
+Errors: 404 for an identifier with no champion yet, 413 over ``live.max_rows_per_request`` rows
+(or a body over what that many rows could take), 415 for another content type, 422 with every
+problem otherwise (cells, grid, late window, conflicting re-sends); nothing is stored then.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from flts.data.reader import read_observation_csv
+from flts.events import Identifier, ObservationCell
+from flts.exceptions import DataValidationError, PayloadTooLargeError, UnsupportedMediaError
+from flts.live.ingest import ObservationIngest
+
+#: Bytes one observation row may take in a body (a Barcelona row is ~120 bytes as JSON).
+BYTES_PER_ROW = 1024
+
+
+class ObservationBatch(BaseModel):
+    """``POST /v1/observations`` as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    identifier: Identifier
+    rows: list[dict[str, ObservationCell]] = Field(min_length=1)
+
+
+_BATCH: TypeAdapter[ObservationBatch] = TypeAdapter(ObservationBatch)
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def _checked(adapter: TypeAdapter[Any], value: Any, what: str) -> Any:
+    try:
+        return (
+            adapter.validate_python(value) if what == "identifier" else adapter.validate_json(value)
+        )
+    except ValidationError as exc:
+        raise DataValidationError(
+            *(
+                f"{'.'.join(map(str, e['loc'])) or what}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()[:10]
+            )
+        ) from exc
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def observation_router(ingest: ObservationIngest) -> APIRouter:
+    """The routes above over one :class:`ObservationIngest`."""
+    router = APIRouter()
+    limit = ingest.max_rows * BYTES_PER_ROW
+
+    @router.post("/v1/observations", response_model=None)
+    async def post_observations(
+        request: Request, identifier: Annotated[str | None, Query()] = None
+    ) -> JSONResponse:
+        """Append a station's new rows (idempotent on identifier and time)."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await _body(request, limit)
+        if media == "application/json":
+            if identifier is not None:
+                raise DataValidationError("give the identifier in the JSON body, not the query")
+            batch: ObservationBatch = _checked(_BATCH, body, "body")
+            done = await run_in_threadpool(
+                ingest.ingest_records, batch.identifier, [dict(r) for r in batch.rows]
+            )
+        elif media == "text/csv":
+            if identifier is None:
+                raise DataValidationError("a CSV body needs ?identifier=NAME")
+            name = _checked(_IDENTIFIER, identifier, "identifier")
+            done = await run_in_threadpool(
+                ingest.ingest_frame,
+                name,
+                lambda: read_observation_csv(io.BytesIO(body), ingest.spec),
+            )
+        else:
+            raise UnsupportedMediaError(
+                "send observations as application/json ({'identifier', 'rows'}) or text/csv"
+            )
+        return JSONResponse(done.summary())
+
+    @router.get("/v1/observations/{identifier}", response_model=None)
+    async def get_observations(
+        identifier: str,
+        start: Annotated[str | None, Query()] = None,
+        end: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000,
+    ) -> JSONResponse:
+        """A station's stored rows, oldest first (the newest ``limit`` of the range)."""
+        name = _checked(_IDENTIFIER, identifier, "identifier")
+        bounds = [_time(value, field) for value, field in ((start, "start"), (end, "end"))]
+        frame = await run_in_threadpool(ingest.log.read, name, *bounds)
+        frame = frame.iloc[-limit:]
+        spec = ingest.spec
+        rows = [
+            {
+                spec.time_column: t.isoformat(),
+                **{c: _number(v) for c, v in zip(frame.columns, values, strict=True)},
+            }
+            for t, values in zip(frame.index, frame.to_numpy(), strict=True)
+        ]
+        return JSONResponse({"identifier": name, "count": len(rows), "rows": rows})
+
+    return router
+
+
+def _time(value: str | None, field: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    parsed = pd.to_datetime(value, format="ISO8601", errors="coerce", utc=True)
+    if pd.isna(parsed):
+        raise DataValidationError(f"{field}: {value!r} is not an ISO 8601 time")
+    return pd.Timestamp(parsed).tz_convert(None)
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else float(value)  # NaN (a missing cell) as null
