@@ -30,6 +30,7 @@ from flts.api.sources import ModelSource, TrackingModelSource
 from flts.api.watcher import ChampionWatcher
 from flts.events import validate_topic
 from flts.exceptions import ConfigurationError, EventValidationError
+from flts.live.observations import ObservationLog
 from flts.promotion import Promotion
 from flts.services.context import ServiceContext
 
@@ -82,7 +83,9 @@ def create_app(
             heap.settle_heap()
 
     holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
-    service = ForecastService(holder, settings.serving)
+    # read-only here: forecasts from the rows stations reported (POST /v1/observations)
+    observations = ObservationLog(context.store, settings.feature_spec)
+    service = ForecastService(holder, settings.serving, observations)
     watcher = ChampionWatcher(
         holder,
         poll_seconds=settings.serving.pointer_poll_seconds,

@@ -149,7 +149,8 @@ def describe_rows(request: ForecastRequest, spec: FeatureSpec) -> None:
     """Raise :class:`DataValidationError` listing every problem of ``request``'s history
     against ``spec`` (nothing when there is none)."""
     problems: list[str] = []
-    rows = len(request.history)
+    history = request.history or []
+    rows = len(history)
     if rows < spec.lags:
         problems.append(
             f"too few rows: {rows} (the model needs at least the last {spec.lags} rows: lags)"
@@ -157,7 +158,7 @@ def describe_rows(request: ForecastRequest, spec: FeatureSpec) -> None:
     problems += horizon_problems(request.horizon, spec)
     if rows == 0:
         raise DataValidationError(*problems)
-    raw = _history_frame(request.history, spec)
+    raw = _history_frame(history, spec)
     for column in spec.inputs:
         if column not in raw:
             continue  # reported by the shared checks as a missing column

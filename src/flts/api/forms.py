@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import numpy as np
+import orjson
 import pandas as pd
 
 from flts.data.reader import parse_times, quote
@@ -68,10 +69,17 @@ class RejectedError(Exception):
 class ForecastCall(msgspec.Struct, forbid_unknown_fields=True):
     """The body of ``POST /v1/forecast`` (documented by ``schemas.ForecastRequest``)."""
 
-    history: list[msgspec.Raw]
+    history: list[msgspec.Raw] | None = None  # None: the stored observations (service)
     identifier: str | None = None
     horizon: Horizon = 1
     intervals: Levels = msgspec.field(default_factory=list)
+
+    @property
+    def rows(self) -> list[msgspec.Raw]:
+        """The history; a call without one never reaches the forms (the service fills it)."""
+        if self.history is None:
+            raise RejectedError("a history is required")
+        return self.history
 
 
 class BatchCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -248,16 +256,53 @@ def row_form(spec: FeatureSpec) -> RowForm:
     )
 
 
+def stored_history(rows: pd.DataFrame, spec: FeatureSpec, identifier: str) -> list[msgspec.Raw]:
+    """A history built from the newest stored observations of ``identifier`` (``rows``, as
+    :meth:`flts.live.observations.ObservationLog.tail` returns them), refused with the reason
+    when they cannot make a window: too few, a gap on the grid, a missing value."""
+    where = f"the stored observations of {identifier!r}"
+    if len(rows) < spec.lags:
+        raise DataValidationError(
+            f"{where}: {len(rows)} rows, a forecast needs the newest {spec.lags} (lags); "
+            "send more rows with POST /v1/observations, or a history"
+        )
+    times = pd.DatetimeIndex(rows.index)
+    gaps = np.flatnonzero(np.diff(times.asi8) != spec.step.value)
+    if len(gaps):
+        last = int(gaps[-1])
+        raise DataValidationError(
+            f"{where}: rows missing between {times[last].isoformat()} and "
+            f"{times[last + 1].isoformat()}, within the newest {spec.lags} rows; send them "
+            "with POST /v1/observations, or a history"
+        )
+    values = rows[list(spec.inputs)]
+    incomplete = np.flatnonzero(values.isna().to_numpy().any(axis=1))
+    if len(incomplete):
+        raise DataValidationError(
+            f"{where}: missing values at {quote([t.isoformat() for t in times[incomplete]])}; "
+            "a forecast needs every value of its rows"
+        )
+    return [
+        msgspec.Raw(
+            orjson.dumps(
+                {spec.time_column: t.isoformat(), **dict(zip(spec.inputs, v, strict=True))}
+            )
+        )
+        for t, v in zip(times, values.to_numpy().tolist(), strict=True)
+    ]
+
+
 def row_windows(calls: Sequence[ForecastCall], spec: FeatureSpec) -> Windows:
     """The last window of each call's history, all for one model with ``spec``."""
     form = row_form(spec)
     rows: list[Any] = []
     lengths: list[int] = []
     for call in calls:
-        if not form.lags <= len(call.history) or not call.horizon <= form.horizon:
+        history = call.rows
+        if not form.lags <= len(history) or not call.horizon <= form.horizon:
             raise RejectedError("too few rows or a horizon out of range")
-        lengths.append(len(call.history))
-        rows.extend(call.history)
+        lengths.append(len(history))
+        rows.extend(history)
     try:
         decoded = form.rows.decode(b"[" + b",".join(rows) + b"]")
     except msgspec.ValidationError as exc:

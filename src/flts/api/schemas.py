@@ -43,12 +43,14 @@ class ForecastRequest(BaseModel):
             "only loaded one when exactly one identifier is served."
         ),
     )
-    history: list[dict[str, Any]] = Field(
+    history: list[dict[str, Any]] | None = Field(
+        default=None,
         fail_fast=True,  # a history of 10,000 non-objects is one problem, not 10,000
         description=(
             "Rows with the time column and every input column of the model's feature spec "
             "(extra columns are ignored), on the spec's regular grid, at least `lags` rows, "
-            "no missing values."
+            "no missing values. Omitted (single forecasts only): the newest `lags` rows "
+            "stored for `identifier` by `POST /v1/observations` on the gateway."
         ),
     )
     horizon: int = Field(

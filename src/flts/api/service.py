@@ -42,6 +42,7 @@ from flts.exceptions import (
     ModelUnavailableError,
     OverloadedError,
 )
+from flts.live.observations import ObservationLog
 from flts.models.intervals import check_levels
 from flts.settings import ServingSettings
 
@@ -70,9 +71,15 @@ class Served:
 class ForecastService:
     """Model resolution, limits and the three request forms of the two forecast routes."""
 
-    def __init__(self, holder: ModelHolder, settings: ServingSettings) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        settings: ServingSettings,
+        observations: ObservationLog | None = None,
+    ) -> None:
         self.holder = holder
         self.settings = settings
+        self.observations = observations
         self.max_body_bytes = settings.max_history_rows * _BYTES_PER_ROW + _BYTES_OVERHEAD
         self.max_batch_bytes = self.max_body_bytes * 4
         self._in_flight = 0  # only touched on the event loop: no lock needed
@@ -120,7 +127,9 @@ class ForecastService:
             call = forms.decode(ForecastCall, body)
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
-        forms.check_history(len(call.history), self.settings.max_history_rows)
+        if call.history is None:
+            call = await self._from_observations(call)
+        forms.check_history(len(call.rows), self.settings.max_history_rows)
         loaded = self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
@@ -135,6 +144,20 @@ class ForecastService:
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
         return orjson.dumps(answer)
+
+    async def _from_observations(self, call: ForecastCall) -> ForecastCall:
+        """``call`` with the newest stored observations of its identifier as its history."""
+        if call.identifier is None:
+            raise DataValidationError(
+                "history: required, unless identifier names a station whose observations are "
+                "stored (POST /v1/observations on the gateway)"
+            )
+        if self.observations is None:
+            raise DataValidationError("history: required (this replica reads no observations)")
+        spec = self.resolve(call.identifier).spec  # 503 while no model is loaded for it
+        log, identifier = self.observations, call.identifier
+        tail = await self.run(lambda: log.tail(identifier, spec.lags))
+        return msgspec.structs.replace(call, history=forms.stored_history(tail, spec, identifier))
 
     def _answer_calls(
         self, loaded: LoadedModel, calls: Sequence[ForecastCall]
@@ -169,6 +192,11 @@ class ForecastService:
         limit = self.settings.max_history_rows
         forms.check_requests(len(calls))
         for index, call in enumerate(calls):
+            if call.history is None:
+                raise DataValidationError(
+                    f"requests[{index}].history: required in a batch (stored observations "
+                    "serve single forecasts only)"
+                )
             forms.check_history(len(call.history), limit, f"requests[{index}].")
         models = [self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
         served.model_type = ",".join(sorted({m.promotion.model_type for m in models}))

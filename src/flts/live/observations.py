@@ -31,6 +31,7 @@ import io
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from flts.storage import ObjectStore
 OBSERVATIONS_ROOT = "observations"
 _PART = "part-"
 _COMPACTED = "compacted-"
+#: Station-days kept in memory per log (a day of 2-minute rows is ~60 KiB).
+CACHED_DAYS = 1_024
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,10 @@ class ObservationLog:
         self.compact_after_parts = compact_after_parts
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._days: dict[tuple[str, str], _Day] = {}
+        # station-days as last read, least recently used first: bounded, since a replica
+        # reading a station's newest rows would otherwise keep every day it ever read
+        self._days: OrderedDict[tuple[str, str], _Day] = OrderedDict()
+        self._cache_guard = threading.Lock()
         self._compactor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact")
         self._compacting: set[tuple[str, str]] = set()
 
@@ -220,20 +226,40 @@ class ObservationLog:
         frame = pd.concat(frames) if frames else self._empty()
         return frame.loc[(start or frame.index.min()) : (end or frame.index.max())]
 
+    def tail(self, identifier: str, count: int) -> pd.DataFrame:
+        """The newest ``count`` stored rows of ``identifier`` (fewer when fewer are stored),
+        reading only the newest days."""
+        frames: list[pd.DataFrame] = []
+        rows = 0
+        for day in reversed(self.days(identifier)):
+            frame = self._day(identifier, day).frame
+            frames.insert(0, frame)
+            rows += len(frame)
+            if rows >= count:
+                break
+        return pd.concat(frames).iloc[-count:] if frames else self._empty()
+
     def _day(self, identifier: str, day: str) -> _Day:
         """The rows of one station-day, reading only objects not read before (a listing is
         one request; compaction's deletions make it read the day afresh)."""
         keys = self._objects(identifier, day)
-        cached = self._days.get((identifier, day))
-        if cached is not None and cached.keys == keys:
-            return cached
+        slot = (identifier, day)
+        with self._cache_guard:
+            cached = self._days.get(slot)
+            if cached is not None and cached.keys == keys:
+                self._days.move_to_end(slot)
+                return cached
         if cached is not None and set(cached.keys) <= set(keys):
             added = [k for k in keys if k not in cached.keys]
             frame = _first_per_time([cached.frame, *self._load(added)])
         else:
             frame = _first_per_time(self._load(keys))
         fresh = _Day(keys=keys, frame=frame)
-        self._days[(identifier, day)] = fresh
+        with self._cache_guard:
+            self._days[slot] = fresh
+            self._days.move_to_end(slot)
+            while len(self._days) > CACHED_DAYS:
+                self._days.popitem(last=False)
         return fresh
 
     def _load(self, keys: Iterable[str]) -> list[pd.DataFrame]:
