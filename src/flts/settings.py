@@ -119,6 +119,18 @@ class GatewaySettings(_Section):
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes (413)."
     )
+    max_concurrent_uploads: int = Field(
+        default=2,
+        ge=1,
+        description="Uploads read, validated and stored at once; memory grows with it (about "
+        "100 MiB per maximum-size upload on top of a 170 MiB process).",
+    )
+    upload_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an upload waits for a free slot before it is refused with 503 "
+        "and Retry-After.",
+    )
 
 
 class BusSettings(_Section):
