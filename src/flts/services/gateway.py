@@ -20,7 +20,7 @@ Upload rules:
 * **Memory.** An upload never sits in memory whole: file parts spill to temporary files past
   1 MiB while the body is read, the CSVs are validated from those files a chunk of rows at a
   time (:data:`flts.data.reader.CHUNK_ROWS`), and the digest and the stored objects are
-  streamed from them too. What stays is the parsed numbers (about 100 MiB at the 64 MiB
+  streamed from them too. What stays is the parsed numbers (about 120 MiB at the 64 MiB
   limit, while validation runs), so memory is bounded by the number of uploads at once.
 * **Concurrency.** At most ``gateway.max_concurrent_uploads`` uploads are read, validated and
   stored at once. One more waits up to ``gateway.upload_wait_seconds`` for a slot, then is
