@@ -333,7 +333,10 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             raise PayloadTooLargeError(f"upload is {declared} bytes; the limit is {limit} bytes")
         body = _limited(request.stream(), cap)
         try:
-            await asyncio.wait_for(slots.acquire(), wait)
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), wait)
+            else:  # a free slot is taken at once, whatever the wait (even 0)
+                await slots.acquire()
         except TimeoutError:
             await _discard(body)
             raise UnavailableError(
