@@ -240,9 +240,10 @@ def ingest_dataset(
     lags: int | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
-    ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
-    (nothing is stored then) and :class:`BusError` when the event cannot be published (the
-    dataset is stored by then)."""
+    ``flts pipeline`` calls). ``train`` and ``test`` are bytes or seekable binary files, each
+    read from its start as many times as needed (validation, digest, storing). Raises
+    :class:`DataValidationError` listing every problem (nothing is stored then) and
+    :class:`BusError` when the event cannot be published (the dataset is stored by then)."""
     identifier = _identifier(identifier)
     spec = task_spec(context, horizon, lags)
     ranges = _validate(spec, context.settings.recipe, train, test)
