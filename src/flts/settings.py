@@ -119,6 +119,58 @@ class GatewaySettings(_Section):
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes (413)."
     )
+    max_concurrent_uploads: int = Field(
+        default=2,
+        ge=1,
+        description="Uploads read, validated and stored at once; memory grows with it (about "
+        "120 MiB per maximum-size upload on top of a 170 MiB process).",
+    )
+    upload_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an upload waits for a free slot before it is refused with 503 "
+        "and Retry-After.",
+    )
+
+
+class RetentionSettings(_Section):
+    """What ``flts gc`` deletes (see :mod:`flts.retention`). Nothing a current champion or
+    its promotion history needs is ever deleted, whatever these say."""
+
+    bus_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="SQLite bus: messages older than this that every group has consumed "
+        "(Kafka topics use the broker's retention.ms instead).",
+    )
+    dead_letters: bool = Field(
+        default=False,
+        description="Delete dead letters (dlq.* topics) older than bus_days too; by default "
+        "they stay until an operator has looked at them.",
+    )
+    dataset_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="Raw uploads older than this that no champion or promotion-history entry "
+        "was trained on.",
+    )
+    processed_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="processed/<config_hash>/ older than this that no promotion-history entry "
+        "and no pending evaluation uses.",
+    )
+    log_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="Batch-inference logs older than this (the newest per identifier stays).",
+    )
+    model_cache_keep: int = Field(
+        default=3,
+        ge=0,
+        description="Local model cache: newest saved models kept besides the current "
+        "champions and the runs they replaced.",
+    )
 
 
 class LiveSettings(_Section):
@@ -138,6 +190,28 @@ class LiveSettings(_Section):
         default=32,
         ge=2,
         description="Append-only parts of one station-day that trigger its compaction.",
+    )
+    ledger_sample: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of served forecasts recorded in the forecast ledger (0: none).",
+    )
+    ledger_flush_seconds: float = Field(
+        default=5.0, gt=0, description="How often a replica writes its recorded forecasts."
+    )
+    ledger_max_pending: int = Field(
+        default=100_000,
+        ge=1,
+        description="Forecasts a replica keeps while the store is down (oldest dropped past it).",
+    )
+    monitor_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often the monitor joins forecasts with actuals."
+    )
+    monitor_window: int = Field(
+        default=720,
+        ge=1,
+        description="Scored forecasts per identifier, run and step behind each live figure.",
     )
 
 
@@ -302,6 +376,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     gateway: GatewaySettings = GatewaySettings()
     live: LiveSettings = LiveSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @classmethod
     def settings_customise_sources(

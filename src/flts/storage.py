@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -42,6 +43,8 @@ from flts.exceptions import ConfigurationError, DataValidationError
 #: Largest object ``put_atomic`` writes on an object store: s3fs's multipart threshold (its
 #: default block size), below which ``pipe_file`` is one ``PutObject`` request.
 SINGLE_PUT_LIMIT = 50 * 2**20
+#: Buffer of a streamed :meth:`ObjectStore.put` (and S3 part size: s3fs's minimum is 5 MiB).
+STREAM_BLOCK = 8 * 2**20
 _S3_SCHEMES = ("s3://", "s3a://")
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
@@ -78,11 +81,18 @@ class ObjectStore:
     def _path(self, key: str) -> str:
         return f"{self.root}/{check_key(key)}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | IO[bytes]) -> None:
+        """Write ``data``: bytes, or a seekable binary file, copied from its start in blocks of
+        :data:`STREAM_BLOCK` so a large upload is never held in memory whole."""
         path = self._path(key)
         if self.local:  # object stores have no directories to create
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
+        if isinstance(data, bytes):
+            self.fs.pipe_file(path, data)
+            return
+        data.seek(0)
+        with self.fs.open(path, "wb", block_size=STREAM_BLOCK) as target:
+            shutil.copyfileobj(data, target, STREAM_BLOCK)
 
     def put_atomic(self, key: str, data: bytes) -> None:
         """Write so readers see the old object or the new one, never a partial one."""

@@ -10,6 +10,7 @@ with no stale listings in between.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ import pytest
 
 from flts.exceptions import DataValidationError
 from flts.promotion import Promotion, PromotionStore
-from flts.storage import ObjectStore
+from flts.storage import STREAM_BLOCK, ObjectStore
 
 StoreFactory = Callable[[], ObjectStore]
 
@@ -66,6 +67,15 @@ class StorageContract:
         assert store.get("blobs/all-bytes.bin") == blob
         assert store.get("blobs/empty") == b""
         assert store.exists("blobs/empty")
+
+    def test_a_file_is_stored_from_its_start_in_blocks(self, store: ObjectStore) -> None:
+        """An upload is stored from its spooled file, never read into memory whole; bigger
+        than one block, and read to its end before (the digest was taken from it)."""
+        data = bytes(range(256)) * (STREAM_BLOCK // 256 + 1000)
+        with tempfile.TemporaryFile() as spooled:
+            spooled.write(data)
+            store.put("datasets/d/train.csv", spooled)
+        assert store.get("datasets/d/train.csv") == data
 
     def test_json_round_trip(self, store: ObjectStore) -> None:
         document = {"b": [1, 2.5, None], "a": {"nested": "ü"}}

@@ -312,3 +312,18 @@ def test_upload_with_a_bad_horizon_or_lags_is_a_422_that_stores_nothing(
     assert message in response.json()["detail"]
     assert _stored_keys(context) == []
     assert _published(context) == []
+
+
+def test_a_free_slot_is_taken_even_with_no_wait(tmp_path: Path, traffic: pd.DataFrame) -> None:
+    """``upload_wait_seconds=0`` means "refuse when busy", not "refuse always"."""
+    gateway = GatewaySettings(max_concurrent_uploads=1, upload_wait_seconds=0)
+    context = ServiceContext(memory_settings(tmp_path, gateway=gateway))
+    try:
+        client = GatewayClient(create_gateway_app(context))
+        for _ in range(2):  # and the slot is given back after each upload
+            response = client.post(
+                "/v1/datasets", files={"train": ("t.csv", _csv(traffic), "text/csv")}
+            )
+            assert response.status_code == 201, response.text
+    finally:
+        context.close()

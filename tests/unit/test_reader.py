@@ -119,3 +119,46 @@ def test_timezone_offsets_are_normalised_to_utc(frame: pd.DataFrame, spec: Featu
     table = validate_frame(frame, spec)
     assert table.times.tz is None
     assert table.times[0] == pd.Timestamp("2018-02-04 23:00:00")
+
+
+def _problems_in_chunks(data: bytes, spec: FeatureSpec, chunk_rows: int) -> tuple[str, ...]:
+    with pytest.raises(DataValidationError) as caught:
+        read_traffic_csv(io.BytesIO(data), spec, chunk_rows=chunk_rows)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"down": [3, 17, 41, 42], "up": [40]},  # not numeric, across several chunks
+        {"time": [12, 13, 60]},  # unparsable times in two chunks
+        {"rb_up": [7], "inf": [8, 33]},  # bad cells and infinities
+    ],
+)
+def test_reading_in_chunks_reports_what_one_read_reports(
+    frame: pd.DataFrame, spec: FeatureSpec, damage: dict[str, list[int]]
+) -> None:
+    """A large upload is parsed chunk by chunk to bound its memory; the problems (positions
+    across chunk boundaries, first offending value, counts) must be those of one read."""
+    broken = frame.iloc[:100].astype(dict.fromkeys(frame.columns, object))
+    for column, rows in damage.items():
+        for row in rows:
+            if column == "inf":
+                broken.loc[row, "mcs_up"] = "inf"
+            else:
+                broken.loc[row, column] = f"bad-{row}"
+    data = broken.to_csv(index=False).encode()
+    whole = _problems_in_chunks(data, spec, chunk_rows=len(broken) + 1)
+    assert whole  # the damage is reported at all
+    for chunk_rows in (1, 16, 40):
+        assert _problems_in_chunks(data, spec, chunk_rows) == whole
+
+
+def test_reading_in_chunks_keeps_every_row_and_value(
+    frame: pd.DataFrame, spec: FeatureSpec
+) -> None:
+    data = frame.to_csv(index=False).encode()
+    whole = read_traffic_csv(io.BytesIO(data), spec, chunk_rows=len(frame) + 1)
+    chunked = read_traffic_csv(io.BytesIO(data), spec, chunk_rows=7)
+    pd.testing.assert_frame_equal(chunked.frame, whole.frame)
+    assert chunked.frequency == whole.frequency

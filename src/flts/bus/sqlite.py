@@ -25,7 +25,12 @@ Model (per consumer group and topic):
   while other stations proceed in parallel.
 * ``processed_events`` records event ids a group handled (idempotency), durably.
 
-Nothing is ever deleted from ``messages`` yet; retention is an open item.
+Retention (:meth:`SQLiteBus.prune`, run by ``flts gc``): a message is deleted once it is older
+than the retention period *and* every group that reads its topic has committed past it; a
+topic no group has read yet keeps everything. Dead letters (``dlq.*``, read by operators, not
+groups) are kept unless asked for. ``msg_offset`` is AUTOINCREMENT, so offsets are never
+reused after a delete; a group created later starts after the deleted history. Freed pages
+are reused by SQLite; the file does not shrink without ``VACUUM``.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from flts.bus.base import H_RAW_HEADERS, Bus, IdempotencyStore, Lag, Message, stored_fields
+from flts.events import DLQ_PREFIX
 from flts.exceptions import BusError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,26 @@ WHERE m.topic IN ({topics})
         AND COALESCE(pd.done, 0) = 0)
 ORDER BY m.msg_offset
 LIMIT 1
+"""
+
+# Messages retention may delete: old enough, and consumed by every group reading the topic
+# (a topic nobody reads yet keeps its messages); dead letters only when asked for.
+_PRUNABLE = """
+FROM messages m
+WHERE m.created_at < :before
+  AND ((substr(m.topic, 1, :dlq_len) != :dlq_prefix
+        AND EXISTS (SELECT 1 FROM group_offsets g WHERE g.topic = m.topic)
+        AND NOT EXISTS (SELECT 1 FROM group_offsets g
+                        WHERE g.topic = m.topic AND g.committed < m.msg_offset))
+       OR (:dead_letters AND substr(m.topic, 1, :dlq_len) = :dlq_prefix))
+"""
+
+# Old messages kept because a group has not consumed them: which groups hold them back.
+_HELD_BACK = """
+SELECT g.group_name, g.topic, COUNT(*) FROM messages m
+JOIN group_offsets g ON g.topic = m.topic AND g.committed < m.msg_offset
+WHERE m.created_at < :before
+GROUP BY 1, 2 ORDER BY 1, 2
 """
 
 _UNDONE = """
@@ -372,6 +399,69 @@ class SQLiteBus(Bus):
                 )
             }
         return [Lag(g, t, self.pending(g, t), in_flight.get((g, t), 0)) for g, t in pairs]
+
+    # ------------------------------------------------------------------ retention
+
+    def prune(
+        self, before: float, *, dead_letters: bool = False, dry_run: bool = False
+    ) -> PruneReport:
+        """Delete messages created before ``before`` (UNIX time) that every group reading
+        their topic has consumed (dead letters too with ``dead_letters``), and idempotency
+        records as old; one transaction. ``dry_run`` only counts."""
+        with self._tx(write=not dry_run) as db:
+            return _prune(db, _Prune(before, dead_letters), dry_run=dry_run)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What :meth:`SQLiteBus.prune` deleted (or would delete): messages per topic, old
+    idempotency records, and the old messages kept per ``(group, topic)`` not yet consumed."""
+
+    messages: dict[str, int] = field(default_factory=dict)
+    processed_events: int = 0
+    held_back: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Prune:
+    before: float
+    dead_letters: bool
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "dead_letters": int(self.dead_letters),
+            "dlq_prefix": DLQ_PREFIX,
+            "dlq_len": len(DLQ_PREFIX),
+        }
+
+
+def _prune(db: sqlite3.Connection, rule: _Prune, *, dry_run: bool) -> PruneReport:
+    params = rule.params
+    messages = {
+        topic: int(n)
+        for topic, n in db.execute(
+            f"SELECT m.topic, COUNT(*) {_PRUNABLE} GROUP BY 1 ORDER BY 1", params
+        )
+    }
+    held_back = {
+        (group, topic): int(n)
+        for group, topic, n in db.execute(_HELD_BACK, {"before": rule.before})
+    }
+    (events,) = db.execute(
+        "SELECT COUNT(*) FROM processed_events WHERE processed_at < ?", (rule.before,)
+    ).fetchone()
+    if not dry_run:
+        db.execute(
+            f"DELETE FROM messages WHERE msg_offset IN (SELECT m.msg_offset {_PRUNABLE})", params
+        )
+        db.execute(
+            "DELETE FROM deliveries WHERE msg_offset NOT IN (SELECT msg_offset FROM messages)"
+        )
+        # Redelivery of an event this old is impossible once its message is gone everywhere.
+        db.execute("DELETE FROM processed_events WHERE processed_at < ?", (rule.before,))
+    return PruneReport(messages=messages, processed_events=int(events), held_back=held_back)
 
 
 class _ProcessedTable:

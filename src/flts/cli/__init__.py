@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import backtest, benchmark, config, data, dlq, ops, pipeline, services, up
+from flts.cli import backtest, benchmark, config, data, dlq, gc, ops, pipeline, services, up
 
 app = typer.Typer(
     name="flts",
@@ -21,6 +21,7 @@ app.registered_commands += pipeline.app.registered_commands
 app.registered_commands += services.app.registered_commands
 app.registered_commands += up.app.registered_commands
 app.registered_commands += ops.app.registered_commands
+app.registered_commands += gc.app.registered_commands
 
 
 def main() -> None:

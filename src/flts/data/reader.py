@@ -3,12 +3,17 @@
 A traffic table is a time column plus numeric feature columns, addressed by name. The same
 checks serve a CSV upload and the JSON rows of an inference request (``validate_frame``), so
 both boundaries reject bad input with the same one-line reasons.
+
+A CSV is read :data:`CHUNK_ROWS` rows at a time: its cells arrive as strings, which take
+several times the file's size in memory, so only one chunk of them is alive at once and each
+is reduced to float and time arrays before the next is read. Offending rows are gathered over
+all chunks, so the messages are the ones a single read of the whole file gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +30,9 @@ _QUOTE = 3
 #: The range of naive UTC nanosecond times (``datetime64[ns]``), as UTC timestamps.
 _FIRST = pd.Timestamp.min.tz_localize("UTC")
 _LAST = pd.Timestamp.max.tz_localize("UTC")
+#: Rows of a CSV parsed at a time (about 4.5 MB of a typical traffic file): bounds the memory
+#: of its string cells, whatever the file's size.
+CHUNK_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -63,27 +71,29 @@ def read_traffic_csv(
     spec: FeatureSpec | None = None,
     *,
     min_rows: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> TrafficTable:
-    """Read and validate a traffic CSV; raise :class:`DataValidationError` listing every
-    problem found, each in one line that names the column and the CSV line."""
+    """Read and validate a traffic CSV, ``chunk_rows`` rows at a time; raise
+    :class:`DataValidationError` listing every problem found, each in one line that names the
+    column and the CSV line."""
     spec = spec or FeatureSpec()
-    try:
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"not a readable CSV file: {exc}".strip()) from exc
-    return validate_frame(raw, spec, min_rows=min_rows, row_label=_csv_line)
+    return _validate_chunks(
+        _csv_chunks(source, chunk_rows), spec, min_rows=min_rows, row_label=_csv_line
+    )
 
 
-def read_observation_csv(
-    source: str | Path | IO[str] | IO[bytes], spec: FeatureSpec
-) -> pd.DataFrame:
-    """Read live observation rows from a CSV (:func:`validate_rows`: the cell checks only),
-    problems named by CSV line."""
+def _csv_chunks(
+    source: str | Path | IO[str] | IO[bytes], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The CSV's rows as string tables of ``chunk_rows`` rows (at least one, maybe empty); a
+    file pandas cannot read is one :class:`DataValidationError`, wherever the damage is."""
     try:
-        raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
+        with pd.read_csv(
+            source, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows
+        ) as reader:
+            yield from reader
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"not a readable CSV file: {exc}".strip()) from exc
-    return validate_rows(raw, spec, row_label=_csv_line)
 
 
 def _row_label(positions: np.ndarray) -> str:
@@ -104,18 +114,51 @@ def validate_frame(
     and on the spec's regular grid; at least ``min_rows`` rows (default: one window,
     ``lags + horizon``). Extra columns are ignored.
     """
+    return _validate_chunks(iter([raw]), spec, min_rows=min_rows, row_label=row_label)
+
+
+@dataclass
+class _Offenders:
+    """The rows failing one check, gathered over chunks: their positions in the whole table
+    and the first offending value (what a message quotes)."""
+
+    positions: list[np.ndarray] = field(default_factory=list)
+    example: Any = None
+
+    def add(self, bad: np.ndarray, column: pd.Series, offset: int) -> None:
+        if len(bad):
+            if not self.positions:
+                self.example = column.iloc[int(bad[0])]
+            self.positions.append(bad + offset)
+
+    def __bool__(self) -> bool:
+        return bool(self.positions)
+
+    def rows(self) -> np.ndarray:
+        return np.concatenate(self.positions)
+
+
+def _validate_chunks(
+    chunks: Iterator[pd.DataFrame],
+    spec: FeatureSpec,
+    *,
+    min_rows: int | None,
+    row_label: RowLabel | None,
+) -> TrafficTable:
+    """:func:`validate_frame` over a table given as consecutive chunks of rows; each chunk is
+    reduced to arrays before the next is read."""
     label = row_label or _row_label
     problems: list[str] = []
     min_rows = spec.lags + spec.horizon if min_rows is None else min_rows
-    times, values = _cells(raw, spec, problems, label)
+    times, values, rows = _cells(chunks, spec, problems, label)
 
-    if len(raw) < min_rows:
+    if rows < min_rows:
         why = (
             f": lags {spec.lags} + horizon {spec.horizon}"
             if min_rows == spec.lags + spec.horizon
             else ""
         )
-        problems.append(f"too few rows: {len(raw)} (need at least {min_rows}{why})")
+        problems.append(f"too few rows: {rows} (need at least {min_rows}{why})")
     frequency = spec.step
     if times is not None and len(times) > 1:
         _check_order_and_grid(times, spec, problems, label)
@@ -130,13 +173,26 @@ def validate_frame(
 def validate_rows(
     raw: pd.DataFrame, spec: FeatureSpec, *, row_label: RowLabel | None = None
 ) -> pd.DataFrame:
-    """Validate rows that arrive one at a time (live observations): the cell checks of
+    """Validate rows that arrive a few at a time (live observations): the cell checks of
     :func:`validate_frame` (columns present, times parseable, values numeric or missing, never
     infinite) without its order, grid and length checks, since late and out-of-order rows are
     the caller's to place. Returns the rows indexed by time (naive UTC), columns
     ``spec.inputs``, in the order given."""
+    return _checked_cells(iter([raw]), spec, row_label or _row_label)
+
+
+def read_observation_csv(
+    source: str | Path | IO[str] | IO[bytes], spec: FeatureSpec
+) -> pd.DataFrame:
+    """:func:`validate_rows` of a CSV, problems named by CSV line."""
+    return _checked_cells(_csv_chunks(source, CHUNK_ROWS), spec, _csv_line)
+
+
+def _checked_cells(
+    chunks: Iterator[pd.DataFrame], spec: FeatureSpec, label: RowLabel
+) -> pd.DataFrame:
     problems: list[str] = []
-    times, values = _cells(raw, spec, problems, row_label or _row_label)
+    times, values, _ = _cells(chunks, spec, problems, label)
     if problems:
         raise DataValidationError(*problems)
     assert times is not None  # parse errors were raised above
@@ -144,24 +200,73 @@ def validate_rows(
 
 
 def _cells(
-    raw: pd.DataFrame, spec: FeatureSpec, problems: list[str], label: RowLabel
-) -> tuple[pd.DatetimeIndex | None, dict[str, np.ndarray]]:
-    """The time column and every input column, parsed; missing columns raise at once, bad
-    cells are added to ``problems``."""
-    if spec.time_column not in raw.columns:
-        problems.append(
-            f"missing time column {spec.time_column!r} (columns found: {list(raw.columns)})"
-        )
-    missing = [c for c in spec.inputs if c not in raw.columns]
+    chunks: Iterator[pd.DataFrame], spec: FeatureSpec, problems: list[str], label: RowLabel
+) -> tuple[pd.DatetimeIndex | None, dict[str, np.ndarray], int]:
+    """The time column and every input column of a table given as consecutive chunks of rows,
+    parsed chunk by chunk (each is reduced to arrays before the next is read), and the row
+    count; missing columns raise at once, bad cells are added to ``problems``."""
+    head = [next(chunks)]
+    columns = list(head[0].columns)
+
+    if spec.time_column not in columns:
+        problems.append(f"missing time column {spec.time_column!r} (columns found: {columns})")
+    missing = [c for c in spec.inputs if c not in columns]
     if missing:
         problems.append(f"missing input columns {missing}")
     if problems:
         raise DataValidationError(*problems)
-    times = parse_times(raw[spec.time_column], problems, label)
-    values = {
-        column: _parse_numeric(raw[column], column, problems, label) for column in spec.inputs
-    }
-    return times, values
+
+    time_parts: list[np.ndarray] = []
+    time_error: str | None = None
+    bad_times = _Offenders()
+    value_parts: dict[str, list[np.ndarray]] = {c: [] for c in spec.inputs}
+    not_numeric = {c: _Offenders() for c in spec.inputs}
+    infinite = {c: _Offenders() for c in spec.inputs}
+    rows = 0
+    for chunk in _chained(head, chunks):
+        parsed, bad, error = _time_values(chunk[spec.time_column])
+        time_error = time_error or error
+        bad_times.add(bad, chunk[spec.time_column], rows)
+        if parsed is not None:
+            time_parts.append(parsed.asi8)
+        for column in spec.inputs:
+            numbers, unreadable = _numeric_values(chunk[column])
+            not_numeric[column].add(unreadable, chunk[column], rows)
+            infinite[column].add(np.flatnonzero(np.isinf(numbers)), chunk[column], rows)
+            value_parts[column].append(numbers)
+        rows += len(chunk)
+        del chunk  # the strings of one chunk at a time, no more
+
+    times: pd.DatetimeIndex | None = None
+    if time_error is not None:
+        problems.append(f"time column cannot be parsed as timestamps: {time_error}")
+    elif bad_times:
+        problems.append(
+            f"unparsable time at {label(bad_times.rows())}: {bad_times.example!r} (expected "
+            "ISO 8601, e.g. 2018-02-05 23:40:00)"
+        )
+    else:
+        times = pd.DatetimeIndex(np.concatenate(time_parts).view("datetime64[ns]"))
+    values = {}
+    for column in spec.inputs:
+        if not_numeric[column]:
+            problems.append(
+                f"column {column!r} is not numeric at {label(not_numeric[column].rows())}: "
+                f"{not_numeric[column].example!r}"
+            )
+        if infinite[column]:
+            problems.append(
+                f"column {column!r} has infinite values at {label(infinite[column].rows())}"
+            )
+        values[column] = np.concatenate(value_parts.pop(column))
+    return times, values, rows
+
+
+def _chained(head: list[pd.DataFrame], rest: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``head`` then ``rest``, holding no reference to a chunk once it is handed out."""
+    while head:
+        yield head.pop()
+    yield from rest
 
 
 #: Words pandas reads as the current clock; a forecast input must carry its own times.
@@ -172,11 +277,27 @@ def parse_times(column: pd.Series, problems: list[str], label: RowLabel) -> pd.D
     """ISO 8601 times as naive UTC nanoseconds, or ``None`` with a problem added. Offsets
     are converted to UTC; times outside the nanosecond range (years 1677 to 2262) and the
     words ``now``/``today`` count as unparsable."""
+    parsed, bad, error = _time_values(column)
+    if error is not None:
+        problems.append(f"time column cannot be parsed as timestamps: {error}")
+        return None
+    if len(bad):
+        example = column.iloc[int(bad[0])]
+        problems.append(
+            f"unparsable time at {label(bad)}: {example!r} (expected ISO 8601, "
+            "e.g. 2018-02-05 23:40:00)"
+        )
+        return None
+    return parsed
+
+
+def _time_values(column: pd.Series) -> tuple[pd.DatetimeIndex | None, np.ndarray, str | None]:
+    """The times of :func:`parse_times` (``None`` when some cannot be parsed), the positions
+    of the unparsable ones, and the parser's own complaint if it gave up on the column."""
     try:
         parsed = pd.to_datetime(column, format="ISO8601", errors="coerce", utc=True)
     except (ValueError, TypeError) as exc:
-        problems.append(f"time column cannot be parsed as timestamps: {exc}")
-        return None
+        return None, np.zeros(0, dtype=np.intp), str(exc)
     invalid = parsed.isna().to_numpy(copy=True)
     if len(parsed) and not invalid.all():
         # pandas may parse at microsecond precision, beyond what nanoseconds can hold.
@@ -187,34 +308,20 @@ def parse_times(column: pd.Series, problems: list[str], label: RowLabel) -> pd.D
     ).to_numpy(dtype=bool)
     bad = np.flatnonzero(invalid)
     if len(bad):
-        example = column.iloc[int(bad[0])]
-        problems.append(
-            f"unparsable time at {label(bad)}: {example!r} (expected ISO 8601, "
-            "e.g. 2018-02-05 23:40:00)"
-        )
-        return None
+        return None, bad, None
     # Naive UTC internally: inputs without an offset are taken as already in UTC.
-    return pd.DatetimeIndex(parsed).tz_convert(None).as_unit("ns")
+    return pd.DatetimeIndex(parsed).tz_convert(None).as_unit("ns"), bad, None
 
 
-def _parse_numeric(
-    column: pd.Series, name: str, problems: list[str], label: RowLabel
-) -> np.ndarray:
+def _numeric_values(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The column as float64 (missing cells NaN) and the positions of cells that are not
+    numbers."""
     if pd.api.types.is_numeric_dtype(column.dtype):
         numbers = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        not_numeric = np.zeros(len(column), dtype=bool)
-    else:
-        coerced = pd.to_numeric(column, errors="coerce")
-        numbers = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
-        not_numeric = np.isnan(numbers) & column.notna().to_numpy()
-    bad = np.flatnonzero(not_numeric)
-    if len(bad):
-        example = column.iloc[int(bad[0])]
-        problems.append(f"column {name!r} is not numeric at {label(bad)}: {example!r}")
-    infinite = np.flatnonzero(np.isinf(numbers))
-    if len(infinite):
-        problems.append(f"column {name!r} has infinite values at {label(infinite)}")
-    return numbers
+        return numbers, np.zeros(0, dtype=np.intp)
+    coerced = pd.to_numeric(column, errors="coerce")
+    numbers = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    return numbers, np.flatnonzero(np.isnan(numbers) & column.notna().to_numpy())
 
 
 def _check_order_and_grid(

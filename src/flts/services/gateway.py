@@ -18,8 +18,17 @@ Upload rules:
 
 * **Size.** The body is read as a stream and counted; past ``gateway.max_upload_bytes`` (plus a
   small allowance for the multipart framing) the request is refused with 413 without reading
-  on, and the uploaded files together must not exceed the limit either. Memory is bounded by
-  the limit (file parts spill to temporary files past 1 MiB while parsing).
+  on, and the uploaded files together must not exceed the limit either.
+* **Memory.** An upload never sits in memory whole: file parts spill to temporary files past
+  1 MiB while the body is read, the CSVs are validated from those files a chunk of rows at a
+  time (:data:`flts.data.reader.CHUNK_ROWS`), and the digest and the stored objects are
+  streamed from them too. What stays is the parsed numbers (about 120 MiB at the 64 MiB
+  limit, while validation runs), so memory is bounded by the number of uploads at once.
+* **Concurrency.** At most ``gateway.max_concurrent_uploads`` uploads are read, validated and
+  stored at once. One more waits up to ``gateway.upload_wait_seconds`` for a slot, then is
+  refused with 503 and ``Retry-After`` (:data:`UPLOAD_RETRY_AFTER`); its body is read and
+  discarded first, so the client gets the answer instead of a reset connection. A refused
+  upload stores nothing.
 * **Validation.** Both CSVs go through the core's checks (``read_traffic_csv`` with the
   configured feature spec) and the recipe's split, exactly what preprocessing will run, so an
   accepted upload is one the pipeline can process; any problem answers 422 with every problem
@@ -37,11 +46,12 @@ and ``meta.json``, written last so a listed dataset is always complete.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -65,6 +75,7 @@ from flts.exceptions import (
     FLTSError,
     NotFoundError,
     PayloadTooLargeError,
+    UnavailableError,
     UnsupportedMediaError,
 )
 from flts.live.ingest import ObservationIngest
@@ -80,6 +91,12 @@ _FIELDS = ("train", "test", "identifier", "horizon", "lags")
 _DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+#: ``Retry-After`` (seconds) of an upload refused for want of a slot: about the time one
+#: maximum-size upload takes.
+UPLOAD_RETRY_AFTER = 5
+_READ_BLOCK = 1 << 20
+#: An uploaded file: bytes (``flts pipeline``, tests) or the gateway's spooled temporary file.
+Content = bytes | IO[bytes]
 
 
 class _BodyTooLargeError(Exception):
@@ -140,6 +157,31 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         yield chunk
 
 
+async def _discard(stream: AsyncIterator[bytes]) -> None:
+    """Read a body to its end (or its limit) without keeping it."""
+    try:
+        async for _ in stream:
+            pass
+    except _BodyTooLargeError:
+        pass
+
+
+def _blocks(data: Content) -> Iterator[bytes]:
+    """``data`` from its start, one block at a time."""
+    if isinstance(data, bytes):
+        yield data
+        return
+    data.seek(0)
+    while block := data.read(_READ_BLOCK):
+        yield block
+
+
+def _size(data: Content) -> int:
+    if isinstance(data, bytes):
+        return len(data)
+    return data.seek(0, 2)
+
+
 def _file_part(form: FormData, name: str) -> UploadFile | None:
     """The file in field ``name``; an empty part with no file name (what browsers send for an
     unselected file input) counts as absent."""
@@ -177,7 +219,7 @@ def task_spec(context: ServiceContext, horizon: int | None, lags: int | None) ->
 
 
 def _validate(
-    spec: FeatureSpec, recipe: Recipe, train: bytes, test: bytes | None
+    spec: FeatureSpec, recipe: Recipe, train: Content, test: Content | None
 ) -> dict[str, Any]:
     """Run the checks preprocessing will run; return row counts and time ranges."""
     train_table, test_table = read_tables(train, test, spec)
@@ -193,8 +235,8 @@ def _validate(
 def ingest_dataset(
     context: ServiceContext,
     *,
-    train: bytes,
-    test: bytes | None,
+    train: Content,
+    test: Content | None,
     identifier: str = "global",
     train_filename: str | None = None,
     test_filename: str | None = None,
@@ -202,22 +244,23 @@ def ingest_dataset(
     lags: int | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
-    ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
-    (nothing is stored then) and :class:`BusError` when the event cannot be published (the
-    dataset is stored by then)."""
+    ``flts pipeline`` calls). ``train`` and ``test`` are bytes or seekable binary files, each
+    read from its start as many times as needed (validation, digest, storing). Raises
+    :class:`DataValidationError` listing every problem (nothing is stored then) and
+    :class:`BusError` when the event cannot be published (the dataset is stored by then)."""
     identifier = _identifier(identifier)
     spec = task_spec(context, horizon, lags)
     ranges = _validate(spec, context.settings.recipe, train, test)
     dataset_id = new_dataset_id()
     keys = dataset_keys(dataset_id)
     filename = sanitize_filename(train_filename, "train.csv")
-    digest = content_digest(train)
+    digest = content_digest(_blocks(train))
     payload = DatasetUploaded(
         dataset_id=dataset_id,
         filename=filename,
         train_key=keys["train"],
         test_key=None if test is None else keys["test"],
-        size_bytes=len(train),
+        size_bytes=_size(train),
         digest=digest,
         horizon=horizon,
         lags=lags,
@@ -235,7 +278,7 @@ def ingest_dataset(
         "train": {
             "filename": filename,
             "key": keys["train"],
-            "size_bytes": len(train),
+            "size_bytes": _size(train),
             "digest": digest,
             **ranges["train"],
         },
@@ -244,8 +287,8 @@ def ingest_dataset(
         else {
             "filename": sanitize_filename(test_filename, "test.csv"),
             "key": keys["test"],
-            "size_bytes": len(test),
-            "digest": content_digest(test),
+            "size_bytes": _size(test),
+            "digest": content_digest(_blocks(test)),
             **ranges["test"],
         },
         "test_split": "uploaded"
@@ -265,6 +308,9 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     """The gateway's FastAPI app over ``context``'s object store and bus."""
     settings = context.settings
     limit = settings.gateway.max_upload_bytes
+    # Slots bound the memory of uploads in progress (see the module docstring, "Memory").
+    slots = asyncio.Semaphore(settings.gateway.max_concurrent_uploads)
+    wait = settings.gateway.upload_wait_seconds
     app = FastAPI(title="FLTS gateway", version="1")
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -291,9 +337,28 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise PayloadTooLargeError(f"upload is {declared} bytes; the limit is {limit} bytes")
+        body = _limited(request.stream(), cap)
+        try:
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), wait)
+            else:  # a free slot is taken at once, whatever the wait (even 0)
+                await slots.acquire()
+        except TimeoutError:
+            await _discard(body)
+            raise UnavailableError(
+                f"{settings.gateway.max_concurrent_uploads} uploads are in progress; retry later",
+                retry_after=UPLOAD_RETRY_AFTER,
+            ) from None
+        try:
+            return await receive(request, body)
+        finally:
+            slots.release()
+
+    async def receive(request: Request, body: AsyncGenerator[bytes, None]) -> Response:
+        """Parse, validate, store and announce one upload (holding a slot)."""
         parser = MultiPartParser(
             request.headers,
-            _limited(request.stream(), cap),
+            body,
             max_files=2,
             max_fields=len(_FIELDS),
             max_part_size=1024,
@@ -320,32 +385,30 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 raise DataValidationError("form field 'identifier' must be text, not a file")
             identifier = _identifier(raw_identifier)
             horizon, lags = _integer_field(form, "horizon"), _integer_field(form, "lags")
-            train = await train_part.read()
-            test = None if test_part is None else await test_part.read()
+            total = _size(train_part.file) + (0 if test_part is None else _size(test_part.file))
+            if total > limit:
+                raise PayloadTooLargeError(
+                    f"uploaded files total {total} bytes; the limit is {limit} bytes"
+                )
+            # Validated and stored from the spooled files: the upload is never in memory whole.
+            try:
+                _, meta = await run_in_threadpool(
+                    ingest_dataset,
+                    context,
+                    train=train_part.file,
+                    test=None if test_part is None else test_part.file,
+                    identifier=identifier,
+                    train_filename=train_part.filename,
+                    test_filename=None if test_part is None else test_part.filename,
+                    horizon=horizon,
+                    lags=lags,
+                )
+            except BusError as exc:
+                raise BusError(
+                    f"dataset stored but the event bus is unavailable: {exc}", retry_after=5
+                ) from exc
         finally:
             await form.close()
-        total = len(train) + (0 if test is None else len(test))
-        if total > limit:
-            raise PayloadTooLargeError(
-                f"uploaded files total {total} bytes; the limit is {limit} bytes"
-            )
-
-        try:
-            _, meta = await run_in_threadpool(
-                ingest_dataset,
-                context,
-                train=train,
-                test=test,
-                identifier=identifier,
-                train_filename=train_part.filename,
-                test_filename=None if test_part is None else test_part.filename,
-                horizon=horizon,
-                lags=lags,
-            )
-        except BusError as exc:
-            raise BusError(
-                f"dataset stored but the event bus is unavailable: {exc}", retry_after=5
-            ) from exc
         dataset_id = meta["dataset_id"]
         return JSONResponse(
             meta, status_code=201, headers={"Location": f"/v1/datasets/{dataset_id}"}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from typing import ClassVar
+from typing import IO, ClassVar
 
 from flts.data.hashing import config_hash, content_digest
 from flts.data.prepare import Splits, split
@@ -59,17 +59,21 @@ HOLDOUT_RULE = f"holdout:last-{HOLDOUT_FRACTION:g}-of-train"
 
 
 def read_tables(
-    train: bytes, test: bytes | None, spec: FeatureSpec
+    train: bytes | IO[bytes], test: bytes | IO[bytes] | None, spec: FeatureSpec
 ) -> tuple[TrafficTable, TrafficTable | None]:
-    """Parse and validate both CSVs; every problem of both files in one error, each line
-    prefixed with the file's role (``train: missing input columns ['up']``)."""
+    """Parse and validate both CSVs (bytes, or seekable binary files read from their start);
+    every problem of both files in one error, each line prefixed with the file's role
+    (``train: missing input columns ['up']``)."""
     problems: list[str] = []
     tables: dict[str, TrafficTable] = {}
     for role, data in (("train", train), ("test", test)):
         if data is None:
             continue
+        if isinstance(data, bytes):
+            data = io.BytesIO(data)
+        data.seek(0)
         try:
-            tables[role] = read_traffic_csv(io.BytesIO(data), spec)
+            tables[role] = read_traffic_csv(data, spec)
         except DataValidationError as exc:
             problems.extend(f"{role}: {problem}" for problem in exc.problems)
     if problems:
