@@ -61,7 +61,7 @@ def service_specs(
     batch_inference: bool = True,
 ) -> list[ProcessSpec]:
     """The embedded system: gateway, preprocess, a trainer per model type, evaluator, batch
-    inference and one inference replica per port."""
+    inference, the live monitor and one inference replica per port."""
     ports = list(serve_ports or [settings.serving.port])
     specs = [
         ProcessSpec("gateway", ["gateway"]),
@@ -74,6 +74,7 @@ def service_specs(
     ]
     if batch_inference:
         specs.append(ProcessSpec("batch-inference", ["worker", "batch-inference"]))
+    specs.append(ProcessSpec("monitor", ["worker", "monitor"]))
     for i, port in enumerate(ports):
         name = f"serve-{i}"
         specs.append(ProcessSpec(name, ["serve", "--port", str(port), "--replica-id", name]))

@@ -7,9 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
+import pytest
 
 from flts.data.reader import validate_rows
+from flts.data.spec import LTE_TARGETS
+from flts.evaluation import score
+from flts.live.monitor import LiveMonitor
 from flts.live.observations import ObservationLog
 
 from .support import Harness, history_records
@@ -68,3 +73,49 @@ def test_stored_rows_that_cannot_make_a_window_are_a_422_naming_why(harness: Har
     )
     assert batch.status_code == 422
     assert "requests[0].history: required in a batch" in batch.json()["detail"]
+
+
+def test_every_served_forecast_is_scored_by_the_monitor_once_its_actual_arrives(
+    harness: Harness,
+) -> None:
+    """Through the real replica: single and batch forecasts land in the ledger, the monitor
+    joins them with the stored actuals and its NRMSE equals one computed from the answers."""
+    harness.promote("run-ridge", "PobleSec")
+    harness.wait_serving("run-ridge", "PobleSec")
+    records = history_records(60)
+    served = []
+    for end in range(10, 40):
+        body = {"identifier": "PobleSec", "history": records[end - 10 : end], "horizon": 1}
+        response = harness.client.post("/v1/forecast", json=body)
+        assert response.status_code == 200
+        served.append(response.json()["forecast"][0])
+    batch = {
+        "requests": [
+            {"identifier": "PobleSec", "history": records[end - 10 : end]} for end in (45, 50)
+        ]
+    }
+    answered = harness.client.post("/v1/forecast/batch", json=batch)
+    assert answered.status_code == 200
+    served += [result["forecast"][0] for result in answered.json()["results"]]
+    ledger = harness.app.service.ledger
+    assert ledger is not None
+    assert ledger.flush() is not None
+    _store(harness, records)
+    spec = harness.context.settings.feature_spec
+    monitor = LiveMonitor(harness.context.store, spec)
+    report = monitor.run_once()
+    assert (report.new_steps, report.scored, report.pending) == (32, 32, 0)
+    [figure] = report.figures
+    assert (figure.identifier, figure.run_id, figure.step, figure.n) == (
+        "PobleSec",
+        "run-ridge",
+        1,
+        32,
+    )
+    by_time = {pd.Timestamp(r["time"]): r for r in records}
+    truth = np.array([[by_time[pd.Timestamp(s["time"])][t] for t in LTE_TARGETS] for s in served])
+    pred = np.array([[s[t] for t in LTE_TARGETS] for s in served])
+    assert figure.nrmse == pytest.approx(score(truth[:, None], pred[:, None], LTE_TARGETS).nrmse)
+    restarted = LiveMonitor(harness.context.store, spec)
+    assert restarted.run_once().read_objects == 0  # its state survives: nothing read twice
+    assert restarted.figures() == report.figures

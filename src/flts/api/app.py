@@ -30,6 +30,7 @@ from flts.api.sources import ModelSource, TrackingModelSource
 from flts.api.watcher import ChampionWatcher
 from flts.events import validate_topic
 from flts.exceptions import ConfigurationError, EventValidationError
+from flts.live.ledger import ForecastLedger
 from flts.live.observations import ObservationLog
 from flts.promotion import Promotion
 from flts.services.context import ServiceContext
@@ -85,7 +86,20 @@ def create_app(
     holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
     # read-only here: forecasts from the rows stations reported (POST /v1/observations)
     observations = ObservationLog(context.store, settings.feature_spec)
-    service = ForecastService(holder, settings.serving, observations)
+    live = settings.live
+    ledger = None
+    if live.ledger_sample > 0:
+        spec = settings.feature_spec
+        ledger = ForecastLedger(
+            context.store,
+            replica,
+            spec.targets,
+            spec.time_column,
+            sample=live.ledger_sample,
+            flush_seconds=live.ledger_flush_seconds,
+            max_pending=live.ledger_max_pending,
+        )
+    service = ForecastService(holder, settings.serving, observations, ledger)
     watcher = ChampionWatcher(
         holder,
         poll_seconds=settings.serving.pointer_poll_seconds,
@@ -98,10 +112,14 @@ def create_app(
         if manage_heap:
             heap.install()
         watcher.start()
+        if ledger is not None:
+            ledger.start()
         try:
             yield
         finally:
             await anyio.to_thread.run_sync(watcher.stop)
+            if ledger is not None:
+                await anyio.to_thread.run_sync(ledger.stop)
             if close_context:
                 context.close()
 

@@ -42,6 +42,7 @@ from flts.exceptions import (
     ModelUnavailableError,
     OverloadedError,
 )
+from flts.live.ledger import ForecastLedger
 from flts.live.observations import ObservationLog
 from flts.models.intervals import check_levels
 from flts.settings import ServingSettings
@@ -76,10 +77,12 @@ class ForecastService:
         holder: ModelHolder,
         settings: ServingSettings,
         observations: ObservationLog | None = None,
+        ledger: ForecastLedger | None = None,
     ) -> None:
         self.holder = holder
         self.settings = settings
         self.observations = observations
+        self.ledger = ledger
         self.max_body_bytes = settings.max_history_rows * _BYTES_PER_ROW + _BYTES_OVERHEAD
         self.max_batch_bytes = self.max_body_bytes * 4
         self._in_flight = 0  # only touched on the event loop: no lock needed
@@ -143,6 +146,8 @@ class ForecastService:
                 )
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
+        if self.ledger is not None:
+            self.ledger.record(answer)
         return orjson.dumps(answer)
 
     async def _from_observations(self, call: ForecastCall) -> ForecastCall:
@@ -224,6 +229,9 @@ class ForecastService:
             )
             for index, answer in zip(indices, answers, strict=True):
                 results[index] = answer
+        if self.ledger is not None:
+            for answer in results:
+                self.ledger.record(answer)
         return orjson.dumps({"results": results})
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
@@ -236,6 +244,8 @@ class ForecastService:
             len(windows),
             lambda: tensor_answer(loaded, windows, call.horizon, call.intervals),
         )
+        if self.ledger is not None:
+            self.ledger.record(answer)
         return orjson.dumps(answer)
 
     # ------------------------------------------------------------------ refusals

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -15,9 +16,13 @@ app = typer.Typer()
 @app.command("status")
 def status(
     identifier: Annotated[str | None, typer.Option(help="Only this station or tenant.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    ] = False,
 ) -> None:
-    """Champion per identifier with its evaluation and live error, recent decisions, pending
-    events and dead letters."""
+    """Champion per identifier with its evaluation, batch and live error, recent decisions,
+    pending events and dead letters."""
+    from flts.live.monitor import read_figures
     from flts.promotion import list_decisions
     from flts.services.batch_inference import latest_live_scores
     from flts.services.context import ServiceContext
@@ -27,73 +32,119 @@ def status(
     try:
         with user_errors():
             identifiers = [identifier] if identifier else context.promotions.identifiers()
-            champions = Table(title="Champions")
-            for name in (
-                "identifier",
-                "model",
-                "run",
-                "config",
-                "eval NRMSE",
-                "live NRMSE",
-                "since",
-            ):
-                champions.add_column(name)
+            monitored = read_figures(context.store) or {"figures": [], "updated_at": None}
+            champions: list[dict[str, Any]] = []
             for name in identifiers:
                 current = context.promotions.current(name)
                 if current is None:
-                    champions.add_row(name, "-", "-", "-", "-", "-", "no champion yet")
+                    champions.append({"identifier": name, "champion": None})
                     continue
-                live = latest_live_scores(context.store, name) or {}
-                champions.add_row(
-                    name,
-                    current.model_type,
-                    current.run_id,
-                    current.config_hash[:12],
-                    _number(current.scores.get("nrmse")),
-                    _number((live.get("scores") or {}).get("nrmse")),
-                    current.promoted_at.isoformat(timespec="seconds"),
+                batch = latest_live_scores(context.store, name) or {}
+                live = [
+                    f
+                    for f in monitored["figures"]
+                    if f["identifier"] == name and f["run_id"] == current.run_id
+                ]
+                champions.append(
+                    {
+                        "identifier": name,
+                        "champion": current.model_dump(mode="json"),
+                        "evaluation_nrmse": current.scores.get("nrmse"),
+                        "batch_nrmse": (batch.get("scores") or {}).get("nrmse"),
+                        "live": sorted(live, key=lambda f: int(f["step"])),
+                    }
                 )
-            console.print(champions)
-
-            decisions = Table(title="Recent evaluations")
-            for name in ("identifier", "config", "decided", "best", "NRMSE", "promoted"):
-                decisions.add_column(name)
-            for decision in list_decisions(context.store, identifier)[-10:]:
-                board: list[dict[str, Any]] = decision.get("leaderboard", [])
-                best = board[0] if board else {}
-                decisions.add_row(
-                    str(decision.get("identifier")),
-                    str(decision.get("config_hash", ""))[:12],
-                    str(decision.get("decided_at", ""))[:19],
-                    str(best.get("model_type", "-")),
-                    _number(best.get("nrmse")),
-                    "yes" if decision.get("champion") else "no",
-                )
-            console.print(decisions)
-
-            backlog = Table(title="Pending events")
-            for name in ("group", "topic", "pending", "in flight"):
-                backlog.add_column(name)
-            for lag in context.bus.lag():
-                if lag.pending:
-                    backlog.add_row(lag.group, lag.topic, str(lag.pending), str(lag.in_flight))
-            console.print(backlog)
-
+            decisions = list_decisions(context.store, identifier)[-10:]
+            backlog = [lag for lag in context.bus.lag() if lag.pending]
             letters = context.bus.dead_letters(limit=10)
-            dead = Table(title=f"Dead letters ({len(letters)} most recent)")
-            for name in ("topic", "group", "attempts", "failed at", "error"):
-                dead.add_column(name)
-            for letter in letters:
-                dead.add_row(
-                    letter.source_topic,
-                    letter.group,
-                    str(letter.attempts),
-                    letter.failed_at[:19],
-                    letter.error[:80],
-                )
-            console.print(dead)
+            if as_json:
+                document = {
+                    "champions": champions,
+                    "live_updated_at": monitored["updated_at"],
+                    "decisions": decisions,
+                    "pending": [
+                        {"group": g.group, "topic": g.topic, "pending": g.pending} for g in backlog
+                    ],
+                    "dead_letters": [
+                        {
+                            "topic": d.source_topic,
+                            "group": d.group,
+                            "attempts": d.attempts,
+                            "failed_at": d.failed_at,
+                            "error": d.error,
+                        }
+                        for d in letters
+                    ],
+                }
+                typer.echo(json.dumps(document, indent=2, default=str))
+                return
+            _print_status(champions, decisions, backlog, letters)
     finally:
         context.close()
+
+
+def _print_status(
+    champions: list[dict[str, Any]], decisions: list[dict[str, Any]], backlog: Any, letters: Any
+) -> None:
+    table = Table(title="Champions")
+    columns = ("identifier", "model", "run", "config", "eval NRMSE", "batch NRMSE")
+    for name in (*columns, "live NRMSE", "live skill", "scored", "since"):
+        table.add_column(name)
+    for entry in champions:
+        current = entry["champion"]
+        if current is None:
+            table.add_row(entry["identifier"], *["-"] * 8, "no champion yet")
+            continue
+        live = entry["live"][0] if entry["live"] else {}  # the shortest horizon step
+        table.add_row(
+            entry["identifier"],
+            current["model_type"],
+            current["run_id"],
+            current["config_hash"][:12],
+            _number(entry["evaluation_nrmse"]),
+            _number(entry["batch_nrmse"]),
+            _number(live.get("nrmse")) + (f" (step {live['step']})" if live else ""),
+            _number(live.get("skill")),
+            str(live.get("n", "-")),
+            current["promoted_at"][:19],
+        )
+    console.print(table)
+
+    evaluations = Table(title="Recent evaluations")
+    for name in ("identifier", "config", "decided", "best", "NRMSE", "promoted"):
+        evaluations.add_column(name)
+    for decision in decisions:
+        board: list[dict[str, Any]] = decision.get("leaderboard", [])
+        best = board[0] if board else {}
+        evaluations.add_row(
+            str(decision.get("identifier")),
+            str(decision.get("config_hash", ""))[:12],
+            str(decision.get("decided_at", ""))[:19],
+            str(best.get("model_type", "-")),
+            _number(best.get("nrmse")),
+            "yes" if decision.get("champion") else "no",
+        )
+    console.print(evaluations)
+
+    pending = Table(title="Pending events")
+    for name in ("group", "topic", "pending", "in flight"):
+        pending.add_column(name)
+    for lag in backlog:
+        pending.add_row(lag.group, lag.topic, str(lag.pending), str(lag.in_flight))
+    console.print(pending)
+
+    dead = Table(title=f"Dead letters ({len(letters)} most recent)")
+    for name in ("topic", "group", "attempts", "failed at", "error"):
+        dead.add_column(name)
+    for letter in letters:
+        dead.add_row(
+            letter.source_topic,
+            letter.group,
+            str(letter.attempts),
+            letter.failed_at[:19],
+            letter.error[:80],
+        )
+    console.print(dead)
 
 
 def _number(value: object) -> str:

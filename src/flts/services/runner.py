@@ -23,7 +23,7 @@ from flts.services.metrics import instrument, worker_metrics
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("preprocess", "train", "evaluate", "batch-inference", "observations")
+WORKERS = ("preprocess", "train", "evaluate", "batch-inference", "observations", "monitor")
 #: How often the evaluator looks for config hashes whose deadline has passed.
 DEADLINE_TICK_SECONDS = 2.0
 
@@ -65,6 +65,10 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
         from flts.live.worker import ObservationsService
 
         return ObservationsService(context)
+    if name == "monitor":
+        from flts.live.monitor_service import MonitorService
+
+        return MonitorService(context)
     raise ConfigurationError(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}")
 
 
@@ -107,9 +111,12 @@ def run_service(
 
     handler = instrument(service.handle, service=service.group, policy=policy, on_retry=count_retry)
     check_deadlines = getattr(service, "check_deadlines", None)
+    tick = getattr(service, "tick", None)  # a periodic pass of its own (the monitor)
     ticker = None
     if callable(check_deadlines):
         ticker = _ticker(check_deadlines, stop, DEADLINE_TICK_SECONDS)
+    elif callable(tick):
+        ticker = _ticker(tick, stop, float(getattr(service, "tick_seconds", DEADLINE_TICK_SECONDS)))
     if health is not None:
         metrics.watch_lag(context.bus, service.group, service.topics)
         if callable(check_deadlines):  # the evaluator: the promotion clock survives restarts

@@ -1,0 +1,63 @@
+"""``flts status --json``: the champion's evaluation figure next to the live figures the
+monitor computed from served forecasts and the actuals that followed them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flts.cli import app
+from flts.data import FeatureSpec
+from flts.data.reader import validate_rows
+from flts.data.synthetic import synthetic_traffic
+from flts.live.ledger import ForecastLedger
+from flts.live.monitor import LiveMonitor
+from flts.live.observations import ObservationLog
+from flts.promotion import Promotion
+from flts.services.context import ServiceContext
+from flts.settings import Settings
+
+
+def test_status_shows_the_live_figures_of_the_champion(
+    tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    monkeypatch.setenv("FLTS_HOME", str(tmp_path))
+    for name in ("FLTS_BUS_URL", "FLTS_STORAGE_URL", "FLTS_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    context = ServiceContext(Settings())
+    client = context.tracker.client
+    run_id = client.create_run(client.create_experiment("status-test")).info.run_id
+    context.promotions.record(
+        Promotion(run_id=run_id, model_type="RIDGE", config_hash="abcdef012345", identifier="S1")
+    )
+    spec = FeatureSpec()
+    series = validate_rows(synthetic_traffic(80, seed=2), spec)
+    ObservationLog(context.store, spec).append("S1", series)
+    ledger = ForecastLedger(context.store, "r", spec.targets)
+    model = {"identifier": "S1", "run_id": run_id, "model_type": "RIDGE", "config_hash": "abc"}
+    for origin in range(20, 40):
+        when = series.index[origin + 1]
+        values = series.loc[when, list(spec.targets)].to_numpy() * 1.1
+        record = {"time": when.isoformat(), **dict(zip(spec.targets, values.tolist(), strict=True))}
+        ledger.record({"forecast": [record], "model": model})
+    ledger.flush()
+    [figure] = LiveMonitor(context.store, spec).run_once().figures
+    context.close()
+
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    [champion] = json.loads(result.output)["champions"]
+    assert champion["champion"]["run_id"] == run_id
+    [live] = champion["live"]
+    assert live["n"] == 20
+    assert np.isclose(live["nrmse"], figure.nrmse)
+    tables = CliRunner().invoke(app, ["status"])
+    assert tables.exit_code == 0, tables.output
+    assert "live NRMSE" in tables.output
+    assert f"{figure.nrmse:.4f}" in tables.output
