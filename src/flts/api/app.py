@@ -82,6 +82,7 @@ def create_app(
             heap.settle_heap()
 
     holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
+    metrics.watch_holder(holder)
     service = ForecastService(holder, settings.serving)
     watcher = ChampionWatcher(
         holder,
