@@ -537,15 +537,23 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            existing = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-            if existing:
-                version = str(min(int(v.version) for v in existing))
-            else:
-                created = self.client.create_model_version(
+            query = f"name='{name}' and run_id='{run_id}'"
+            existing = self.client.search_model_versions(query)
+            if not existing:
+                self.client.create_model_version(
                     name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
                 )
-                version = str(created.version)
-            self.client.set_registered_model_alias(name, alias, version)
+                # Two writers of one promotion may both have created a version: both settle
+                # on the oldest, so the alias ends on one version whoever is last.
+                existing = self.client.search_model_versions(query)
+            version = str(min(int(v.version) for v in existing))
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+            except MlflowException:
+                # Another writer created the alias row at the same moment (a unique constraint
+                # in the store); setting an alias is idempotent, so set it over theirs. An
+                # outage fails again here and propagates.
+                self.client.set_registered_model_alias(name, alias, version)
         log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
 
