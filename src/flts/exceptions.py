@@ -13,7 +13,8 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
     │   ├── NotFoundError           the named resource does not exist                 404
     │   ├── PayloadTooLargeError    body or batch over a configured limit             413
     │   ├── UnsupportedMediaError   a body in a content type the route does not take  415
-    │   └── OverloadedError         too many requests in flight (Retry-After)         429
+    │   ├── OverloadedError         too many requests in flight (Retry-After)         429
+    │   └── ConflictError           another writer changed what this one read         409
     ├── UnavailableError            a state that passes: retry later (Retry-After)    503
     │   ├── ModelUnavailableError   no champion loaded (yet) for an identifier        503
     │   └── BusError                the event bus cannot be reached or is closed      503
@@ -34,6 +35,7 @@ import math
 __all__ = [
     "BusError",
     "ConfigurationError",
+    "ConflictError",
     "DataValidationError",
     "DeadlineExceededError",
     "DependencyMissingError",
@@ -121,6 +123,13 @@ class UnsupportedMediaError(RequestError):
     """A body in a content type the route does not take."""
 
     http_status = 415
+
+
+class ConflictError(RequestError):
+    """Another writer changed the object this one read (a promotion pointer moved on since
+    the champion was read): re-read and decide again."""
+
+    http_status = 409
 
 
 class _RetryLater:

@@ -56,6 +56,8 @@ TAG_IDENTIFIER = "identifier"
 TAG_MODEL_TYPE = "model_type"
 TAG_CORRELATION_ID = "correlation_id"
 TAG_ERROR = "error"
+#: sha256 of the saved model's digest manifest (flts.models.digests).
+TAG_ARTIFACT_DIGEST = "artifact_digest"
 
 #: MLflow run statuses a run ends in.
 FINISHED = "FINISHED"
@@ -89,6 +91,8 @@ class RunRecord:
     end_time: datetime | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    artifact_digest: str | None = None
+    """sha256 of the saved model's digest manifest (``None`` for runs logged before)."""
 
     @property
     def finished(self) -> bool:
@@ -293,6 +297,8 @@ class Tracker:
         """
         from mlflow.entities import Metric, Param
 
+        from flts.models.digests import write_digests
+
         with tempfile.TemporaryDirectory(prefix="flts-model-") as scratch:
             model_dir = Path(scratch) / MODEL_ARTIFACT
             try:
@@ -301,6 +307,7 @@ class Tracker:
                 raise
             except Exception as exc:  # torch/ONNX/IO errors while saving are the model's
                 raise ModelError(f"cannot save {model.model_type} model: {exc}") from exc
+            artifact_digest = write_digests(model_dir)
 
             metrics = _run_metrics(model, validation)
             now_ms = int(time.time() * 1000)
@@ -312,12 +319,15 @@ class Tracker:
                 run = self.client.create_run(
                     self.experiment_id,
                     start_time=start_ms,
-                    tags=self._tags(
-                        model_type=model.model_type,
-                        identifier=identifier,
-                        config_hash=config_hash,
-                        correlation_id=correlation_id,
-                    ),
+                    tags={
+                        **self._tags(
+                            model_type=model.model_type,
+                            identifier=identifier,
+                            config_hash=config_hash,
+                            correlation_id=correlation_id,
+                        ),
+                        TAG_ARTIFACT_DIGEST: artifact_digest,
+                    },
                 )
                 run_id = str(run.info.run_id)
                 try:
@@ -425,24 +435,48 @@ class Tracker:
             end_time=_stamp(run.info.end_time),
             metrics={str(k): float(v) for k, v in run.data.metrics.items()},
             error=tags.get(TAG_ERROR),
+            artifact_digest=tags.get(TAG_ARTIFACT_DIGEST),
         )
 
     # ------------------------------------------------------------------ models
 
-    def model_dir(self, run_id: str) -> Path:
-        """The run's saved-model directory, downloaded once into the local cache.
+    def model_dir(self, run_id: str, artifact_digest: str | None = None) -> Path:
+        """The run's saved-model directory in the local cache, verified against its digests.
 
-        The download goes to a scratch directory renamed into place, so a concurrent reader
-        (another replica on this machine) never sees a half-copied model.
+        ``artifact_digest`` is what the caller was told the model is (the promotion pointer);
+        without it the run's own tag is used. A cached directory that fails the check is
+        evicted and fetched again; a download that fails it raises
+        :class:`~flts.exceptions.ModelError` (the artifact store itself holds a damaged
+        model) and leaves nothing in the cache. The download goes to a scratch directory
+        renamed into place, so a concurrent reader (another replica on this machine) never
+        sees a half-copied model.
         """
-        import mlflow.artifacts
-        from mlflow.exceptions import MlflowException
+        from flts.models.digests import evict, verify
 
         if not _RUN_ID.fullmatch(run_id):
             raise ModelError(f"invalid run id {run_id!r}")
+        expected = artifact_digest or self._artifact_digest(run_id)
         target = self.cache_dir / run_id
         if target.is_dir():
-            return target
+            try:
+                verify(target, expected)
+                return target
+            except ModelError as exc:
+                log.warning("cached model of run %s is damaged, fetching it again: %s", run_id, exc)
+                evict(target)
+        self._download(run_id, target, expected)
+        return target
+
+    def _artifact_digest(self, run_id: str) -> str | None:
+        run = self.get_run(run_id)
+        return None if run is None else run.artifact_digest
+
+    def _download(self, run_id: str, target: Path, expected: str | None) -> None:
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        from flts.models.digests import verify
+
         self._ready()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         scratch = self.cache_dir / f".download-{run_id}-{uuid.uuid4().hex}"
@@ -455,6 +489,10 @@ class Tracker:
                     tracking_uri=self.uri,
                 )
             try:
+                verify(Path(local), expected)
+            except ModelError as exc:
+                raise ModelError(f"the stored model of run {run_id} is damaged: {exc}") from exc
+            try:
                 Path(local).rename(target)
             except OSError:
                 if not target.is_dir():  # not a lost race: a real failure
@@ -465,13 +503,19 @@ class Tracker:
             raise ModelError(f"run {run_id} has no saved model: {exc.message}") from exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return target
 
-    def load_model(self, run_id: str) -> Forecaster:
-        """The run's model, rebuilt from its saved directory (no pickles)."""
+    def load_model(self, run_id: str, artifact_digest: str | None = None) -> Forecaster:
+        """The run's model, rebuilt from its verified saved directory (no pickles); a model
+        whose files cannot be read back is a :class:`~flts.exceptions.ModelError`."""
         from flts.models.base import load_model
 
-        return load_model(self.model_dir(run_id))
+        directory = self.model_dir(run_id, artifact_digest)
+        try:
+            return load_model(directory)
+        except FLTSError:
+            raise
+        except Exception as exc:  # whatever a damaged file makes a loader raise
+            raise ModelError(f"cannot load the model of run {run_id}: {exc}") from exc
 
     # ------------------------------------------------------------------ registry
 
@@ -493,15 +537,23 @@ class Tracker:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            existing = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-            if existing:
-                version = str(min(int(v.version) for v in existing))
-            else:
-                created = self.client.create_model_version(
+            query = f"name='{name}' and run_id='{run_id}'"
+            existing = self.client.search_model_versions(query)
+            if not existing:
+                self.client.create_model_version(
                     name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
                 )
-                version = str(created.version)
-            self.client.set_registered_model_alias(name, alias, version)
+                # Two writers of one promotion may both have created a version: both settle
+                # on the oldest, so the alias ends on one version whoever is last.
+                existing = self.client.search_model_versions(query)
+            version = str(min(int(v.version) for v in existing))
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+            except MlflowException:
+                # Another writer created the alias row at the same moment (a unique constraint
+                # in the store); setting an alias is idempotent, so set it over theirs. An
+                # outage fails again here and propagates.
+                self.client.set_registered_model_alias(name, alias, version)
         log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
 

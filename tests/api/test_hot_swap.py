@@ -146,4 +146,8 @@ def test_in_flight_reference_survives_a_swap(runs: Runs) -> None:
     assert current.promotion.run_id == "run-persistence"
     promote("broken", "RIDGE")
     assert holder.refresh("global") is RefreshOutcome.FAILED
-    assert holder.get("global") is current
+    kept = holder.get("global")  # the previous model keeps serving, now marked degraded
+    assert kept is not None
+    assert (kept.model, kept.promotion) == (current.model, current.promotion)
+    assert kept.degraded is not None
+    assert kept.degraded.champion.run_id == "broken"

@@ -188,6 +188,72 @@ class StorageContract:
         assert [p.run_id for p in promotions.history()] == ["run-1", "run-2"]
         assert promotions.etag() not in (None, first_etag)
 
+    # ---------------------------------------------------------------- conditional writes
+
+    def test_put_if_absent_creates_once(self, store: ObjectStore) -> None:
+        assert store.put_if_absent("evaluations/global/h.json", b"first")
+        assert not store.put_if_absent("evaluations/global/h.json", b"second")
+        assert store.get("evaluations/global/h.json") == b"first"
+        assert list(store.list("evaluations")) == ["evaluations/global/h.json"]
+
+    def test_only_one_of_many_concurrent_creators_wins(self, store_factory: StoreFactory) -> None:
+        """Writers in their own store objects (standing in for processes) race to create one
+        key: exactly one is told it won, and the object holds that writer's bytes."""
+        writers, key = 6, "evaluations/global/raced.json"
+        stores = [store_factory() for _ in range(writers)]
+        start = threading.Barrier(writers)
+        won: list[int] = []
+
+        def create(index: int) -> None:
+            start.wait()
+            if stores[index].put_if_absent(key, f"writer-{index}".encode()):
+                won.append(index)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(won) == 1
+        assert stores[0].get(key) == f"writer-{won[0]}".encode()
+
+    def test_put_if_match_replaces_only_the_version_read(self, store: ObjectStore) -> None:
+        with pytest.raises(KeyError):
+            store.get_versioned(POINTER)
+        assert not store.put_if_match(POINTER, b"x", "no-such-version")  # absent: no match
+        assert not store.exists(POINTER)
+        assert store.put_if_match(POINTER, b"v1", None)  # None: only if absent
+        first = store.get_versioned(POINTER)
+        assert first.data == b"v1"
+        assert store.put_if_match(POINTER, b"v2", first.tag)
+        second = store.get_versioned(POINTER)
+        assert (second.data, second.tag != first.tag) == (b"v2", True)
+        assert not store.put_if_match(POINTER, b"stale", first.tag)  # someone wrote since
+        assert not store.put_if_match(POINTER, b"exists", None)
+        assert store.get(POINTER) == b"v2"
+        assert list(store.list("model-promotion")) == [POINTER]  # no lock files or temporaries
+
+    def test_concurrent_compare_and_swap_loses_no_update(self, store_factory: StoreFactory) -> None:
+        """Read-modify-write loops in several store objects: with compare-and-swap every
+        increment survives (a blind overwrite would lose some)."""
+        writers, increments, key = 4, 5, "counters/n"
+        assert store_factory().put_if_absent(key, b"0")
+
+        def work() -> None:
+            store = store_factory()
+            for _ in range(increments):
+                while True:
+                    current = store.get_versioned(key)
+                    if store.put_if_match(key, str(int(current.data) + 1).encode(), current.tag):
+                        break
+
+        threads = [threading.Thread(target=work) for _ in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert int(store_factory().get(key)) == writers * increments
+
     # ---------------------------------------------------------------- key safety
 
     @pytest.mark.parametrize("key", UNSAFE_KEYS)
@@ -199,6 +265,9 @@ class StorageContract:
             lambda: store.exists(key),
             lambda: store.delete(key),
             lambda: list(store.list(key)),
+            lambda: store.put_if_absent(key, b"x"),
+            lambda: store.put_if_match(key, b"x", "tag"),
+            lambda: store.get_versioned(key),
         ]
         for operation in operations:
             with pytest.raises(DataValidationError, match="invalid object key"):

@@ -3,6 +3,7 @@ the test split, promotes through the gate once, and resumes after a restart."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -576,3 +577,98 @@ def test_runner_up_that_wins_at_every_step_is_promoted(
     pointer = context.promotions.current()
     assert pointer is not None
     assert pointer.model_type == "SEASONAL_NAIVE"
+
+
+def _corrupt_artifact(context: ServiceContext, run_id: str) -> None:
+    """Change one file of the run's stored model (still valid JSON: only its digest tells)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    uri = context.tracker.client.get_run(run_id).info.artifact_uri
+    scaler = Path(urlparse(uri).path) / "model" / "target_scaler.json"
+    scaler.write_bytes(scaler.read_bytes().replace(b"0", b"1", 1))
+
+
+def test_candidate_with_a_corrupt_artifact_is_unscored_and_the_rest_decide(
+    context: ServiceContext,
+) -> None:
+    data = write_data(context.store, HASH_1, seed=7)
+    evaluator = EvaluateService(context)
+    reports = {m: train(context, data, m) for m in CHEAP}
+    _corrupt_artifact(context, str(reports["RIDGE"].payload.run_id))
+    for report in reports.values():
+        evaluator.handle(report)
+    decision = evaluator.decision("global", HASH_1)
+    assert decision is not None
+    board = {e.model_type: e for e in decision.leaderboard}
+    assert board["RIDGE"].status == "UNSCORED"
+    assert "digest" in board["RIDGE"].reason
+    assert {board["PERSISTENCE"].status, board["SEASONAL_NAIVE"].status} == {"SUCCESS"}
+
+
+def test_champion_with_a_corrupt_artifact_does_not_block_later_decisions(
+    context: ServiceContext,
+) -> None:
+    first = write_data(context.store, HASH_1, seed=7)
+    evaluator = EvaluateService(context)
+    for model_type in CHEAP:
+        evaluator.handle(train(context, first, model_type))
+    champion = context.promotions.current()
+    assert champion is not None
+    _corrupt_artifact(context, champion.run_id)
+    shutil.rmtree(context.settings.home / "cache", ignore_errors=True)  # no good cached copy
+
+    second = write_data(context.store, HASH_2, seed=8)
+    for model_type in CHEAP:
+        evaluator.handle(train(context, second, model_type))
+    decision = evaluator.decision("global", HASH_2)
+    assert decision is not None
+    assert decision.state == "done"
+    assert decision.previous_champion is not None
+    assert decision.previous_champion["rescored"] is False
+    assert "digest" in decision.previous_champion["reason"]
+
+
+def test_champion_changed_while_promoting_is_judged_again(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer promotes between the judgment and the pointer write: the pointer is not
+    overwritten blindly; the decision is judged again against the new champion and the next
+    tick carries it out, with a history whose links are right."""
+    data = write_data(context.store, HASH_1, seed=7)
+    reports = {m: train(context, data, m) for m in CHEAP}
+    evaluator = EvaluateService(context)
+    judged = evaluator.judge.decide
+    raced: list[str] = []
+
+    def decide_then_race(*args: object, **kwargs: object) -> Decision:
+        decision = judged(*args, **kwargs)  # type: ignore[arg-type]
+        if not raced and decision.promotion is not None:  # an operator promotes meanwhile
+            other = next(
+                str(r.payload.run_id)
+                for r in reports.values()
+                if r.payload.run_id != decision.promotion.run_id
+            )
+            promote_run(context, other)
+            raced.append(other)
+        return decision
+
+    monkeypatch.setattr(evaluator.judge, "decide", decide_then_race)
+    for report in reports.values():
+        evaluator.handle(report)
+    assert raced
+    evaluator.check_deadlines()  # carries out the new judgment if it promotes
+    done = evaluator.decision("global", HASH_1)
+    assert done is not None
+    assert done.state == "done"
+    assert done.previous_champion is not None
+    assert done.previous_champion["run_id"] == raced[0]  # judged against the new champion
+    assert not context.store.exists(pending_key("global", HASH_1))
+    history = context.promotions.history()
+    assert history[0].run_id == raced[0]
+    if done.promotion is None:
+        assert [h.action for h in history] == ["manual"]
+    else:
+        assert [h.action for h in history] == ["manual", "promote"]
+        assert history[1].previous_run_id == raced[0]
+    assert context.promotions.current() == history[-1]

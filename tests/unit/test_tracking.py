@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -178,6 +179,37 @@ def test_set_alias_moves_the_alias_idempotently(tracker: Tracker, data: Prepared
     assert (str(version.version), version.run_id) == ("2", second)
     assert version.source == f"runs:/{second}/{MODEL_ARTIFACT}"
     assert tracker.alias_run_id("ElBorn", CHAMPION_ALIAS) is None
+
+
+def test_concurrent_writers_of_one_alias_agree(tracker: Tracker, data: PreparedData) -> None:
+    """Two writers of one promotion (two evaluators, or one resuming beside one not quite
+    gone) set the alias at the same moment, each through its own tracker: neither fails, and
+    the alias ends on one version of the run."""
+    run_id = _log(tracker, _fit(data, "PERSISTENCE"))
+    writers = [Tracker(tracker.settings) for _ in range(4)]
+    for writer in writers:
+        writer.experiment_id  # connect before the race  # noqa: B018
+    start = threading.Barrier(len(writers))
+    versions: list[str] = []
+    errors: list[BaseException] = []
+
+    def set_alias(writer: Tracker) -> None:
+        start.wait()
+        try:
+            versions.append(writer.set_alias(run_id, "global", CHAMPION_ALIAS))
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=set_alias, args=(w,)) for w in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(set(versions)) == 1
+    assert tracker.alias_run_id("global", CHAMPION_ALIAS) == run_id
+    alias = tracker.client.get_model_version_by_alias("flts-global", CHAMPION_ALIAS)
+    assert str(alias.version) == versions[0]
 
 
 def test_two_trackers_share_one_store(tracker: Tracker, data: PreparedData) -> None:

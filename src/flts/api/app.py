@@ -84,6 +84,7 @@ def create_app(
             heap.settle_heap()
 
     holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
+    metrics.watch_holder(holder)
     # read-only here: forecasts from the rows stations reported (POST /v1/observations)
     observations = ObservationLog(context.store, settings.feature_spec)
     live = settings.live

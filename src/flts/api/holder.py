@@ -8,6 +8,14 @@ the model it started with even if a swap happens meanwhile.
 
 Where models come from is a :class:`~flts.api.sources.ModelSource` (which run is champion,
 and how a run becomes a :class:`~flts.models.Forecaster`); this module only swaps.
+
+A champion that cannot be loaded (a damaged artifact, a model that fails its warm-up) never
+leaves a replica without a model if an earlier one can serve (docs/architecture.md, rule 12):
+a replica already serving keeps its model, a fresh one loads the newest loadable promotion
+of the history (:meth:`ModelSource.fallbacks`); either way the model is *degraded*: it carries
+a :class:`Degradation` (which champion failed, why, since when) that ``/readyz`` and the
+``flts_model_degraded`` gauge report. Every later refresh tries the champion again (the
+watcher retries failed refreshes at each poll), so a repaired artifact is picked up.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
@@ -32,13 +40,33 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Degradation:
+    """Why a replica serves something other than the current champion."""
+
+    champion: Promotion
+    """The champion that could not be loaded."""
+    reason: str
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def describe(self, serving: Promotion) -> dict[str, Any]:
+        return {
+            "champion_run_id": self.champion.run_id,
+            "serving_run_id": serving.run_id,
+            "reason": self.reason,
+            "since": self.since.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A warmed-up champion and the promotion it serves; never mutated after a swap."""
+    """A warmed-up model and the promotion it serves; never mutated after a swap.
+    ``degraded`` is set when it stands in for a champion that could not be loaded."""
 
     model: Forecaster
     promotion: Promotion
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     load_seconds: float = 0.0
+    degraded: Degradation | None = None
 
     @property
     def spec(self) -> FeatureSpec:
@@ -91,7 +119,7 @@ class RefreshOutcome(StrEnum):
     UPDATED = "updated"  # same run, promotion metadata refreshed (no reload)
     UNCHANGED = "unchanged"  # already serving the current champion
     NO_CHAMPION = "no-champion"  # nothing promoted (or nothing valid) for the identifier
-    FAILED = "failed"  # load or warm-up failed; the previous model keeps serving
+    FAILED = "failed"  # the champion did not load; a previous or fallback model may serve
 
 
 LoadListener = Callable[[str, Promotion, "LoadedModel | None", BaseException | None], None]
@@ -141,38 +169,83 @@ class ModelHolder:
                 # action or a storage hiccup, and answering 503 would not help anyone.
                 return RefreshOutcome.NO_CHAMPION
             held = self._models.get(identifier)
-            if held is not None and held.promotion.run_id == promotion.run_id:
+            if (
+                held is not None
+                and held.degraded is None
+                and held.promotion.run_id == promotion.run_id
+            ):
                 if held.promotion == promotion:
                     return RefreshOutcome.UNCHANGED
                 self._install(identifier, LoadedModel(held.model, promotion, held.loaded_at))
                 return RefreshOutcome.UPDATED
-            return self._load(identifier, promotion)
+            error = self._load(identifier, promotion)
+            if error is None:
+                return RefreshOutcome.SWAPPED
+            self._degrade(identifier, promotion, f"{type(error).__name__}: {error}")
+            return RefreshOutcome.FAILED
 
-    def _load(self, identifier: str, promotion: Promotion) -> RefreshOutcome:
+    def _load(
+        self, identifier: str, promotion: Promotion, degraded: Degradation | None = None
+    ) -> BaseException | None:
+        """Load, warm and install ``promotion``; the error if that failed (nothing changed)."""
         started = time.perf_counter()
         try:
             model = self.source.load(promotion)
             warm_up(model)
         except Exception as exc:
-            log.warning(
-                "loading run %s for %r failed; the previous model keeps serving: %s",
-                promotion.run_id,
-                identifier,
-                exc,
-            )
+            log.warning("loading run %s for %r failed: %s", promotion.run_id, identifier, exc)
             self._notify(identifier, promotion, None, exc)
-            return RefreshOutcome.FAILED
-        loaded = LoadedModel(model, promotion, load_seconds=time.perf_counter() - started)
+            return exc
+        loaded = LoadedModel(
+            model, promotion, load_seconds=time.perf_counter() - started, degraded=degraded
+        )
         self._install(identifier, loaded)
         log.info(
-            "serving %s run %s for %r (loaded in %.2f s)",
+            "serving %s run %s for %r (loaded in %.2f s)%s",
             promotion.model_type,
             promotion.run_id,
             identifier,
             loaded.load_seconds,
+            "" if degraded is None else f", degraded: {degraded.reason}",
         )
         self._notify(identifier, promotion, loaded, None)
-        return RefreshOutcome.SWAPPED
+        return None
+
+    def _degrade(self, identifier: str, champion: Promotion, reason: str) -> None:
+        """The champion did not load: keep what serves (now degraded), else load the newest
+        fallback that loads; with neither, the identifier stays unserved."""
+        held = self._models.get(identifier)
+        if held is not None and held.promotion.run_id != champion.run_id:
+            keep = held.degraded if held.degraded and held.degraded.champion == champion else None
+            degradation = Degradation(champion, reason, keep.since if keep else datetime.now(UTC))
+            self._install(identifier, replace(held, degraded=degradation))
+            log.warning(
+                "%r keeps serving run %s: champion %s cannot be loaded (%s)",
+                identifier,
+                held.promotion.run_id,
+                champion.run_id,
+                reason,
+            )
+            return
+        try:
+            fallbacks = self.source.fallbacks(identifier)
+        except Exception:
+            log.exception("cannot read the promotion history of %r", identifier)
+            return
+        degradation = Degradation(champion, reason)
+        for fallback in fallbacks:
+            if fallback.run_id == champion.run_id:
+                continue
+            if self._load(identifier, fallback, degradation) is None:
+                log.warning(
+                    "%r serves fallback run %s: champion %s cannot be loaded (%s)",
+                    identifier,
+                    fallback.run_id,
+                    champion.run_id,
+                    reason,
+                )
+                return
+        log.error("%r: neither champion %s nor any fallback loads", identifier, champion.run_id)
 
     def _install(self, identifier: str, loaded: LoadedModel) -> None:
         # Copy-on-write: one reference assignment publishes the new table.

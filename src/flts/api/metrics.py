@@ -11,6 +11,7 @@ Series::
     flts_model_loads_total{identifier,model_type}                         successful swaps
     flts_model_load_failures_total{identifier,model_type}                 failed loads/warm-ups
     flts_serving_model_info{identifier,run_id,model_type,config_hash}     1 per served model
+    flts_model_degraded{identifier,champion_run_id,serving_run_id}        1 per fallback served
 
 ``route`` is the route *template* (``/v1/forecast``), never the raw path, so a scanner
 hitting random URLs cannot blow up the series count (unknown paths are ``unmatched``).
@@ -21,17 +22,21 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flts.api.holder import LoadedModel
+from flts.api.holder import LoadedModel, ModelHolder
 from flts.promotion import Promotion
+
+if TYPE_CHECKING:
+    from prometheus_client import Metric
 
 #: Scope key where a route records which model type answered (read by the middleware).
 MODEL_TYPE_SCOPE_KEY = "flts.model_type"
@@ -146,6 +151,10 @@ class ApiMetrics:
             }
         )
 
+    def watch_holder(self, holder: ModelHolder) -> None:
+        """Export ``flts_model_degraded`` from the holder at scrape time."""
+        self.registry.register(_DegradedCollector(holder))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -200,3 +209,28 @@ def _route(scope: dict[str, Any] | Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+class _DegradedCollector(Collector):
+    """``flts_model_degraded{identifier,champion_run_id,serving_run_id}``: 1 for every
+    identifier served by a fallback because its champion cannot be loaded (no series when
+    all is well), read from the holder's one consistent snapshot."""
+
+    def __init__(self, holder: ModelHolder) -> None:
+        self.holder = holder
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "flts_model_degraded",
+            "1 while an identifier is served by a fallback model because its champion cannot "
+            "be loaded (see /readyz for the reason).",
+            labels=("identifier", "champion_run_id", "serving_run_id"),
+        )
+        for identifier, loaded in sorted(self.holder.snapshot().items()):
+            if loaded.degraded is not None:
+                champion = loaded.degraded.champion.run_id
+                family.add_metric((identifier, champion, loaded.promotion.run_id), 1.0)
+        yield family

@@ -115,8 +115,15 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
                 ["no model is loaded yet"],
                 {"Retry-After": str(max(1, round(service.settings.pointer_poll_seconds)))},
             )
+        # Ready, possibly degraded: a fallback model answers while the champion cannot be
+        # loaded (docs/architecture.md, rule 12); taking the replica out would help nobody.
+        degraded = {k: v.degraded.describe(v.promotion) for k, v in models.items() if v.degraded}
         return _json(
-            {"status": "ready", "models": {k: v.promotion.run_id for k, v in models.items()}}
+            {
+                "status": "degraded" if degraded else "ready",
+                "models": {k: v.promotion.run_id for k, v in models.items()},
+                "degraded": degraded,
+            }
         )
 
     @router.get("/v1/models/champion", summary="The champion serving an identifier")

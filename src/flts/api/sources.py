@@ -4,21 +4,30 @@ champion, a loader turns the run into a :class:`~flts.models.Forecaster`.
 :class:`TrackingModelSource` (production) adds the cache policy: cold start from the local
 model cache without MLflow. Tests inject a :class:`PromotionModelSource` that loads saved
 model directories directly.
+
+Every source also names the *fallbacks* of an identifier (the loadable promotions of its
+history, newest first): a replica that cannot load the champion serves the first of them
+that loads, and says so (:mod:`flts.api.holder`, docs/architecture.md, rule 12).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from flts.exceptions import FLTSError, ModelError
 from flts.models.base import MANIFEST, Forecaster
+from flts.models.digests import verify
 from flts.promotion import Promotion, PromotionStore
 
 if TYPE_CHECKING:
     from flts.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
 
 #: Run ids that may name a cache directory (the tracker's own rule).
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -44,6 +53,11 @@ class ModelSource(Protocol):
         """Build the promoted run's forecaster (may be slow: downloads, imports)."""
         ...
 
+    def fallbacks(self, identifier: str) -> list[Promotion]:
+        """Earlier promotions of ``identifier`` to serve if the champion cannot be loaded,
+        newest first, one per run."""
+        ...
+
 
 class PromotionModelSource:
     """A :class:`ModelSource` from a :class:`PromotionStore` and a ``run_id -> Forecaster``
@@ -65,6 +79,9 @@ class PromotionModelSource:
     def load(self, promotion: Promotion) -> Forecaster:
         return self.load_run(promotion.run_id)
 
+    def fallbacks(self, identifier: str) -> list[Promotion]:
+        return self.promotions.loadable_history(identifier)
+
 
 class TrackingModelSource:
     """The default source: the context's promotion store and tracker.
@@ -73,7 +90,10 @@ class TrackingModelSource:
     blow the 3 s start-up budget of an ONNX champion. So the *first* read of an identifier's
     pointer trusts it when the run's saved model is already in the local model cache
     (``<home>/cache/models/<run_id>``, where :meth:`flts.tracking.Tracker.model_dir` puts
-    every download) and loads the model from there. The stale-pointer check (does the run
+    every download) *and passes its digest check* against the pointer's artifact digest
+    (:mod:`flts.models.digests`), and loads the model from there. A cached directory that
+    fails the check is never trusted: the load goes through the tracker, which evicts it
+    and fetches the model again. The stale-pointer check (does the run
     still exist in the tracking store?) is only deferred, never skipped: such an identifier
     is *provisional*, :meth:`etag` reports a changed marker for it, so the watcher's next
     poll calls :meth:`current` again, which then runs the full check (importing MLflow in the
@@ -96,12 +116,20 @@ class TrackingModelSource:
         """Pointer reads without the tracking check (the cold-start shortcut)."""
         return PromotionStore(self.context.store)
 
-    def cached_model_dir(self, run_id: str) -> Path | None:
-        """The run's saved model in the local cache, if it is there (no MLflow needed)."""
+    def cached_model_dir(self, run_id: str, artifact_digest: str | None = None) -> Path | None:
+        """The run's saved model in the local cache, if it is there and matches its digests
+        (no MLflow needed); ``None`` sends the caller to the tracker."""
         if not _RUN_ID.fullmatch(run_id):
             return None
         directory = self.cache_dir / run_id
-        return directory if (directory / MANIFEST).is_file() else None
+        if not (directory / MANIFEST).is_file():
+            return None
+        try:
+            verify(directory, artifact_digest)
+        except ModelError as exc:
+            log.warning("cached model of run %s fails its digest check: %s", run_id, exc)
+            return None
+        return directory
 
     def identifiers(self) -> list[str]:
         return self._pointers.identifiers()
@@ -114,7 +142,10 @@ class TrackingModelSource:
     def current(self, identifier: str) -> Promotion | None:
         if identifier not in self._verified and identifier not in self._provisional:
             pointer = self._pointers.current(identifier)
-            if pointer is not None and self.cached_model_dir(pointer.run_id) is not None:
+            cached = pointer is not None and self.cached_model_dir(
+                pointer.run_id, pointer.artifact_digest
+            )
+            if pointer is not None and cached:
                 self._provisional.add(identifier)
                 return pointer
         # The full check; if it raises (tracking server down) the identifier stays
@@ -129,7 +160,15 @@ class TrackingModelSource:
         # never imported by a serving process (see flts.models.serving).
         from flts.models.serving import load_serving_model
 
-        directory = self.cached_model_dir(promotion.run_id)
+        directory = self.cached_model_dir(promotion.run_id, promotion.artifact_digest)
         if directory is None:
-            directory = self.context.tracker.model_dir(promotion.run_id)
-        return load_serving_model(directory)
+            directory = self.context.tracker.model_dir(promotion.run_id, promotion.artifact_digest)
+        try:
+            return load_serving_model(directory)
+        except FLTSError:
+            raise
+        except Exception as exc:  # a file that parses wrongly raises whatever its reader does
+            raise ModelError(f"cannot load the model of run {promotion.run_id}: {exc}") from exc
+
+    def fallbacks(self, identifier: str) -> list[Promotion]:
+        return self.context.promotions.loadable_history(identifier)

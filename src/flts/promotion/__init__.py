@@ -22,6 +22,7 @@ from flts.promotion.decisions import (
     Decision,
     LeaderboardEntry,
     clear_pending,
+    create_decision,
     decision_key,
     first_seen,
     list_decisions,
@@ -29,11 +30,13 @@ from flts.promotion.decisions import (
     pending,
     pending_key,
     read_decision,
+    read_versioned_decision,
+    replace_decision,
     write_decision,
 )
 from flts.promotion.gate import PromotionGate, ReasonCode, ScoringPolicy, Verdict
 from flts.promotion.manual import promote_run, rollback_champion
-from flts.promotion.pointer import PROMOTION_ROOT, Promotion, PromotionStore
+from flts.promotion.pointer import PROMOTION_ROOT, Promotion, PromotionStore, Recorded
 from flts.promotion.registry import CHAMPION_ALIAS, champion_alias_run_id, move_champion_alias
 
 __all__ = [
@@ -46,12 +49,14 @@ __all__ = [
     "PromotionGate",
     "PromotionStore",
     "ReasonCode",
+    "Recorded",
     "ScoringPolicy",
     "Verdict",
     "announce",
     "carry_out",
     "champion_alias_run_id",
     "clear_pending",
+    "create_decision",
     "decision_key",
     "first_seen",
     "list_decisions",
@@ -61,6 +66,8 @@ __all__ = [
     "pending_key",
     "promote_run",
     "read_decision",
+    "read_versioned_decision",
+    "replace_decision",
     "rollback_champion",
     "selected_event_id",
     "write_decision",

@@ -17,7 +17,7 @@ from flts.promotion.registry import move_champion_alias
 
 if TYPE_CHECKING:
     from flts.promotion.backends import Backends
-    from flts.promotion.pointer import Promotion
+    from flts.promotion.pointer import Promotion, Recorded
 
 _EVENT_NAMESPACE = uuid.UUID("5f0b6f0e-4d0c-4bb4-9d43-3c1f5b8e7a10")
 
@@ -64,19 +64,13 @@ def carry_out(
     *,
     correlation_id: str | None = None,
     event_id: str | None = None,
-) -> Promotion:
-    """Make ``promotion`` the champion and announce it; repeating it records nothing twice.
-    Returns (and announces) the promotion as the history holds it."""
-    promotions = backends.promotions
-    recorded = next(
-        (
-            entry
-            for entry in promotions.history(promotion.identifier)
-            if entry.run_id == promotion.run_id and entry.promoted_at == promotion.promoted_at
-        ),
-        None,
-    )
-    if recorded is None:
-        recorded = promotions.record(promotion)
-    announce(backends, recorded, correlation_id=correlation_id, event_id=event_id)
+) -> Recorded:
+    """Make ``promotion`` the champion and announce it; repeating it records nothing twice
+    (:meth:`~flts.promotion.pointer.PromotionStore.commit`). Its ``previous_run_id`` is the
+    champion it was decided against (``None``: none), checked by compare-and-swap. Returns
+    what was recorded; the promotion is announced as the history holds it, also when another
+    writer recorded it (the event id is deterministic for the evaluator, so consumers drop
+    the duplicate)."""
+    recorded = backends.promotions.commit(promotion, exact_previous=True)
+    announce(backends, recorded.promotion, correlation_id=correlation_id, event_id=event_id)
     return recorded

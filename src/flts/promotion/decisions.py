@@ -8,10 +8,16 @@ else)::
 
 A decision is written in state ``promoting`` *before* any side effect and ``done`` after them,
 so a crash in between resumes the same promotion instead of deciding again.
+
+One writer per decision (docs/architecture.md, rule 13): a decision is *created* with
+:meth:`~flts.storage.ObjectStore.put_if_absent`, so of two evaluators judging the same config
+hash at once exactly one records its judgment and the other adopts it; a decision is only
+ever replaced by compare-and-swap on the version read (:func:`replace_decision`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -115,12 +121,40 @@ def read_decision(store: ObjectStore, identifier: str, config_hash: str) -> dict
     return document
 
 
-def write_decision(store: ObjectStore, decision: Decision) -> None:
-    store.put_json(
-        decision_key(decision.identifier, decision.config_hash),
-        decision.model_dump(mode="json"),
-        atomic=True,
+def _encoded(decision: Decision) -> bytes:
+    return json.dumps(decision.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+
+def read_versioned_decision(
+    store: ObjectStore, identifier: str, config_hash: str
+) -> tuple[Decision, str] | None:
+    """The stored decision and its version tag (for :func:`replace_decision`), or ``None``."""
+    try:
+        version = store.get_versioned(decision_key(identifier, config_hash))
+    except KeyError:
+        return None
+    return Decision.model_validate_json(version.data), version.tag
+
+
+def create_decision(store: ObjectStore, decision: Decision) -> bool:
+    """Record ``decision`` unless one exists for its config hash; ``True`` when this call
+    created it (the caller then owns carrying it out)."""
+    return store.put_if_absent(
+        decision_key(decision.identifier, decision.config_hash), _encoded(decision)
     )
+
+
+def replace_decision(store: ObjectStore, decision: Decision, tag: str) -> bool:
+    """Replace the stored decision if it is still the version ``tag``; ``False`` if another
+    writer replaced it first."""
+    key = decision_key(decision.identifier, decision.config_hash)
+    return store.put_if_match(key, _encoded(decision), tag)
+
+
+def write_decision(store: ObjectStore, decision: Decision) -> None:
+    """Overwrite the decision whole (the owner's own state change, ``promoting`` -> ``done``,
+    which every writer of that promotion makes identically)."""
+    store.put_atomic(decision_key(decision.identifier, decision.config_hash), _encoded(decision))
 
 
 def list_decisions(store: ObjectStore, identifier: str | None = None) -> list[dict[str, Any]]:

@@ -14,6 +14,13 @@ Trainer-reported metrics are never read for ranking (docs/architecture.md, rules
    it passes is promoted: the best on average may still lose to persistence at some horizon
    step, and the next one may not.
 
+A candidate or champion that cannot be loaded or scored (a damaged artifact, a model that
+raises or predicts non-finite values, a different feature spec) never stops a decision: the
+candidate is ``UNSCORED`` with the reason, the champion stands on its recorded scores with the
+reason in ``previous_champion``. Only an outage (:class:`~flts.exceptions.UnavailableError`,
+or an error that is not ours, such as an unreachable tracking server) propagates, so the
+evaluator waits it out and decides later instead of deciding on partial information.
+
 The result is a :class:`~flts.promotion.decisions.Decision`; nothing here has side effects.
 """
 
@@ -30,7 +37,7 @@ import numpy as np
 
 from flts.data.processed import ProcessedKeys, read_splits
 from flts.evaluation import Bands, Scores, StepScores, score
-from flts.exceptions import DataValidationError, ModelError
+from flts.exceptions import DataValidationError, FLTSError, ModelError, UnavailableError
 from flts.models.baselines import Persistence
 from flts.models.intervals import check_levels
 from flts.promotion.decisions import HEADLINE, Decision, HorizonFigures, LeaderboardEntry
@@ -98,6 +105,11 @@ def _recorded_scores(recorded: dict[str, float]) -> Scores:
     )
 
 
+def _unscorable(exc: Exception) -> bool:
+    """Whether ``exc`` is a verdict on the model (unscored) rather than an outage to wait out."""
+    return isinstance(exc, FLTSError) and not isinstance(exc, UnavailableError)
+
+
 def _candidates(runs: list[RunRecord]) -> dict[str, RunRecord]:
     """One run per model type: its oldest finished run (the one the trainer re-announces),
     else its latest terminal (failed) run."""
@@ -138,11 +150,13 @@ def _score_model(
     try:
         prediction = model.predict(test)
         bands = _bands(model, test, prediction, levels)
-    except (ValueError, RuntimeError, ArithmeticError) as exc:  # the model's own failure
-        raise ModelError(f"{model.model_type} cannot predict: {exc}") from exc
-    if not np.all(np.isfinite(prediction)):
-        raise ModelError(f"{model.model_type} predicted non-finite values")
-    return score(test.targets, prediction, prepared.spec.targets, baseline=naive, bands=bands)
+        if not np.all(np.isfinite(prediction)):
+            raise ModelError(f"{model.model_type} predicted non-finite values")
+        return score(test.targets, prediction, prepared.spec.targets, baseline=naive, bands=bands)
+    except FLTSError:
+        raise
+    except Exception as exc:  # whatever a model raises while predicting is its own failure
+        raise ModelError(f"{model.model_type} cannot be scored: {exc}") from exc
 
 
 class Judge:
@@ -200,8 +214,12 @@ class Judge:
                 others.append(unranked(status="FAILED", reason=reason))
                 continue
             try:
-                scores = score_model(self.backends.tracker.load_model(run.run_id))
-            except (ModelError, DataValidationError) as exc:
+                model = self.backends.tracker.load_model(run.run_id, run.artifact_digest)
+                scores = score_model(model)
+            except Exception as exc:
+                if not _unscorable(exc):
+                    raise
+                log.warning("%s run %s is unscored: %s", model_type, run.run_id, exc)
                 others.append(unranked(status="UNSCORED", reason=f"could not be scored: {exc}"))
                 continue
             scored[model_type] = (run, scores)
@@ -255,6 +273,7 @@ class Judge:
                     promoted_at=now,
                     previous_run_id=None if previous is None else previous["run_id"],
                     reason=reason,
+                    artifact_digest=run.artifact_digest,
                 )
                 champion = {"run_id": run.run_id, "model_type": model_type, "nrmse": scores.nrmse}
 
@@ -290,11 +309,16 @@ class Judge:
         if current is None:
             return None, None
         rescored: Scores | None = scored.get(current.run_id)
+        reason = ""
         if rescored is None:
             try:
-                rescored = score_model(self.backends.tracker.load_model(current.run_id))
-            except (ModelError, DataValidationError) as exc:
-                log.info("champion %s not re-scored (%s): using its record", current.run_id, exc)
+                model = self.backends.tracker.load_model(current.run_id, current.artifact_digest)
+                rescored = score_model(model)
+            except Exception as exc:
+                if not _unscorable(exc):
+                    raise
+                reason = f"not re-scored: {exc}"
+                log.warning("champion %s %s; using its record", current.run_id, reason)
         scores = rescored if rescored is not None else _recorded_scores(current.scores)
         info = {
             "run_id": current.run_id,
@@ -303,4 +327,6 @@ class Judge:
             "nrmse": _finite(scores.nrmse),
             "rescored": rescored is not None,
         }
+        if reason:
+            info["reason"] = reason
         return info, scores

@@ -38,8 +38,9 @@ def promote_run(backends: Backends, run_id: str, *, reason: str = "manual promot
         previous_run_id=None if current is None else current.run_id,
         reason=reason,
         action="manual",
+        artifact_digest=run.artifact_digest,
     )
-    return carry_out(backends, promotion, correlation_id=run.correlation_id or None)
+    return carry_out(backends, promotion, correlation_id=run.correlation_id or None).promotion
 
 
 def rollback_champion(

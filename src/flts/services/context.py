@@ -40,9 +40,18 @@ class ServiceContext:
 
     @cached_property
     def promotions(self) -> PromotionStore:
-        return PromotionStore(self.store, run_exists=self.tracker.run_exists)
+        return PromotionStore(
+            self.store, run_exists=self.tracker.run_exists, on_damaged=_count_damaged
+        )
 
     def close(self) -> None:
         """Close whatever was opened (the bus waits for running handlers)."""
         if "bus" in self.__dict__:
             self.bus.close()
+
+
+def _count_damaged(identifier: str, key: str, reason: str) -> None:
+    """Count a damaged promotion record a reader skipped (the reader logs it)."""
+    from flts.services.metrics import worker_metrics
+
+    worker_metrics().history_damaged.labels(identifier).inc()

@@ -15,8 +15,16 @@ side effect and ``done`` after them, so a crash in between resumes the same prom
 step is idempotent) instead of deciding again, and a duplicate event or a late trainer finds
 ``done`` and changes nothing.
 
-One evaluator process per deployment: the ``evaluate`` consumer group already gives each
-event to one consumer, and a lock serialises the handler and the deadline ticker inside it.
+Several evaluators may run at once (a restarted one beside one that is not quite gone, two
+replicas of the deployment): one writer per decision (docs/architecture.md, rule 13). A
+decision is *created* conditionally, so of two evaluators judging one config hash exactly one
+records its judgment and the other adopts the recorded one; the promotion's history entry is
+created once (only its creator counts and logs the promotion) and the pointer is replaced by
+compare-and-swap. If the champion changed between judging and writing (another config hash of
+the identifier was promoted meanwhile, or an operator promoted), the pointer write is refused,
+the decision is judged again against the new champion and replaced by compare-and-swap, and
+the next tick carries it out. Inside one process a lock serialises the handler and the
+deadline ticker.
 """
 
 from __future__ import annotations
@@ -28,16 +36,19 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 from flts.events import MODEL_TRAINING, Event, ModelTrainingEvent, TrainingStatus
-from flts.exceptions import ConfigurationError, DataValidationError
+from flts.exceptions import ConfigurationError, ConflictError, DataValidationError
 from flts.promotion import (
     Decision,
     PromotionGate,
     carry_out,
     clear_pending,
+    create_decision,
     first_seen,
     mark_pending,
     pending,
     read_decision,
+    read_versioned_decision,
+    replace_decision,
     selected_event_id,
     write_decision,
 )
@@ -116,12 +127,35 @@ class EvaluateService:
 
     def _consider(self, identifier: str, config_hash: str) -> Decision | None:
         """Decide (or finish deciding) one config hash if it is due; ``None`` otherwise."""
-        existing = self.decision(identifier, config_hash)
-        if existing is not None:
+        stored = read_versioned_decision(self.context.store, identifier, config_hash)
+        if stored is not None:
+            existing, tag = stored
             if existing.state == "promoting":
-                return self._apply(existing)  # a crash interrupted the promotion: finish it
+                return self._apply(existing, tag)  # a crash interrupted the promotion: finish it
             clear_pending(self.context.store, identifier, config_hash)
             return None
+        decision = self._judge(identifier, config_hash)
+        if decision is None:
+            return None
+        # The intent first, created once: a crash resumes it, a second evaluator adopts it.
+        if not create_decision(self.context.store, decision):
+            log.info(
+                "%s/%s: another evaluator decided first; adopting its decision",
+                identifier,
+                config_hash[:12],
+            )
+            return self._consider(identifier, config_hash)
+        if decision.state == "promoting":
+            stored = read_versioned_decision(self.context.store, identifier, config_hash)
+            if stored is None:  # removed by an operator in between: nothing to carry out
+                return None
+            return self._apply(*stored)
+        clear_pending(self.context.store, identifier, config_hash)
+        self._rejected(decision)
+        return decision
+
+    def _judge(self, identifier: str, config_hash: str) -> Decision | None:
+        """The judge's decision for a config hash that is due, ``None`` while it is not."""
         runs = self.context.tracker.runs_for(config_hash=config_hash, identifier=identifier)
         reported = {r.model_type for r in runs if r.terminal}
         missing = [m for m in self.settings.expected_models if m not in reported]
@@ -140,7 +174,7 @@ class EvaluateService:
                 return None
             deadline_passed = True
             log.info("%s/%s: deadline passed without %s", identifier, config_hash[:12], missing)
-        decision = self.judge.decide(
+        return self.judge.decide(
             identifier,
             config_hash,
             runs,
@@ -149,12 +183,6 @@ class EvaluateService:
             deadline_passed=deadline_passed,
             now=self._clock(),
         )
-        if decision.state == "promoting":
-            write_decision(self.context.store, decision)  # the intent first: a crash resumes it
-            return self._apply(decision)
-        self._finish(decision)
-        self._rejected(decision)
-        return decision
 
     def _started(self, identifier: str, config_hash: str, runs: list[RunRecord]) -> datetime:
         """When the deadline clock started: the first run of the hash, else the first report."""
@@ -168,20 +196,35 @@ class EvaluateService:
         write_decision(self.context.store, decision)
         clear_pending(self.context.store, decision.identifier, decision.config_hash)
 
-    def _apply(self, decision: Decision) -> Decision:
-        """Carry out a recorded promotion; every step is safe to repeat."""
+    def _apply(self, decision: Decision, tag: str) -> Decision | None:
+        """Carry out a recorded promotion (version ``tag`` of the decision); every step is
+        safe to repeat. ``None`` when the champion changed under it: the decision is judged
+        again and the next tick carries out the new one."""
         if decision.promotion is None:
             raise ConfigurationError(
                 f"decision {decision.identifier}/{decision.config_hash} has no promotion"
             )
-        promotion = carry_out(
-            self.context,
-            decision.promotion,
-            correlation_id=decision.correlation_id,
-            event_id=selected_event_id(decision.promotion),
-        )
+        try:
+            recorded = carry_out(
+                self.context,
+                decision.promotion,
+                correlation_id=decision.correlation_id,
+                event_id=selected_event_id(decision.promotion),
+            )
+        except ConflictError as exc:
+            self._rejudge(decision, tag, exc)
+            return None
         done = decision.model_copy(update={"state": "done"})
         self._finish(done)
+        promotion = recorded.promotion
+        if not recorded.created:
+            log.info(
+                "%s/%s: promotion of run %s was already recorded; finished it",
+                promotion.identifier,
+                promotion.config_hash[:12],
+                promotion.run_id,
+            )
+            return done
         metrics = worker_metrics()
         metrics.promotions.labels(promotion.identifier, promotion.model_type).inc()
         metrics.last_promotion.labels(promotion.identifier).set(promotion.promoted_at.timestamp())
@@ -201,6 +244,21 @@ class EvaluateService:
             },
         )
         return done
+
+    def _rejudge(self, decision: Decision, tag: str, conflict: ConflictError) -> None:
+        """The champion moved on since ``decision`` was judged: judge again against the new
+        one and replace the stored decision if nobody else did so first."""
+        log.warning(
+            "%s/%s: %s; judging again",
+            decision.identifier,
+            decision.config_hash[:12],
+            conflict,
+        )
+        fresh = self._judge(decision.identifier, decision.config_hash)
+        replaced = fresh is not None and replace_decision(self.context.store, fresh, tag)
+        if fresh is not None and replaced and fresh.state == "done":
+            clear_pending(self.context.store, fresh.identifier, fresh.config_hash)
+            self._rejected(fresh)
 
     def _rejected(self, decision: Decision) -> None:
         """Count and log a decision that promoted nothing, by its reason code."""

@@ -17,6 +17,7 @@ Series::
     flts_promotions_total{identifier,model_type}         champions promoted by the evaluator
     flts_promotion_rejections_total{identifier,reason}   decisions without a promotion
     flts_last_promotion_timestamp_seconds{identifier}    unix time of the newest promotion
+    flts_promotion_history_damaged_total{identifier}     damaged history entries readers skipped
 
 Rejection ``reason`` is the gate's :class:`~flts.promotion.ReasonCode` of a decision that
 promoted nothing (``baseline``, ``baseline_at_step``, ``champion``, ``no_candidate``), never
@@ -113,6 +114,12 @@ class WorkerMetrics:
         self.last_promotion = Gauge(
             "flts_last_promotion_timestamp_seconds",
             "Unix time of the newest promotion per identifier (from the promotion history).",
+            ("identifier",),
+            registry=self.registry,
+        )
+        self.history_damaged = Counter(
+            "flts_promotion_history_damaged",
+            "Damaged promotion records (truncated, not a promotion) that a reader skipped.",
             ("identifier",),
             registry=self.registry,
         )
