@@ -96,6 +96,16 @@ def status(
         context.close()
 
 
+def _cli_actor() -> str:
+    """Who runs an operator command, for the promotion history: ``cli:<login name>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
+
+
 def _number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
@@ -112,7 +122,7 @@ def promote(
     with user_errors():
         context = ServiceContext(load_settings())
         try:
-            promotion = promote_run(context, run_id, reason=reason)
+            promotion = promote_run(context, run_id, reason=reason, actor=_cli_actor())
         finally:
             context.close()
     console.print(
@@ -133,7 +143,7 @@ def rollback(
     with user_errors():
         context = ServiceContext(load_settings())
         try:
-            promotion = rollback_champion(context, identifier, reason=reason)
+            promotion = rollback_champion(context, identifier, reason=reason, actor=_cli_actor())
         finally:
             context.close()
     console.print(

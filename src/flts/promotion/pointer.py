@@ -42,6 +42,9 @@ class Promotion(BaseModel):
     previous_run_id: str | None = None
     reason: str = ""
     action: Literal["promote", "rollback", "manual"] = "promote"
+    #: Who made the decision: an API key's name (admin API), ``cli:<user>``, or None for
+    #: the evaluator.
+    actor: str | None = None
 
 
 class PromotionStore:
@@ -116,7 +119,9 @@ class PromotionStore:
         self.store.put_json(self.pointer_key(promotion.identifier), document, atomic=True)
         return promotion
 
-    def rollback(self, identifier: str = "global", reason: str = "manual rollback") -> Promotion:
+    def rollback(
+        self, identifier: str = "global", reason: str = "manual rollback", actor: str | None = None
+    ) -> Promotion:
         """Re-promote the champion before the current one (the newest valid history entry
         whose run differs from the current champion's)."""
         current = self.current(identifier)
@@ -131,6 +136,7 @@ class PromotionStore:
                             "previous_run_id": current.run_id,
                             "reason": reason,
                             "action": "rollback",
+                            "actor": actor,
                         }
                     )
                 )
