@@ -111,3 +111,22 @@ def test_log_lines_are_masked() -> None:
     assert lines[0]["message"] == "cannot reach kafka://b:9092?sasl.password=****"
     assert "postgresql://u:****@db/x" in lines[1]["error"]
     assert SECRET not in stream.getvalue()
+
+
+def test_dead_letter_errors_are_masked_in_flts_dlq(tmp_path: Path) -> None:
+    from contract.bus_suite import FAST, training_event
+    from flts.cli.dlq import app as dlq
+    from flts.events import Event
+
+    url = f"sqlite:///{tmp_path / 'bus.db'}?poll_interval=0.01"
+
+    def handler(event: Event) -> None:
+        raise RuntimeError(f"cannot reach postgresql://u:{SECRET}@db/x")
+
+    with open_bus(url) as bus:
+        bus.publish("jobs", training_event(1))
+        bus.consume("jobs", "workers", handler, max_messages=1, max_idle=10, retry=FAST)
+    listed = CliRunner().invoke(dlq, ["list", "--topic", "jobs", "--json", "--bus-url", url])
+    assert listed.exit_code == 0, listed.output
+    assert SECRET not in listed.output
+    assert "postgresql://u:****@db/x" in listed.output

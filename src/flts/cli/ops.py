@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from flts.cli._common import console, load_settings, user_errors
+from flts.redaction import redact
 
 app = typer.Typer()
 
@@ -89,7 +90,7 @@ def status(
                     letter.group,
                     str(letter.attempts),
                     letter.failed_at[:19],
-                    letter.error[:80],
+                    redact(letter.error)[:80],
                 )
             console.print(dead)
     finally:
