@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -136,7 +137,13 @@ def _wait_time(user: Any) -> float:
     return float(constant(0)(user))
 
 
-_JSON_HEADERS = {"content-type": "application/json"}
+#: FLTS_API_KEY (a key with the forecast scope) is sent as a bearer token when set: an
+#: inference API with a keys file refuses requests without one (docs/security.md).
+_JSON_HEADERS = {"content-type": "application/json"} | (
+    {"authorization": f"Bearer {os.environ['FLTS_API_KEY']}"}
+    if os.environ.get("FLTS_API_KEY")
+    else {}
+)
 
 
 class FltsUser(FastHttpUser):

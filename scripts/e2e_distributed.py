@@ -49,12 +49,14 @@ from flts.events import (
     Event,
     ModelTrainingEvent,
 )
+from flts.security import create_key
 from flts.settings import Settings
 from flts.supervisor import Supervisor, service_specs
 from flts.tracking import Tracker
 from servers import free_port
 from servers.client import (
     LoadClient,
+    bearer,
     champion_run,
     forecast_body,
     healthy,
@@ -133,15 +135,19 @@ class EventLog:
         self._bus.close()
 
 
+#: The API key of this run (``run`` mints it; every request of the script carries it).
+API_KEY: dict[str, str] = {}
+
+
 def upload(gateway: str, train: bytes, test: bytes) -> dict[str, Any]:
-    response = upload_dataset(gateway, train, test, IDENTIFIER)
+    response = upload_dataset(gateway, train, test, IDENTIFIER, key=API_KEY["key"])
     response.raise_for_status()
     meta: dict[str, Any] = response.json()
     return meta
 
 
 def champion(api: str) -> str | None:
-    return champion_run(api, IDENTIFIER)
+    return champion_run(api, IDENTIFIER, API_KEY["key"])
 
 
 def scaled(csv: bytes, factor: float) -> bytes:
@@ -188,6 +194,8 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             )
         bus_url = f"{kafka.url}?{KAFKA_OPTIONS}"
         gateway_port, ports = free_port(), [free_port(), free_port()]
+        keys_file = workdir / "api-keys.json"
+        API_KEY["key"] = create_key(keys_file, "e2e", ["forecast", "upload"], replace=True)
         env = {
             **os.environ,
             **s3.credentials.env(),
@@ -196,6 +204,7 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             "FLTS_STORAGE_URL": f"s3://{bucket}/data",
             "FLTS_TRACKING_URI": mlflow.url,
             "FLTS_GATEWAY__PORT": str(gateway_port),
+            "FLTS_SECURITY__KEYS_FILE": str(keys_file),
             "FLTS_SERVING__POINTER_POLL_SECONDS": "1",
             "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(MODELS),
         }
@@ -224,7 +233,15 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             first = str(wait_http(lambda: champion(apis[0]), 600, "the first champion"))
             wait_http(lambda: champion(apis[1]) == first, 60, "the second replica")
             body = forecast_body(test, IDENTIFIER)
-            answers = [httpx.post(f"{api}/v1/forecast", json=body, timeout=30) for api in apis]
+            auth = bearer(API_KEY["key"])
+            checks.check(
+                all(httpx.post(f"{a}/v1/forecast", json=body).status_code == 401 for a in apis),
+                "a forecast without a key is refused (401)",
+            )
+            answers = [
+                httpx.post(f"{api}/v1/forecast", json=body, timeout=30, headers=auth)
+                for api in apis
+            ]
             checks.check(all(a.status_code == 200 for a in answers), "both replicas answer 200")
             checks.check(
                 answers[0].json() == answers[1].json(),
@@ -243,7 +260,10 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
 
         with checks.phase("5+6. new config under load, a trainer killed mid-training"):
             with ExitStack() as load_stack:
-                loads = [load_stack.enter_context(LoadClient(api, body)) for api in apis]
+                loads = [
+                    load_stack.enter_context(LoadClient(api, body, key=API_KEY["key"]))
+                    for api in apis
+                ]
                 started = time.monotonic()
                 upload(gateway, scaled(train, 0.2), scaled(test, 0.2))
                 wait_http(

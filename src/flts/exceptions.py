@@ -10,6 +10,8 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
     │   ├── FeatureMismatchError    inference input that does not fit a model's spec  422
     │   └── EventValidationError    bus message that is not a valid, supported event  422
     ├── RequestError                a request refused for its form, not its data      400
+    │   ├── AuthenticationError     no API key, or one that is not valid              401
+    │   ├── PermissionDeniedError   a valid API key without the route's scope         403
     │   ├── NotFoundError           the named resource does not exist                 404
     │   ├── PayloadTooLargeError    body or batch over a configured limit             413
     │   ├── UnsupportedMediaError   a body in a content type the route does not take  415
@@ -33,6 +35,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "AuthenticationError",
     "BusError",
     "ConfigurationError",
     "ConflictError",
@@ -48,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PipelineError",
     "RequestError",
     "UnavailableError",
@@ -105,6 +109,32 @@ class RequestError(FLTSError):
     """A request refused for its form (not its data): the client must change it."""
 
     http_status = 400
+
+
+class AuthenticationError(RequestError):
+    """No credentials, or credentials that are not valid (docs/security.md).
+
+    ``WWW-Authenticate: Bearer`` tells the client which scheme to use (RFC 6750); a presented
+    but unknown key adds ``error="invalid_token"``.
+    """
+
+    http_status = 401
+
+    def __init__(self, *problems: str, invalid_token: bool = False) -> None:
+        super().__init__(*problems)
+        self.invalid_token = invalid_token
+
+    def headers(self) -> dict[str, str]:
+        challenge = 'Bearer realm="flts"'
+        if self.invalid_token:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class PermissionDeniedError(RequestError):
+    """Valid credentials that lack the scope the route needs."""
+
+    http_status = 403
 
 
 class NotFoundError(RequestError):

@@ -2,7 +2,8 @@
 
 Every record carries ``service``; context fields (``event``, ``correlation_id``,
 ``config_hash``, ``run_id``, ``model_type``, ``identifier``) are added with ``extra=`` and
-appear only when known.
+appear only when known. Message and traceback go through :func:`flts.redaction.redact`, so a
+backend URL quoted in an error never puts its password in a log line.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+from flts.redaction import redact
 
 CONTEXT_FIELDS = ("event", "correlation_id", "config_hash", "run_id", "model_type", "identifier")
 
@@ -26,14 +29,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 document[name] = value
         if record.exc_info:
-            document["error"] = self.formatException(record.exc_info)
+            document["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(document, default=str)
 
 

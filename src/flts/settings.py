@@ -34,13 +34,16 @@ from flts.data.spec import FeatureSpec, Recipe
 from flts.exceptions import DataValidationError
 from flts.models.intervals import check_levels
 from flts.models.registry import MODEL_TYPES
+from flts.redaction import MASK, redact
 
 #: Model types the pipeline trains when nothing else is configured.
 DEFAULT_MODEL_TYPES = ("PERSISTENCE", "RIDGE", "LSTM", "GRU", "PROPHET")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected value (a URL with its password) never appears in an
+    # error's text, wherever that error ends up (docs/security.md).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class EvaluationSettings(_Section):
@@ -220,8 +223,20 @@ class BusSettings(_Section):
 
     url: str = Field(
         default="",
-        description="memory://, sqlite:///path or kafka://host:port; default <home>/bus.db.",
+        description=(
+            "memory://, sqlite:///path or kafka://host:port[?options]; default <home>/bus.db. "
+            "May hold credentials (sasl.password=...): keep it in a Secret."
+        ),
     )
+
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if value and (not sep or not scheme.isalnum()):
+            # The message quotes the URL masked: it may carry a password.
+            raise ValueError(f"bus URL {redact(value)!r} must look like scheme://...")
+        return value
 
 
 class StorageSettings(_Section):
@@ -316,6 +331,31 @@ class WorkerSettings(_Section):
     )
 
 
+class SecuritySettings(_Section):
+    """API authentication of the gateway and the inference API (docs/security.md)."""
+
+    keys_file: Path | None = Field(
+        default=None,
+        description=(
+            "JSON file of hashed API keys (flts keys create); mount it from a Kubernetes "
+            "Secret. Unset: data routes are open and the admin API refuses every call; "
+            "flts up always sets one."
+        ),
+    )
+    metrics_require_key: bool = Field(
+        default=False,
+        description=(
+            "Ask any valid API key on /metrics (default: open to the scraper, which the "
+            "chart's NetworkPolicy limits)."
+        ),
+    )
+    reload_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a service checks the keys file for changes (key rotation).",
+    )
+
+
 #: Flat names kept from before the sections existed (``FLTS_BUS_URL`` and friends, used by
 #: the chart, compose files and people's shells): flat name -> (section, field).
 FLAT_NAMES: dict[str, tuple[str, str]] = {
@@ -362,6 +402,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
     home: Path = Field(default=Path(".flts"), description="Where embedded state lives.")
@@ -377,6 +418,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     live: LiveSettings = LiveSettings()
     retention: RetentionSettings = RetentionSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -428,21 +470,22 @@ class Settings(BaseSettings):
         return self
 
     def redacted(self) -> dict[str, Any]:
-        """The resolved configuration with secrets masked (for ``flts config show``)."""
+        """The resolved configuration with secrets masked (for ``flts config show``): secret
+        fields replaced, and every string passed through :func:`flts.redaction.redact` (URL
+        passwords, credential query parameters)."""
         document = self.model_dump(mode="json")
         storage = document["storage"]
         if storage["s3_secret_access_key"]:
-            storage["s3_secret_access_key"] = "**********"
-        for section, key in (("bus", "url"), ("storage", "url"), ("tracking", "uri")):
-            document[section][key] = _mask_url_password(document[section][key])
-        return document
+            storage["s3_secret_access_key"] = MASK
+        redacted: dict[str, Any] = _redact_strings(document)
+        return redacted
 
 
-def _mask_url_password(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:****@host``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+def _redact_strings(node: Any) -> Any:
+    if isinstance(node, str):
+        return redact(node)
+    if isinstance(node, dict):
+        return {key: _redact_strings(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_redact_strings(item) for item in node]
+    return node

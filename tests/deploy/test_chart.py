@@ -278,25 +278,32 @@ def test_urls_go_to_the_configmap_and_credentials_to_a_secret(
 ) -> None:
     objects = renders["distributed"]
     config = by_component(objects, "ConfigMap", "config")["data"]
-    assert config["FLTS_BUS_URL"].startswith("kafka://")
+    assert "FLTS_BUS_URL" not in config, "the bus URL may hold credentials: a Secret"
     assert config["FLTS_STORAGE_URL"] == "s3://flts-artifacts/prod"
     assert config["FLTS_TRACKING_URI"] == "http://mlflow.mlops:5000"
     assert not any("SECRET" in key or "PASSWORD" in key for key in config)
-    assert not of_kind(objects, "Secret"), "existingSecret: the chart creates none"
+    secrets = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
+    assert set(secrets) == {"flts-bus"}, "existingSecret: the chart makes only the bus Secret"
+    assert secrets["flts-bus"]["stringData"]["FLTS_BUS_URL"].startswith("kafka://")
     refs = {
         ref["secretRef"]["name"]
         for _, c in containers(objects)
         for ref in c.get("envFrom", [])
         if "secretRef" in ref
     }
-    assert refs == {"flts-credentials"}
+    assert refs == {"flts-credentials", "flts-bus"}
     inline = render(
         "-f", str(EXAMPLES["distributed"]),
         "--set", "secrets.existingSecret=",
         "--set", "secrets.values.AWS_SECRET_ACCESS_KEY=s3cr3t",
+        "--set", "backends.busUrl=kafka://k:9092?sasl.password=hunter2",
     )  # fmt: skip
-    secret = of_kind(inline, "Secret")[0]
-    assert secret["stringData"] == {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    made = {s["metadata"]["name"]: s for s in of_kind(inline, "Secret")}
+    assert made["flts-credentials"]["stringData"] == {"AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    assert made["flts-bus"]["stringData"]["FLTS_BUS_URL"].endswith("sasl.password=hunter2")
+    for obj in inline:
+        if obj["kind"] != "Secret":
+            assert "hunter2" not in json.dumps(obj), obj["metadata"]["name"]
 
 
 def test_distributed_without_backend_urls_does_not_render(helm: Path) -> None:

@@ -18,11 +18,13 @@ import httpx
 import pytest
 
 from flts.data.synthetic import synthetic_traffic
+from flts.security import create_key
 from flts.settings import Settings
 from flts.supervisor import Supervisor, service_specs
 from servers import free_port
 from servers.client import (
     LoadClient,
+    bearer,
     champion_run,
     forecast_body,
     healthy,
@@ -52,9 +54,12 @@ def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
     gateway_port, serve_port = free_port(), free_port()
+    keys_file = tmp_path / "api-keys.json"
+    key = create_key(keys_file, "e2e", ["forecast", "upload"])
     env = {
         **os.environ,
         "FLTS_HOME": str(tmp_path / "home"),
+        "FLTS_SECURITY__KEYS_FILE": str(keys_file),
         "FLTS_GATEWAY__PORT": str(gateway_port),
         "FLTS_SERVING__PORT": str(serve_port),
         "FLTS_SERVING__POINTER_POLL_SECONDS": "0.5",
@@ -74,19 +79,21 @@ def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "api": f"http://127.0.0.1:{serve_port}",
             "supervisor": supervisor,
             "logs": tmp_path / "logs",
+            "key": key,
         }
     finally:
         supervisor.stop()
 
 
-def _upload(gateway: str, train: bytes, test: bytes, identifier: str) -> str:
-    response = upload_dataset(gateway, train, test, identifier, timeout=60)
+def _upload(gateway: str, train: bytes, test: bytes, identifier: str, key: str) -> str:
+    response = upload_dataset(gateway, train, test, identifier, timeout=60, key=key)
     assert response.status_code in (200, 201, 202), response.text
     return str(response.json()["dataset_id"])
 
 
 def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, Any]) -> None:
-    gateway, api = system["gateway"], system["api"]
+    gateway, api, key = system["gateway"], system["api"], system["key"]
+    auth = bearer(key)
     identifier = "Station1"
     _wait(lambda: healthy(gateway), 90, "the gateway")
     _wait(lambda: healthy(api), 90, "the inference API")
@@ -94,23 +101,26 @@ def test_upload_to_served_champion_then_hot_swap_under_load(system: dict[str, An
     assert httpx.get(f"{api}/readyz").status_code == 503
     train, test = _dataset(seed=1, start="2018-02-05 00:00:00")
     body = forecast_body(test, identifier)
-    early = httpx.post(f"{api}/v1/forecast", json=body)
+    assert httpx.post(f"{api}/v1/forecast", json=body).status_code == 401  # no key
+    early = httpx.post(f"{api}/v1/forecast", json=body, headers=auth)
     assert early.status_code == 503
     assert "retry-after" in early.headers
 
-    _upload(gateway, train, test, identifier)
-    first = _wait(lambda: champion_run(api, identifier), 180, "the first champion")
-    response = httpx.post(f"{api}/v1/forecast", json=body)
+    _upload(gateway, train, test, identifier, key)
+    first = _wait(lambda: champion_run(api, identifier, key), 180, "the first champion")
+    response = httpx.post(f"{api}/v1/forecast", json=body, headers=auth)
     assert response.status_code == 200, response.text
     assert response.headers["x-model-run-id"] == first
     assert set(response.json()["forecast"][0]) >= {"time", "down", "up", "rnti_count"}
 
     # A client keeps sending requests while a second configuration is promoted.
-    with LoadClient(api, body, timeout=10) as load:
+    with LoadClient(api, body, timeout=10, key=key) as load:
         train2, test2 = _dataset(seed=2, start="2018-03-05 00:00:00", scale=0.2)
-        _upload(gateway, train2, test2, identifier)
+        _upload(gateway, train2, test2, identifier, key)
         second = _wait(
-            lambda: (run := champion_run(api, identifier)) != first and run, 180, "a new champion"
+            lambda: (run := champion_run(api, identifier, key)) != first and run,
+            180,
+            "a new champion",
         )
         _wait(lambda: load.seen.get(second, 0) > 0, 30, "answers from the new champion")
     assert load.failures == []

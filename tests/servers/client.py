@@ -31,8 +31,19 @@ def healthy(url: str) -> bool:
     return httpx.get(f"{url}/healthz").status_code == 200
 
 
+def bearer(key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header of an API key (none for ``None``: an open system)."""
+    return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+
 def upload_dataset(
-    gateway: str, train: bytes, test: bytes, identifier: str, *, timeout: float = 120
+    gateway: str,
+    train: bytes,
+    test: bytes,
+    identifier: str,
+    *,
+    timeout: float = 120,
+    key: str | None = None,
 ) -> httpx.Response:
     """Upload a training CSV and its test CSV through the gateway (unchecked response)."""
     return httpx.post(
@@ -42,6 +53,7 @@ def upload_dataset(
             "test": ("test.csv", io.BytesIO(test), "text/csv"),
         },
         data={"identifier": identifier},
+        headers=bearer(key),
         timeout=timeout,
     )
 
@@ -52,9 +64,11 @@ def forecast_body(test_csv: bytes, identifier: str, lags: int = 10) -> dict[str,
     return {"identifier": identifier, "history": json.loads(rows.to_json(orient="records"))}
 
 
-def champion_run(api: str, identifier: str) -> str | None:
+def champion_run(api: str, identifier: str, key: str | None = None) -> str | None:
     """The run id the inference API at ``api`` serves for ``identifier`` (None: no champion)."""
-    response = httpx.get(f"{api}/v1/models/champion", params={"identifier": identifier})
+    response = httpx.get(
+        f"{api}/v1/models/champion", params={"identifier": identifier}, headers=bearer(key)
+    )
     return str(response.json()["run_id"]) if response.status_code == 200 else None
 
 
@@ -70,8 +84,11 @@ class LoadClient:
     user would during a champion swap; counts answers per serving run id and records every
     non-200 answer. Use as a context manager: the load runs inside the ``with`` block."""
 
-    def __init__(self, api: str, body: dict[str, Any], *, timeout: float = 30) -> None:
+    def __init__(
+        self, api: str, body: dict[str, Any], *, timeout: float = 30, key: str | None = None
+    ) -> None:
         self.api = api
+        self.headers = bearer(key)
         self.body = body
         self.timeout = timeout
         self.seen: dict[str, int] = {}
@@ -80,7 +97,7 @@ class LoadClient:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.api, timeout=self.timeout) as http:
+        with httpx.Client(base_url=self.api, timeout=self.timeout, headers=self.headers) as http:
             while not self._stop.is_set():
                 reply = http.post("/v1/forecast", json=self.body)
                 if reply.status_code != 200:

@@ -140,3 +140,36 @@ def test_secrets_come_from_the_env_file(compose: dict[str, Any]) -> None:
         assert f"${{{secret}" in text
         assert f"{secret}=" in example
     assert "deploy/.env" in (DEPLOY.parent / ".gitignore").read_text()
+
+
+def test_each_service_gets_only_its_own_secrets(compose: dict[str, Any]) -> None:
+    """No env_file hands every secret to every container: each secret is named where it is
+    used, and the API keys file reaches only the services that authenticate requests."""
+    services = compose["services"]
+    holders: dict[str, set[str]] = {}
+    for name, service in services.items():
+        assert "env_file" not in service, f"{name}: env_file passes every secret"
+        text = yaml.safe_dump({k: service.get(k) for k in ("environment", "command")})
+        for secret in (
+            "AWS_SECRET_ACCESS_KEY",
+            "POSTGRES_PASSWORD",
+            "GRAFANA_ADMIN_PASSWORD",
+            "FLTS_API_KEY",
+        ):
+            if f"${{{secret}" in text:
+                holders.setdefault(secret, set()).add(name)
+        for secret in service.get("secrets", []):
+            holders.setdefault(f"secret:{secret}", set()).add(name)
+    flts = set(_flts_services(compose))
+    assert holders["AWS_SECRET_ACCESS_KEY"] == flts | {"minio", "minio-init", "mlflow"}
+    assert holders["POSTGRES_PASSWORD"] == {"postgres", "mlflow"}
+    assert holders["GRAFANA_ADMIN_PASSWORD"] == {"grafana"}
+    assert holders["FLTS_API_KEY"] == {"locust"}
+    front = {
+        n for n, s in _flts_services(compose).items() if s["command"][0] in ("gateway", "serve")
+    }
+    assert holders["secret:api-keys"] == front
+    for name in front:
+        keys_file = services[name]["environment"]["FLTS_SECURITY__KEYS_FILE"]
+        assert keys_file == "/run/secrets/api-keys"
+    assert "deploy/api-keys.json" in (DEPLOY.parent / ".gitignore").read_text()

@@ -23,12 +23,12 @@ PUBLIC: dict[str, set[str]] = {
     },
     "flts.models": {"Forecaster", "MODEL_TYPES", "load_model", "model_class", "parse_model_types"},
     "flts.exceptions": {
-        "BusError", "ConfigurationError", "ConflictError", "DataValidationError",
-        "DeadlineExceededError", "DependencyMissingError", "EventValidationError", "FLTSError",
-        "FeatureMismatchError",
+        "AuthenticationError", "BusError", "ConfigurationError", "ConflictError",
+        "DataValidationError", "DeadlineExceededError", "DependencyMissingError",
+        "EventValidationError", "FLTSError", "FeatureMismatchError",
         "ModelError", "ModelNotFittedError", "ModelUnavailableError", "NotFoundError",
         "OverloadedError", "PayloadTooLargeError", "PipelineError", "RequestError",
-        "UnavailableError", "UnsupportedMediaError",
+        "UnavailableError", "UnsupportedMediaError", "PermissionDeniedError",
     },
     "flts.promotion": {
         "Backends", "CHAMPION_ALIAS", "Decision", "LeaderboardEntry", "PROMOTION_ROOT",
@@ -39,6 +39,12 @@ PUBLIC: dict[str, set[str]] = {
         "pending_key", "promote_run", "read_decision", "read_versioned_decision",
         "replace_decision", "rollback_champion", "selected_event_id",
         "write_decision",
+    },
+    "flts.security": {
+        "ANONYMOUS", "ANY_KEY", "OPEN", "PRINCIPAL_SCOPE_KEY", "SCOPES", "AccessPolicy",
+        "AuthMiddleware", "KeyRing", "KeysFile", "Principal", "StoredKey", "create_key",
+        "escape_formulas", "key_ring", "mint_key", "principal_of", "protect", "read_keys",
+        "revoke_key", "write_keys",
     },
 }  # fmt: skip
 

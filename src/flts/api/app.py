@@ -138,6 +138,7 @@ def create_app(
         metrics=metrics,
         watcher=watcher,
         replica_id=replica,
+        security=settings.security,
     )
     document_forecast_routes(framework, app.routes)
     return app

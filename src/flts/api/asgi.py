@@ -4,7 +4,7 @@
 
     uvicorn ─► InferenceApp ─► middleware stack (plain ASGI, applied once, around everything)
                                  MetricsMiddleware          every request counted and timed
-                                 [auth, issue 11]           one middleware here, see below
+                                 AuthMiddleware             API keys, scope "forecast"
                                ─► dispatch
                                     POST /v1/forecast        ─► ForecastRoute ─► ForecastService
                                     POST /v1/forecast/batch  ─► ForecastRoute ─► ForecastService
@@ -18,10 +18,11 @@ still documents both routes, and its own routes for them are the same :class:`Fo
 objects, so a forecast is answered identically whichever way it arrives.
 
 Cross-cutting layers belong in :func:`middleware_stack`, never inside FastAPI (where they would
-miss the forecast routes): authentication (issue 11) goes right inside the metrics layer, so
-refused requests are counted too, and must let ``/healthz`` and ``/readyz`` through
-(docs/architecture.md, rule 15); CORS, if ever needed, goes between metrics and auth (a
-preflight carries no credentials).
+miss the forecast routes): authentication (:mod:`flts.security.guard`) sits right inside the
+metrics layer, so refused requests are counted too, and lets ``/healthz`` and ``/readyz``
+through (docs/architecture.md, rule 15); every other path, the forecast routes included,
+needs a key with the ``forecast`` scope. CORS, if ever needed, goes between metrics and auth
+(a preflight carries no credentials).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from flts.api.metrics import MODEL_TYPE_SCOPE_KEY, ROUTE_SCOPE_KEY, ApiMetrics, 
 from flts.api.service import ForecastService, Served
 from flts.api.watcher import ChampionWatcher
 from flts.exceptions import FLTSError, PayloadTooLargeError
+from flts.security.guard import key_ring, protect
+from flts.settings import SecuritySettings
 
 FORECAST = "/v1/forecast"
 FORECAST_BATCH = "/v1/forecast/batch"
@@ -98,9 +101,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def middleware_stack(app: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
+def middleware_stack(app: ASGIApp, metrics: ApiMetrics, security: SecuritySettings) -> ASGIApp:
     """The cross-cutting layers around every route, outermost first (see module doc)."""
-    return MetricsMiddleware(app, metrics)
+    keys = key_ring(security, "inference API")
+    guarded = protect(app, security, keys=keys, default="forecast", render=error_response)
+    return MetricsMiddleware(guarded, metrics)
 
 
 class InferenceApp:
@@ -115,6 +120,7 @@ class InferenceApp:
         metrics: ApiMetrics,
         watcher: ChampionWatcher,
         replica_id: str,
+        security: SecuritySettings | None = None,
     ) -> None:
         self.service = service
         self.framework = framework
@@ -127,7 +133,7 @@ class InferenceApp:
                 FORECAST_BATCH, service.forecast_batch, service.max_batch_bytes
             ),
         }
-        self._stack = middleware_stack(self._dispatch, metrics)
+        self._stack = middleware_stack(self._dispatch, metrics, security or SecuritySettings())
 
     @property
     def holder(self) -> ModelHolder:

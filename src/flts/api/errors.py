@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from flts.exceptions import FLTSError
+from flts.redaction import redact
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -31,7 +32,7 @@ PROBLEM_JSON = "application/problem+json"
 def problem_response(
     status: int, problems: Iterable[str], headers: Mapping[str, str] | None = None
 ) -> Response:
-    items = list(problems)
+    items = [redact(problem) for problem in problems]
     document: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,

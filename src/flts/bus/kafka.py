@@ -97,6 +97,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from flts.bus.base import Bus, Lag, Message
 from flts.events import DLQ_PREFIX
 from flts.exceptions import BusError, ConfigurationError
+from flts.redaction import redact
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("flts.bus.kafka.librdkafka")
@@ -207,7 +208,7 @@ class KafkaBus(Bus):
         servers = parts.netloc
         if not servers or any(not re.fullmatch(r"[\w.\-]+:\d+", s) for s in servers.split(",")):
             raise ConfigurationError(
-                f"kafka bus URL {url!r} must look like kafka://host:port[,host:port][?options]"
+                f"kafka bus URL {redact(url)!r} must look like kafka://host:port[,host:port][?options]"
             )
         query: dict[str, Any] = dict(parse_qsl(parts.query))
         client = {k: query.pop(k) for k in [k for k in query if "." in k]}

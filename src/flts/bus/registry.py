@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from flts._lazy import import_target
 from flts.bus.base import Bus
 from flts.exceptions import ConfigurationError
+from flts.redaction import redact
 
 
 class BackendEntry(NamedTuple):
@@ -63,7 +64,7 @@ def open_bus(url: str, **options: Any) -> Bus:
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
         raise ConfigurationError(
-            f"bus URL {url!r} has no scheme; expected one of "
+            f"bus URL {redact(url)!r} has no scheme; expected one of "
             + ", ".join(f"{s}://" for s in sorted(BACKENDS))
         )
     return backend_class(scheme.lower()).from_url(url, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import backtest, benchmark, config, data, dlq, gc, ops, pipeline, services, up
+from flts.cli import backtest, benchmark, config, data, dlq, gc, keys, ops, pipeline, services, up
 
 app = typer.Typer(
     name="flts",
@@ -17,6 +17,7 @@ app.add_typer(benchmark.app, name="benchmark")
 app.add_typer(data.app, name="data")
 app.add_typer(config.app, name="config")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(keys.app, name="keys")
 app.registered_commands += pipeline.app.registered_commands
 app.registered_commands += services.app.registered_commands
 app.registered_commands += up.app.registered_commands

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from flts.exceptions import ConfigurationError, FLTSError
+from flts.redaction import redact
 
 if TYPE_CHECKING:
     from flts.settings import Settings
@@ -25,12 +26,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Print an expected error as ``error: ...`` lines and exit 1, without a traceback."""
+    """Print an expected error as ``error: ...`` lines (secrets masked) and exit 1, without a
+    traceback."""
     try:
         yield
     except FLTSError as exc:
         for problem in exc.problems:
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {redact(problem)}", highlight=False)
         raise typer.Exit(code=1) from exc
 
 
@@ -41,7 +43,8 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def load_settings() -> Settings:
-    """Settings from the environment; an invalid value is one clear line, not a traceback."""
+    """Settings from the environment; an invalid value is one clear line, not a traceback,
+    and never echoes a secret (pydantic's messages can quote the value)."""
     from pydantic import ValidationError
 
     from flts.settings import Settings
@@ -50,7 +53,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         lines = [
-            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {redact(error['msg'])}"
             for error in exc.errors()
         ]
         raise ConfigurationError("invalid configuration: " + "; ".join(lines)) from exc

@@ -20,6 +20,7 @@ from flts.bus import Bus, DeadLetter, open_bus
 from flts.cli._common import console, err_console, load_settings, user_errors
 from flts.events import DLQ_PREFIX
 from flts.exceptions import ConfigurationError
+from flts.redaction import redact
 
 app = typer.Typer(help="Inspect and replay dead letters (dlq.<topic>).", no_args_is_help=True)
 
@@ -145,5 +146,5 @@ def _summary(letter: DeadLetter) -> _Row:
         "group": letter.group,
         "attempts": letter.attempts,
         "failed_at": letter.failed_at,
-        "error": letter.error,
+        "error": redact(letter.error),  # a handler's error may quote a backend URL
     }

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flts.cli._common import console, load_settings, user_errors
+from flts.redaction import redact
 
 app = typer.Typer()
 
@@ -71,7 +72,7 @@ def status(
                             "group": d.group,
                             "attempts": d.attempts,
                             "failed_at": d.failed_at,
-                            "error": d.error,
+                            "error": redact(d.error),
                         }
                         for d in letters
                     ],
@@ -142,9 +143,19 @@ def _print_status(
             letter.group,
             str(letter.attempts),
             letter.failed_at[:19],
-            letter.error[:80],
+            redact(letter.error)[:80],
         )
     console.print(dead)
+
+
+def _cli_actor() -> str:
+    """Who runs an operator command, for the promotion history: ``cli:<login name>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli"
 
 
 def _number(value: object) -> str:
@@ -163,7 +174,7 @@ def promote(
     with user_errors():
         context = ServiceContext(load_settings())
         try:
-            promotion = promote_run(context, run_id, reason=reason)
+            promotion = promote_run(context, run_id, reason=reason, actor=_cli_actor())
         finally:
             context.close()
     console.print(
@@ -184,7 +195,7 @@ def rollback(
     with user_errors():
         context = ServiceContext(load_settings())
         try:
-            promotion = rollback_champion(context, identifier, reason=reason)
+            promotion = rollback_champion(context, identifier, reason=reason, actor=_cli_actor())
         finally:
             context.close()
     console.print(

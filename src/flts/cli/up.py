@@ -61,7 +61,7 @@ def _request_example(csv: Path, settings: Settings, identifier: str) -> Path:
     return path
 
 
-def upload(gateway: str, train: Path, test: Path | None, identifier: str) -> str:
+def upload(gateway: str, train: Path, test: Path | None, identifier: str, api_key: str) -> str:
     """Upload a dataset through the gateway (without a test file the gateway holds out the
     last part of the training rows); returns the dataset id."""
     import httpx
@@ -70,7 +70,11 @@ def upload(gateway: str, train: Path, test: Path | None, identifier: str) -> str
     if test is not None:
         files["test"] = (test.name, test.read_bytes(), "text/csv")
     response = httpx.post(
-        f"{gateway}/v1/datasets", files=files, data={"identifier": identifier}, timeout=120.0
+        f"{gateway}/v1/datasets",
+        files=files,
+        data={"identifier": identifier},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=120.0,
     )
     if response.status_code >= 400:
         raise ConfigurationError(f"upload rejected ({response.status_code}): {response.text}")
@@ -121,6 +125,9 @@ def up(
 
     env = dict(os.environ)
     env["FLTS_EVALUATION__EXPECTED_MODELS"] = json.dumps(model_types)
+    with user_errors():
+        keys_file, api_key = _session_key(settings)
+    env["FLTS_SECURITY__KEYS_FILE"] = str(keys_file)
     supervisor = Supervisor(
         service_specs(settings, model_types),
         log_dir=settings.home / "logs",
@@ -139,16 +146,19 @@ def up(
         if not _wait_gateway(supervisor, f"{gateway}/healthz", 60):
             raise typer.Exit(code=_fail("the gateway did not come up; see gateway.log"))
         with user_errors():
-            dataset = upload(gateway, data, test, identifier)
+            dataset = upload(gateway, data, test, identifier, api_key)
         err_console.print(
             f"uploaded {data.name} as dataset {dataset}; training {', '.join(model_types)}"
         )
         example = _request_example(test or data, settings, identifier)
-        console.print(f"gateway:    {gateway}/v1/datasets")
+        console.print(f"API key:    {api_key}   (admin; new at every start, in {keys_file})")
+        console.print(f"gateway:    {gateway}/v1/datasets   (admin API: {gateway}/v1/admin)")
         console.print(f"forecasts:  {api}/v1/forecast   (metrics: {api}/metrics)")
         console.print(
             "try:        curl -s -X POST "
-            f"{api}/v1/forecast -H 'content-type: application/json' -d @{example}"
+            f"{api}/v1/forecast -H 'Authorization: Bearer {api_key}' "
+            f"-H 'content-type: application/json' -d @{example}",
+            soft_wrap=True,
         )
         ready = False
         while True:
@@ -164,6 +174,30 @@ def up(
     finally:
         supervisor.stop()
         err_console.print("all processes stopped")
+
+
+#: The key ``flts up`` makes for itself (and its user) at every start.
+SESSION_KEY_NAME = "flts-up"
+
+
+def _session_key(settings: Settings) -> tuple[Path, str]:
+    """A fresh admin key for this run, replacing the previous run's: the embedded system never
+    runs with an open API. It goes into the configured keys file, or ``<home>/api-keys.json``
+    when none is configured or the configured one is read-only (a mounted Secret: its keys
+    are copied beside the session key, and stay valid). Keys made with ``flts keys create``
+    in the file stay valid too."""
+    import os
+
+    from flts.cli.keys import DEFAULT_KEYS_FILE
+    from flts.security import SCOPES, create_key, read_keys, write_keys
+
+    home_file = (settings.home / DEFAULT_KEYS_FILE).resolve()
+    configured = settings.security.keys_file
+    path = home_file if configured is None else configured.resolve()
+    if path != home_file and not os.access(path if path.exists() else path.parent, os.W_OK):
+        write_keys(home_file, read_keys(path))
+        path = home_file
+    return path, create_key(path, SESSION_KEY_NAME, SCOPES, replace=True)
 
 
 def _check(supervisor: Supervisor) -> None:

@@ -14,9 +14,15 @@ if TYPE_CHECKING:
     from flts.promotion.backends import Backends
 
 
-def promote_run(backends: Backends, run_id: str, *, reason: str = "manual promotion") -> Promotion:
+def promote_run(
+    backends: Backends,
+    run_id: str,
+    *,
+    reason: str = "manual promotion",
+    actor: str | None = None,
+) -> Promotion:
     """Make a finished run the champion of its identifier; scores come from its evaluation
-    when there was one."""
+    when there was one. ``actor`` (who asked) is recorded in the history entry."""
     run = backends.tracker.get_run(run_id)
     if run is None:
         raise ConfigurationError(f"no tracking run {run_id!r}")
@@ -39,14 +45,20 @@ def promote_run(backends: Backends, run_id: str, *, reason: str = "manual promot
         reason=reason,
         action="manual",
         artifact_digest=run.artifact_digest,
+        actor=actor,
     )
     return carry_out(backends, promotion, correlation_id=run.correlation_id or None).promotion
 
 
 def rollback_champion(
-    backends: Backends, identifier: str = "global", *, reason: str = "manual rollback"
+    backends: Backends,
+    identifier: str = "global",
+    *,
+    reason: str = "manual rollback",
+    actor: str | None = None,
 ) -> Promotion:
-    """Restore the previous valid champion of ``identifier`` and announce it."""
-    promotion = backends.promotions.rollback(identifier, reason=reason)
+    """Restore the previous valid champion of ``identifier`` and announce it, recording
+    ``actor`` as who asked."""
+    promotion = backends.promotions.rollback(identifier, reason=reason, actor=actor)
     announce(backends, promotion)
     return promotion

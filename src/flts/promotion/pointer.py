@@ -64,6 +64,9 @@ class Promotion(BaseModel):
     #: sha256 of the run's artifact digest manifest (:mod:`flts.models.digests`); ``None``
     #: for runs logged before digests existed (their files are checked against nothing).
     artifact_digest: str | None = None
+    #: Who made the decision: an API key's name (admin API), ``cli:<user>``, or None for
+    #: the evaluator.
+    actor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,9 @@ class PromotionStore:
         key = self.pointer_key(promotion.identifier, promotion.config_hash)
         self.store.put_atomic(key, self._encode(promotion))
 
-    def rollback(self, identifier: str = "global", reason: str = "manual rollback") -> Promotion:
+    def rollback(
+        self, identifier: str = "global", reason: str = "manual rollback", actor: str | None = None
+    ) -> Promotion:
         """Re-promote the champion before the current one (the newest valid history entry
         whose run differs from the current champion's)."""
         current = self.current(identifier)
@@ -269,6 +274,7 @@ class PromotionStore:
                             "previous_run_id": current.run_id,
                             "reason": reason,
                             "action": "rollback",
+                            "actor": actor,
                         }
                     )
                 )

@@ -8,11 +8,16 @@ Routes::
                                               deployment's feature spec)
     GET  /v1/datasets[?identifier=NAME]       metadata of every stored dataset, newest first
     GET  /v1/datasets/{dataset_id}            metadata of one dataset
-    GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, byte for byte
+    GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, formula cells escaped
     GET  /v1/datasets/{dataset_id}/test.csv   the stored test CSV (404 when none was uploaded)
     POST /v1/observations, GET /v1/observations/{identifier}
                                               live rows of a station (:mod:`flts.live.routes`)
     GET  /healthz                             liveness
+    POST /v1/admin/promote, /v1/admin/rollback, GET /v1/admin/history: see flts.services.admin
+
+Every route but ``/healthz`` needs an API key (``Authorization: Bearer``): the ``upload``
+scope for the datasets, ``admin`` for the admin API (:mod:`flts.security.guard`,
+docs/security.md).
 
 Upload rules:
 
@@ -80,6 +85,10 @@ from flts.exceptions import (
 )
 from flts.live.ingest import ObservationIngest
 from flts.live.routes import observation_router
+from flts.redaction import redact
+from flts.security.guard import key_ring, protect
+from flts.security.spreadsheet import escape_formulas
+from flts.services.admin import ADMIN_PREFIX, admin_router
 from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
@@ -135,7 +144,8 @@ def dataset_keys(dataset_id: str) -> dict[str, str]:
 
 def _error_response(exc: FLTSError) -> JSONResponse:
     """The one translation of an error into an answer: status and headers from its class."""
-    body = {"detail": "; ".join(exc.problems), "problems": list(exc.problems)}
+    problems = [redact(problem) for problem in exc.problems]
+    body = {"detail": "; ".join(problems), "problems": problems}
     return JSONResponse(body, status_code=exc.http_status, headers=exc.headers())
 
 
@@ -319,6 +329,15 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
 
     app.add_exception_handler(FLTSError, on_error)
     app.include_router(observation_router(ObservationIngest(context)))
+    app.add_middleware(
+        protect,
+        security=settings.security,
+        keys=key_ring(settings.security, "gateway"),  # read now: a bad file stops the start
+        default="upload",
+        prefixes={ADMIN_PREFIX: "admin"},
+        render=_error_response,
+    )
+    app.include_router(admin_router(context))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -446,25 +465,29 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         return JSONResponse(context.store.get_json(keys["meta"]))
 
     def download(dataset_id: str, role: str) -> Response:
+        """The stored file with formula cells escaped (:mod:`flts.security.spreadsheet`)."""
         keys = checked_keys(dataset_id)
         try:
             data = context.store.get(keys[role])
         except KeyError as exc:
             raise NotFoundError(f"dataset {dataset_id!r} has no {role} file") from exc
         return Response(
-            data,
+            escape_formulas(data),
             media_type="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{dataset_id}-{role}.csv"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{dataset_id}-{role}.csv"',
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     @app.get("/v1/datasets/{dataset_id}/train.csv", response_model=None)
     def download_train(dataset_id: str) -> Response:
-        """The stored training CSV, byte for byte."""
+        """The stored training CSV (formula cells escaped)."""
         return download(dataset_id, "train")
 
     @app.get("/v1/datasets/{dataset_id}/test.csv", response_model=None)
     def download_test(dataset_id: str) -> Response:
-        """The stored test CSV (404 when the upload had none)."""
+        """The stored test CSV (404 when the upload had none; formula cells escaped)."""
         return download(dataset_id, "test")
 
     return app

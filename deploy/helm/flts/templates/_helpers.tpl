@@ -114,9 +114,62 @@ at least 1, so a pod never runs more compute threads than the CPU it may use.
       fieldPath: metadata.name
 {{- end }}
 
+{{/* The chart's own Secret with the bus URL (distributed mode): it may hold credentials. */}}
+{{- define "flts.busSecretName" -}}
+{{- printf "%s-bus" (include "flts.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "flts.hasApiKeys" -}}
+{{- if or .Values.security.apiKeys.existingSecret .Values.security.apiKeys.keysFile }}true{{ end }}
+{{- end }}
+
+{{- define "flts.apiKeysSecretName" -}}
+{{- if .Values.security.apiKeys.existingSecret }}
+{{- .Values.security.apiKeys.existingSecret }}
+{{- else }}
+{{- printf "%s-api-keys" (include "flts.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The API keys file, only for the pods that authenticate requests (gateway, inference,
+embedded): a volume, its mount and the setting that points at it. Nothing when no keys are
+configured.
+*/}}
+{{- define "flts.apiKeysEnv" -}}
+{{- if include "flts.hasApiKeys" . }}
+- name: FLTS_SECURITY__KEYS_FILE
+  value: /etc/flts/api-keys/api-keys.json
+{{- end }}
+{{- end }}
+
+{{- define "flts.apiKeysMount" -}}
+{{- if include "flts.hasApiKeys" . }}
+- name: api-keys
+  mountPath: /etc/flts/api-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "flts.apiKeysVolume" -}}
+{{- if include "flts.hasApiKeys" . }}
+- name: api-keys
+  secret:
+    secretName: {{ include "flts.apiKeysSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: api-keys.json
+        path: api-keys.json
+{{- end }}
+{{- end }}
+
 {{- define "flts.envFrom" -}}
 - configMapRef:
     name: {{ include "flts.fullname" . }}
+{{- if eq .Values.mode "distributed" }}
+- secretRef:
+    name: {{ include "flts.busSecretName" . }}
+{{- end }}
 {{- if include "flts.hasSecret" . }}
 - secretRef:
     name: {{ include "flts.secretName" . }}
