@@ -161,6 +161,31 @@ class Observations(Payload):
     )
 
 
+class ObservationsStored(Payload):
+    """New observation rows of the envelope's identifier are in the observation log (a claim
+    check: the rows are read from the log). Announced best effort after the rows are stored:
+    a lost announcement only skips one pushed forecast, the next row announces the newest."""
+
+    accepted: int = Field(ge=1)
+    """Rows that were new."""
+    first: _Text
+    """ISO time of the request's oldest row (late rows make it older than ``newest``)."""
+    newest: _Text
+    """ISO time of the station's newest stored row after the append."""
+
+
+class ForecastPublished(Payload):
+    """A forecast the ``forecaster`` worker made from a station's newest stored rows, as the
+    inference API answers it (``forecast`` records; ``intervals`` per level when the model has
+    them). Like ``observations``, a small event that carries its data."""
+
+    run_id: _Text
+    model_type: _Text
+    config_hash: _Text
+    forecast: list[dict[str, float | str]] = Field(min_length=1, max_length=1_000)
+    intervals: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+
+
 class _Processed(Payload):
     """Artefacts of one preprocessing run that both training and inference need."""
 
@@ -356,6 +381,14 @@ class ObservationsEvent(Envelope, topic="observations"):
     payload: Observations
 
 
+class ObservationsStoredEvent(Envelope, topic="observations-stored"):
+    payload: ObservationsStored
+
+
+class ForecastPublishedEvent(Envelope, topic="forecasts"):
+    payload: ForecastPublished
+
+
 Event = (
     DatasetUploadedEvent
     | TrainingDataEvent
@@ -363,6 +396,8 @@ Event = (
     | ModelTrainingEvent
     | ModelSelectedEvent
     | ObservationsEvent
+    | ObservationsStoredEvent
+    | ForecastPublishedEvent
 )
 """Any concrete event, for type checkers; ``match`` on the class to get a typed payload."""
 
@@ -373,6 +408,8 @@ INFERENCE_DATA = InferenceDataEvent.topic
 MODEL_TRAINING = ModelTrainingEvent.topic
 MODEL_SELECTED = ModelSelectedEvent.topic
 OBSERVATIONS = ObservationsEvent.topic
+OBSERVATIONS_STORED = ObservationsStoredEvent.topic
+FORECASTS = ForecastPublishedEvent.topic
 
 
 def new_event(

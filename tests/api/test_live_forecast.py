@@ -11,9 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flts.api import PromotionModelSource
 from flts.data.reader import validate_rows
 from flts.data.spec import LTE_TARGETS
 from flts.evaluation import score
+from flts.events import FORECASTS, Event, ForecastPublishedEvent
+from flts.live.forecaster import ForecasterService
+from flts.live.ingest import ObservationIngest
 from flts.live.monitor import LiveMonitor
 from flts.live.observations import ObservationLog
 
@@ -119,3 +123,37 @@ def test_every_served_forecast_is_scored_by_the_monitor_once_its_actual_arrives(
     restarted = LiveMonitor(harness.context.store, spec)
     assert restarted.run_once().read_objects == 0  # its state survives: nothing read twice
     assert restarted.figures() == report.figures
+
+
+def test_the_forecaster_pushes_a_forecast_for_each_new_row_and_records_it(
+    harness: Harness,
+) -> None:
+    harness.promote("run-ridge", "PobleSec")
+    harness.wait_serving("run-ridge", "PobleSec")
+    context = harness.context
+    ingest = ObservationIngest(context)
+    records = history_records(14)
+    ingest.ingest_records("PobleSec", records[:5])  # too few rows for a window: skipped
+    ingest.ingest_records("PobleSec", records[5:12])
+    ingest.ingest_records("PobleSec", records[12:])
+    forecaster = ForecasterService(
+        context, "forecaster-test", PromotionModelSource(harness.promotions, harness.runs.load)
+    )
+    stats = context.bus.consume(
+        forecaster.topics, forecaster.group, forecaster.handle, max_idle=0.5
+    )
+    assert stats.handled == 3
+    # the first announcement has too few rows, the second is stale by the time it is read
+    # (the third's rows are stored): one forecast, from the newest rows
+    assert forecaster.published == 1
+    pushed: list[Event] = []
+    context.bus.consume(FORECASTS, "probe", pushed.append, max_idle=0.2)
+    assert all(isinstance(e, ForecastPublishedEvent) for e in pushed)
+    last = pushed[-1]
+    assert isinstance(last, ForecastPublishedEvent)
+    asked = harness.client.post("/v1/forecast", json={"identifier": "PobleSec"}).json()
+    assert last.payload.forecast == asked["forecast"]
+    assert (last.payload.run_id, last.identifier) == ("run-ridge", "PobleSec")
+    forecaster.close()  # writes its ledger: the monitor scores pushed forecasts too
+    monitor = LiveMonitor(context.store, context.settings.feature_spec)
+    assert monitor.run_once().new_steps == 1

@@ -14,6 +14,7 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -22,7 +23,7 @@ from fastapi import FastAPI
 from flts.api import heap
 from flts.api.asgi import InferenceApp
 from flts.api.errors import install_error_handlers
-from flts.api.holder import LoadedModel, ModelHolder
+from flts.api.holder import LoadedModel, LoadListener, ModelHolder
 from flts.api.metrics import ApiMetrics
 from flts.api.routes import build_router, document_forecast_routes
 from flts.api.service import ForecastService
@@ -41,6 +42,66 @@ def default_replica_id() -> str:
     consumer group (which would split the broadcast between them)."""
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip("-.") or "host"
     return f"{host[:60]}-{os.getpid()}"
+
+
+@dataclass
+class ServingCore:
+    """What answers forecasts, without HTTP: the model holder, the forecast service (with the
+    observation log it reads and the ledger it records into) and the champion watcher. The
+    inference app serves it over HTTP; the ``forecaster`` worker calls it directly."""
+
+    holder: ModelHolder
+    service: ForecastService
+    watcher: ChampionWatcher
+    ledger: ForecastLedger | None
+
+    @classmethod
+    def build(
+        cls,
+        context: ServiceContext,
+        replica: str,
+        *,
+        source: ModelSource | None = None,
+        on_load: LoadListener | None = None,
+        group: str | None = None,
+    ) -> ServingCore:
+        """Parts of one replica named ``replica``; ``group``: follow promotions on the bus
+        in that consumer group (None: pointer polling only)."""
+        settings = context.settings
+        holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
+        # read-only here: forecasts from the rows stations reported (POST /v1/observations)
+        observations = ObservationLog(context.store, settings.feature_spec)
+        live, spec = settings.live, settings.feature_spec
+        ledger = None
+        if live.ledger_sample > 0:
+            ledger = ForecastLedger(
+                context.store,
+                replica,
+                spec.targets,
+                spec.time_column,
+                sample=live.ledger_sample,
+                flush_seconds=live.ledger_flush_seconds,
+                max_pending=live.ledger_max_pending,
+            )
+        watcher = ChampionWatcher(
+            holder,
+            poll_seconds=settings.serving.pointer_poll_seconds,
+            bus=(lambda: context.bus) if group else None,
+            group=group,
+        )
+        service = ForecastService(holder, settings.serving, observations, ledger)
+        return cls(holder=holder, service=service, watcher=watcher, ledger=ledger)
+
+    def start(self) -> None:
+        self.watcher.start()
+        if self.ledger is not None:
+            self.ledger.start()
+
+    def stop(self) -> None:
+        """Stop following promotions, then write the forecasts still in the ledger."""
+        self.watcher.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
 
 
 def create_app(
@@ -83,44 +144,21 @@ def create_app(
         if manage_heap and loaded is not None:
             heap.settle_heap()
 
-    holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
-    metrics.watch_holder(holder)
-    # read-only here: forecasts from the rows stations reported (POST /v1/observations)
-    observations = ObservationLog(context.store, settings.feature_spec)
-    live = settings.live
-    ledger = None
-    if live.ledger_sample > 0:
-        spec = settings.feature_spec
-        ledger = ForecastLedger(
-            context.store,
-            replica,
-            spec.targets,
-            spec.time_column,
-            sample=live.ledger_sample,
-            flush_seconds=live.ledger_flush_seconds,
-            max_pending=live.ledger_max_pending,
-        )
-    service = ForecastService(holder, settings.serving, observations, ledger)
-    watcher = ChampionWatcher(
-        holder,
-        poll_seconds=settings.serving.pointer_poll_seconds,
-        bus=(lambda: context.bus) if follow_bus else None,
-        group=group if follow_bus else None,
+    core = ServingCore.build(
+        context, replica, source=source, on_load=on_load, group=group if follow_bus else None
     )
+    holder, service, watcher = core.holder, core.service, core.watcher
+    metrics.watch_holder(holder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_heap:
             heap.install()
-        watcher.start()
-        if ledger is not None:
-            ledger.start()
+        core.start()
         try:
             yield
         finally:
-            await anyio.to_thread.run_sync(watcher.stop)
-            if ledger is not None:
-                await anyio.to_thread.run_sync(ledger.stop)
+            await anyio.to_thread.run_sync(core.stop)
             if close_context:
                 context.close()
 

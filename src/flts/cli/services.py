@@ -15,7 +15,11 @@ app = typer.Typer()
 @app.command("worker")
 def worker(
     name: Annotated[
-        str, typer.Argument(help="preprocess | train | evaluate | batch-inference | observations")
+        str,
+        typer.Argument(
+            help="preprocess | train | evaluate | batch-inference | observations | monitor | "
+            "forecaster"
+        ),
     ],
     model: Annotated[
         str | None, typer.Option("--model", help="Model type for a trainer (or FLTS_MODEL_TYPE).")

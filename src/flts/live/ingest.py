@@ -4,6 +4,7 @@ append-only :class:`~flts.live.observations.ObservationLog`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -11,10 +12,13 @@ from typing import Any
 import pandas as pd
 
 from flts.data.reader import validate_rows
-from flts.exceptions import NotFoundError, PayloadTooLargeError
+from flts.events import OBSERVATIONS_STORED, ObservationsStored, new_event
+from flts.exceptions import FLTSError, NotFoundError, PayloadTooLargeError
 from flts.live.observations import Appended, ObservationLog
 from flts.promotion import PromotionStore
 from flts.services.context import ServiceContext
+
+log = logging.getLogger(__name__)
 
 
 class ObservationIngest:
@@ -25,6 +29,7 @@ class ObservationIngest:
         self.spec = settings.feature_spec
         self.max_rows = settings.live.max_rows_per_request
         self.store = context.store
+        self.bus = context.bus
         self.log = ObservationLog(
             context.store,
             self.spec,
@@ -52,16 +57,31 @@ class ObservationIngest:
         """Rows as JSON objects (numbers, numeric text or null), named ``rows i`` in errors."""
         self.check_size(len(records))
         self.check_known(identifier)
-        return self.log.append(
-            identifier, validate_rows(pd.DataFrame.from_records(records), self.spec)
-        )
+        rows = validate_rows(pd.DataFrame.from_records(records), self.spec)
+        return self._announce(self.log.append(identifier, rows))
 
     def ingest_frame(self, identifier: str, read: Callable[[], pd.DataFrame]) -> Appended:
         """Rows read and checked by ``read`` (e.g. a CSV body, errors named by CSV line)."""
         self.check_known(identifier)
         rows = read()
         self.check_size(len(rows))
-        return self.log.append(identifier, rows)
+        return self._announce(self.log.append(identifier, rows))
+
+    def _announce(self, done: Appended) -> Appended:
+        """Publish ``observations-stored`` for new rows, best effort: the rows are stored by
+        now, and a lost announcement only skips one pushed forecast (the next row's
+        announcement names the newest rows), so a bus outage must not fail the request."""
+        if done.accepted and done.first is not None and done.newest is not None:
+            payload = ObservationsStored(
+                accepted=done.accepted, first=done.first.isoformat(), newest=done.newest.isoformat()
+            )
+            try:
+                self.bus.publish(
+                    OBSERVATIONS_STORED, new_event(payload, identifier=done.identifier)
+                )
+            except FLTSError as exc:
+                log.warning("%s: observations stored but not announced: %s", done.identifier, exc)
+        return done
 
     def close(self) -> None:
         self.log.close()

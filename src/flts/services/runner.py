@@ -23,7 +23,15 @@ from flts.services.metrics import instrument, worker_metrics
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("preprocess", "train", "evaluate", "batch-inference", "observations", "monitor")
+WORKERS = (
+    "preprocess",
+    "train",
+    "evaluate",
+    "batch-inference",
+    "observations",
+    "monitor",
+    "forecaster",
+)
 #: How often the evaluator looks for config hashes whose deadline has passed.
 DEADLINE_TICK_SECONDS = 2.0
 
@@ -69,6 +77,10 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
         from flts.live.monitor_service import MonitorService
 
         return MonitorService(context)
+    if name == "forecaster":
+        from flts.live.forecaster import ForecasterService
+
+        return ForecasterService(context)
     raise ConfigurationError(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}")
 
 
@@ -137,6 +149,9 @@ def run_service(
             health.mark_dead()
         if ticker is not None:
             ticker.join(timeout=DEADLINE_TICK_SECONDS + 1)
+        close = getattr(service, "close", None)  # e.g. the forecaster writes its ledger
+        if callable(close):
+            close()
 
 
 def install_stop_signals(stop: threading.Event) -> None:
