@@ -24,6 +24,11 @@ PUT of the whole object (S3 has no partial objects; readers see the old or the n
 switches to a multipart upload above its block size, which is still all-or-nothing but not one
 request, so ``put_atomic`` refuses objects that large: a pointer is a few hundred bytes.
 A reader of a missing object gets ``KeyError`` and decides what "absent" means.
+
+Every call on the filesystem goes through :func:`flts.transient.translated`: an endpoint that
+refuses, resets, times out or answers 5xx raises :class:`~flts.exceptions.InfrastructureError`
+(waited out by the consume loop, 503 at an HTTP edge), never a library-specific error that a
+consumer would mistake for the message's fault (docs/architecture.md, rule 11).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from flts.exceptions import ConfigurationError, DataValidationError
+from flts.transient import translated
 
 #: Largest object ``put_atomic`` writes on an object store: s3fs's multipart threshold (its
 #: default block size), below which ``pipe_file`` is one ``PutObject`` request.
@@ -80,9 +86,10 @@ class ObjectStore:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        if self.local:  # object stores have no directories to create
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
+        with translated("object store", f"write {key}"):
+            if self.local:  # object stores have no directories to create
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(path, data)
 
     def put_atomic(self, key: str, data: bytes) -> None:
         """Write so readers see the old object or the new one, never a partial one."""
@@ -92,23 +99,28 @@ class ObjectStore:
                     f"{key!r}: {len(data)} bytes is too large for one atomic PUT "
                     f"(limit {SINGLE_PUT_LIMIT})"
                 )
-            self.fs.pipe_file(self._path(key), data)  # one PutObject: atomic on S3
+            with translated("object store", f"write {key}"):
+                self.fs.pipe_file(self._path(key), data)  # one PutObject: atomic on S3
             return
         path = self._path(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        self.fs.pipe_file(temporary, data)
-        self.fs.mv(temporary, path)  # rename(2): atomic within one filesystem
+        with translated("object store", f"write {key}"):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(temporary, data)
+            self.fs.mv(temporary, path)  # rename(2): atomic within one filesystem
 
     def get(self, key: str) -> bytes:
         try:
-            data: bytes = self.fs.cat_file(self._path(key))
+            with translated("object store", f"read {key}"):
+                data: bytes = self.fs.cat_file(self._path(key))
         except FileNotFoundError as exc:
             raise KeyError(key) from exc
         return data
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        path = self._path(key)
+        with translated("object store", f"look up {key}"):
+            return bool(self.fs.exists(path))
 
     def put_json(self, key: str, document: Any, *, atomic: bool = False) -> None:
         data = json.dumps(document, indent=2, sort_keys=True).encode()
@@ -126,7 +138,8 @@ class ObjectStore:
         """
         base = self._path(prefix.rstrip("/"))
         try:
-            found = self.fs.find(base)  # [] for a missing prefix on every backend we use
+            with translated("object store", f"list {prefix}"):
+                found = self.fs.find(base)  # [] for a missing prefix on every backend we use
         except FileNotFoundError:  # e.g. a bucket that does not exist (yet)
             return iter(())
         below = f"{base}/"
@@ -135,5 +148,6 @@ class ObjectStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        if self.fs.exists(path):
-            self.fs.rm(path)
+        with translated("object store", f"delete {key}"):
+            if self.fs.exists(path):
+                self.fs.rm(path)

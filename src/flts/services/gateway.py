@@ -30,7 +30,16 @@ Upload rules:
   validated with the event envelope's rules before it goes anywhere.
 
 Layout in the object store: ``datasets/<dataset_id>/train.csv``, ``test.csv`` (when uploaded)
-and ``meta.json``, written last so a listed dataset is always complete.
+and ``meta.json``, written only after the ``dataset-uploaded`` event was published, so a listed
+dataset is always complete *and announced*. In between, ``outbox/<dataset_id>.json`` holds
+the event; the gateway's reconciler (:mod:`flts.services.outbox`, at start and every
+``gateway.reconcile_seconds``) announces whatever an outage left there.
+
+Outages: an object store or bus that cannot be reached answers 503 with ``Retry-After``
+(``gateway.retry_after_seconds``), on every route. An upload whose files and outbox entry
+were stored but whose event could not be published says so in its 503: it is announced (and
+listed) once the bus is back, and a retry of the same files makes a second dataset with the
+same content, which preprocessing maps to the same config hash (no second training).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +61,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from flts.data.hashing import content_digest
 from flts.data.spec import FeatureSpec, Recipe
 from flts.events import (
-    DATASET_UPLOADED,
     DatasetUploaded,
     DatasetUploadedEvent,
     Identifier,
@@ -61,14 +70,15 @@ from flts.exceptions import (
     BusError,
     DataValidationError,
     FLTSError,
+    InfrastructureError,
     NotFoundError,
     PayloadTooLargeError,
     UnsupportedMediaError,
 )
 from flts.services.context import ServiceContext
+from flts.services.outbox import DATASETS_ROOT, Outbox, Reconciler, meta_key
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
-DATASETS_ROOT = "datasets"
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
 FRAMING_ALLOWANCE = 64 * 1024
@@ -108,7 +118,7 @@ def dataset_keys(dataset_id: str) -> dict[str, str]:
     return {
         "train": f"{prefix}/train.csv",
         "test": f"{prefix}/test.csv",
-        "meta": f"{prefix}/meta.json",
+        "meta": meta_key(dataset_id),
     }
 
 
@@ -196,11 +206,13 @@ def ingest_dataset(
     test_filename: str | None = None,
     horizon: int | None = None,
     lags: int | None = None,
+    outbox: Outbox | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
     ``flts pipeline`` calls). Raises :class:`DataValidationError` listing every problem
-    (nothing is stored then) and :class:`BusError` when the event cannot be published (the
-    dataset is stored by then)."""
+    (nothing is stored then), :class:`InfrastructureError` when the store cannot be reached
+    and :class:`BusError` when the event cannot be published (the dataset is then in the
+    outbox, and the reconciler announces it later)."""
     identifier = _identifier(identifier)
     spec = task_spec(context, horizon, lags)
     ranges = _validate(spec, context.settings.recipe, train, test)
@@ -252,8 +264,9 @@ def ingest_dataset(
     store.put(keys["train"], train)
     if test is not None:
         store.put(keys["test"], test)
-    store.put_json(keys["meta"], meta)  # last: marks the dataset complete
-    context.bus.publish(DATASET_UPLOADED, event)
+    outbox = outbox or Outbox(context)
+    outbox.record(event, meta)  # from here on the dataset will be announced
+    outbox.announce(event, meta)  # publish, then meta.json: listed only once announced
     return event, meta
 
 
@@ -261,10 +274,25 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     """The gateway's FastAPI app over ``context``'s object store and bus."""
     settings = context.settings
     limit = settings.gateway.max_upload_bytes
-    app = FastAPI(title="FLTS gateway", version="1")
+    retry_after = settings.gateway.retry_after_seconds
+    outbox = Outbox(context)
+    reconciler = Reconciler(outbox, settings.gateway.reconcile_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reconciler.start()  # its first pass runs at once: what a previous outage left
+        try:
+            yield
+        finally:
+            await run_in_threadpool(reconciler.stop)
+
+    app = FastAPI(title="FLTS gateway", version="1", lifespan=lifespan)
+    app.state.reconciler = reconciler
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FLTSError)
+        if isinstance(exc, InfrastructureError):  # the deployment's Retry-After, not the client's
+            exc.retry_after = retry_after
         return _error_response(exc)
 
     app.add_exception_handler(FLTSError, on_error)
@@ -336,10 +364,13 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 test_filename=None if test_part is None else test_part.filename,
                 horizon=horizon,
                 lags=lags,
+                outbox=outbox,
             )
         except BusError as exc:
             raise BusError(
-                f"dataset stored but the event bus is unavailable: {exc}", retry_after=5
+                "the dataset is stored and will be announced (and listed) once the event bus "
+                f"is back; it is unavailable now: {exc}",
+                retry_after=retry_after,
             ) from exc
         dataset_id = meta["dataset_id"]
         return JSONResponse(
