@@ -25,9 +25,9 @@ PUBLIC: dict[str, set[str]] = {
     "flts.exceptions": {
         "BusError", "ConfigurationError", "DataValidationError", "DeadlineExceededError",
         "DependencyMissingError", "EventValidationError", "FLTSError", "FeatureMismatchError",
-        "ModelError", "ModelNotFittedError", "ModelUnavailableError", "NotFoundError",
-        "OverloadedError", "PayloadTooLargeError", "PipelineError", "RequestError",
-        "UnavailableError", "UnsupportedMediaError",
+        "InfrastructureError", "ModelError", "ModelNotFittedError", "ModelUnavailableError",
+        "NotFoundError", "OverloadedError", "PayloadTooLargeError", "PipelineError",
+        "RequestError", "UnavailableError", "UnsupportedMediaError",
     },
     "flts.promotion": {
         "Backends", "CHAMPION_ALIAS", "Decision", "LeaderboardEntry", "PROMOTION_ROOT",

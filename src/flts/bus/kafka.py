@@ -15,7 +15,10 @@ The semantics (retries, dead letters, idempotency, graceful stop) come from
   before that leaves the offset behind and the group's next owner of the partition
   re-reads it (at-least-once). ``_release`` seeks back so the same consumer reads it again.
 * **Publishing** is synchronous: produce, then flush and check the delivery report
-  (``acks=all``, idempotent producer), so a returned ``publish`` is on the broker.
+  (``acks=all``, idempotent producer), so a returned ``publish`` is on the broker. A publish
+  that fails (no report within ``timeout``, a delivery error) raises
+  :class:`~flts.exceptions.BusError`, which callers wait out as an outage, and leaves a fresh
+  producer and an unverified topic for the next one (see ``_renew_producer``).
 * **Groups.** Each consume loop (one per thread and group) owns one ``Consumer``, reused by
   later ``consume`` calls of that thread and group so they do not re-join. Assignment is
   ``cooperative-sticky``. With ``static_membership=true`` ``group.instance.id`` is derived

@@ -291,7 +291,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FLTSError)
-        if isinstance(exc, InfrastructureError):  # the deployment's Retry-After, not the client's
+        if isinstance(exc, InfrastructureError):  # the configured Retry-After, not a default
             exc.retry_after = retry_after
         return _error_response(exc)
 
