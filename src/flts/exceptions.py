@@ -19,7 +19,8 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
     │   └── ConflictError           another writer changed what this one read         409
     ├── UnavailableError            a state that passes: retry later (Retry-After)    503
     │   ├── ModelUnavailableError   no champion loaded (yet) for an identifier        503
-    │   └── BusError                the event bus cannot be reached or is closed      503
+    │   └── InfrastructureError     object store, tracking server or broker down      503
+    │       └── BusError            the event bus cannot be reached or is closed      503
     ├── DeadlineExceededError       the answer took longer than the request timeout   504
     ├── ModelError                  model cannot be built, trained, saved or loaded   500
     │   └── ModelNotFittedError     predict/save called before fit                    500
@@ -28,6 +29,12 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
 
 Data and request problems are the caller's fault (4xx); unavailability is transient (503 or
 429 with ``Retry-After``); model, dependency and pipeline problems are ours (500).
+
+:class:`InfrastructureError` is the one class of "a backend is unreachable, wait and try
+again". Each backend turns its client library's connection errors into it at one place
+(:func:`flts.transient.translated` in :mod:`flts.storage` and :mod:`flts.tracking`, the
+bus's own translation in each bus backend), so the consume loop (:mod:`flts.bus.base`) waits
+those out instead of dead-lettering, and an HTTP edge answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ __all__ = [
     "EventValidationError",
     "FLTSError",
     "FeatureMismatchError",
+    "InfrastructureError",
     "ModelError",
     "ModelNotFittedError",
     "ModelUnavailableError",
@@ -195,7 +203,15 @@ class ModelUnavailableError(UnavailableError):
     """No champion is loaded (yet) for the identifier asked about."""
 
 
-class BusError(UnavailableError):
+class InfrastructureError(UnavailableError):
+    """A backend (object store, tracking server, broker) cannot be reached right now.
+
+    Never the message's or the request's fault: a consumer waits it out with backoff and
+    never dead-letters for it, an HTTP boundary answers 503 with ``Retry-After``.
+    """
+
+
+class BusError(InfrastructureError):
     """The event bus cannot serve a request (closed, unreachable, locked for too long).
 
     Transient by nature, so an HTTP boundary answers 503 and the caller may retry.

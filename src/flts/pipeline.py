@@ -26,7 +26,7 @@ from flts.events import (
     ModelTrainingEvent,
     TrainingDataEvent,
 )
-from flts.exceptions import PipelineError
+from flts.exceptions import InfrastructureError, PipelineError
 from flts.services.context import ServiceContext
 from flts.services.runner import build_service, run_service
 from flts.settings import Settings
@@ -90,6 +90,17 @@ class _Watcher:
             )
 
 
+def _decision(context: ServiceContext, identifier: str, config_hash: str) -> dict[str, Any] | None:
+    """The run's decision, or ``None`` while there is none or the store cannot be reached
+    (the services wait an outage out; so does the driver, until its own timeout)."""
+    from flts.promotion import read_decision
+
+    try:
+        return read_decision(context.store, identifier, config_hash)
+    except InfrastructureError:
+        return None
+
+
 def _start(target: Callable[[], object], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
@@ -109,7 +120,6 @@ def run_pipeline(
     lags: int | None = None,
 ) -> PipelineResult:
     """Upload ``train_csv``/``test_csv``, run every service until the evaluator decides."""
-    from flts.promotion import read_decision
     from flts.services.gateway import ingest_dataset
 
     started = time.perf_counter()
@@ -164,7 +174,7 @@ def run_pipeline(
         if not watcher.seen_hash.wait(timeout):
             raise PipelineError(f"no training data was produced within {timeout:.0f}s")
         assert watcher.config_hash is not None
-        while (decision := read_decision(main.store, identifier, watcher.config_hash)) is None:
+        while (decision := _decision(main, identifier, watcher.config_hash)) is None:
             if time.monotonic() > deadline:
                 raise PipelineError(f"no evaluation decision within {timeout:.0f}s")
             if not all(t.is_alive() for t in threads):

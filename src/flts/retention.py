@@ -51,7 +51,7 @@ from flts.data.processed import PROCESSED_ROOT, ProcessedKeys
 from flts.exceptions import ConfigurationError
 from flts.promotion import PROMOTION_ROOT, PromotionStore, pending
 from flts.services.batch_inference import LOGS_ROOT
-from flts.services.gateway import DATASETS_ROOT
+from flts.services.outbox import DATASETS_ROOT
 from flts.settings import RetentionSettings, Settings
 from flts.storage import ObjectStore
 

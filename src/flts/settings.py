@@ -134,6 +134,17 @@ class GatewaySettings(_Section):
         description="How long an upload waits for a free slot before it is refused with 503 "
         "and Retry-After.",
     )
+    reconcile_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How often the gateway announces stored datasets whose dataset-uploaded event "
+            "was not published yet (also once at start)."
+        ),
+    )
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After of a 503 while the store or the bus is down."
+    )
 
 
 class RetentionSettings(_Section):
@@ -228,6 +239,28 @@ class BusSettings(_Section):
             "May hold credentials (sasl.password=...): keep it in a Secret."
         ),
     )
+    outage_budget_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description=(
+            "How long a consumer waits out an unreachable object store, tracking server or "
+            "broker (one outage) before it gives up and exits; nothing is dead-lettered for it."
+        ),
+    )
+    outage_base_delay_seconds: float = Field(
+        default=1.0, gt=0, description="First backoff step while waiting out an outage."
+    )
+    outage_max_delay_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Cap of the doubling backoff step during an outage (half of it is jitter).",
+    )
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> BusSettings:
+        if self.outage_max_delay_seconds < self.outage_base_delay_seconds:
+            raise ValueError("outage_max_delay_seconds must be >= outage_base_delay_seconds")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -460,7 +493,8 @@ class Settings(BaseSettings):
         home = self.home.expanduser()
         # Frozen models: fill derived defaults once, at build time.
         if not self.bus.url:
-            object.__setattr__(self, "bus", BusSettings(url=f"sqlite:///{home / 'bus.db'}"))
+            url = f"sqlite:///{home / 'bus.db'}"
+            object.__setattr__(self, "bus", self.bus.model_copy(update={"url": url}))
         if not self.storage.url:
             url = (home / "store").resolve().as_uri()
             object.__setattr__(self, "storage", self.storage.model_copy(update={"url": url}))

@@ -44,6 +44,11 @@ pointer update and the others learn they lost:
 
 Any other fsspec backend has no conditional write we trust, so these calls refuse it with a
 :class:`~flts.exceptions.ConfigurationError` rather than pretending.
+
+Every call on the filesystem goes through :func:`flts.transient.translated`: an endpoint that
+refuses, resets, times out or answers 5xx raises :class:`~flts.exceptions.InfrastructureError`
+(waited out by the consume loop, 503 at an HTTP edge), never a library-specific error that a
+consumer would mistake for the message's fault (docs/architecture.md, rule 11).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from flts.exceptions import ConfigurationError, DataValidationError
+from flts.transient import translated
 
 #: Largest object ``put_atomic`` writes on an object store: s3fs's multipart threshold (its
 #: default block size), below which ``pipe_file`` is one ``PutObject`` request.
@@ -148,14 +154,15 @@ class ObjectStore:
         """Write ``data``: bytes, or a seekable binary file, copied from its start in blocks of
         :data:`STREAM_BLOCK` so a large upload is never held in memory whole."""
         path = self._path(key)
-        if self.local:  # object stores have no directories to create
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        if isinstance(data, bytes):
-            self.fs.pipe_file(path, data)
-            return
-        data.seek(0)
-        with self.fs.open(path, "wb", block_size=STREAM_BLOCK) as target:
-            shutil.copyfileobj(data, target, STREAM_BLOCK)
+        with translated("object store", f"write {key}"):
+            if self.local:  # object stores have no directories to create
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            if isinstance(data, bytes):
+                self.fs.pipe_file(path, data)
+                return
+            data.seek(0)
+            with self.fs.open(path, "wb", block_size=STREAM_BLOCK) as target:
+                shutil.copyfileobj(data, target, STREAM_BLOCK)
 
     def put_atomic(self, key: str, data: bytes) -> None:
         """Write so readers see the old object or the new one, never a partial one."""
@@ -165,13 +172,15 @@ class ObjectStore:
                     f"{key!r}: {len(data)} bytes is too large for one atomic PUT "
                     f"(limit {SINGLE_PUT_LIMIT})"
                 )
-            self.fs.pipe_file(self._path(key), data)  # one PutObject: atomic on S3
+            with translated("object store", f"write {key}"):
+                self.fs.pipe_file(self._path(key), data)  # one PutObject: atomic on S3
             return
         path = self._path(key)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        self.fs.pipe_file(temporary, data)
-        self.fs.mv(temporary, path)  # rename(2): atomic within one filesystem
+        with translated("object store", f"write {key}"):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(temporary, data)
+            self.fs.mv(temporary, path)  # rename(2): atomic within one filesystem
 
     # ---------------------------------------------------------------- conditional writes
 
@@ -204,10 +213,11 @@ class ObjectStore:
                 body.close()
             return Versioned(bytes(data), str(response["ETag"]))
 
-        try:
-            return sync(self.fs.loop, read)  # type: ignore[no-any-return]
-        except FileNotFoundError as exc:
-            raise KeyError(key) from exc
+        with translated("object store", f"read {key}"):
+            try:
+                return sync(self.fs.loop, read)  # type: ignore[no-any-return]
+            except FileNotFoundError as exc:
+                raise KeyError(key) from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` unless an object has that key; ``True`` when this
@@ -248,16 +258,17 @@ class ObjectStore:
     def _s3_put_if(self, key: str, data: bytes, tag: str | None) -> bool:
         bucket, name, _ = self.fs.split_path(self._path(key))
         condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
-        try:
-            self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **condition)
-        except FileNotFoundError:
-            if tag is None:
-                raise  # no bucket: a real failure
-            return False  # If-Match on a missing object
-        except OSError as exc:
-            if _lost_race(exc):
-                return False
-            raise
+        with translated("object store", f"write {key}"):
+            try:
+                self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **condition)
+            except FileNotFoundError:
+                if tag is None:
+                    raise  # no bucket: a real failure
+                return False  # If-Match on a missing object
+            except OSError as exc:
+                if _lost_race(exc):
+                    return False
+                raise
         return True
 
     def _file_create(self, key: str, data: bytes) -> bool:
@@ -294,13 +305,16 @@ class ObjectStore:
 
     def get(self, key: str) -> bytes:
         try:
-            data: bytes = self.fs.cat_file(self._path(key))
+            with translated("object store", f"read {key}"):
+                data: bytes = self.fs.cat_file(self._path(key))
         except FileNotFoundError as exc:
             raise KeyError(key) from exc
         return data
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        path = self._path(key)
+        with translated("object store", f"look up {key}"):
+            return bool(self.fs.exists(path))
 
     def put_json(self, key: str, document: Any, *, atomic: bool = False) -> None:
         data = json.dumps(document, indent=2, sort_keys=True).encode()
@@ -318,7 +332,8 @@ class ObjectStore:
         """
         base = self._path(prefix.rstrip("/"))
         try:
-            found = self.fs.find(base)  # [] for a missing prefix on every backend we use
+            with translated("object store", f"list {prefix}"):
+                found = self.fs.find(base)  # [] for a missing prefix on every backend we use
         except FileNotFoundError:  # e.g. a bucket that does not exist (yet)
             return iter(())
         below = f"{base}/"
@@ -334,5 +349,6 @@ class ObjectStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        if self.fs.exists(path):
-            self.fs.rm(path)
+        with translated("object store", f"delete {key}"):
+            if self.fs.exists(path):
+                self.fs.rm(path)

@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 from flts.exceptions import ConfigurationError, FLTSError, ModelError
 from flts.settings import Settings
+from flts.transient import translated
 
 if TYPE_CHECKING:
     from flts.evaluation import Scores
@@ -110,11 +111,16 @@ class RunRecord:
 
 
 @contextmanager
-def _quiet_mlflow() -> Iterator[None]:
-    """Silence the one deprecation SQLAlchemy 2.1 raises when MLflow's SQL store is first
-    imported (``noload`` in MLflow's ORM mappings; not ours to fix, and with warnings as
-    errors it would break the first tracking call of a process)."""
-    with warnings.catch_warnings():
+def _mlflow_call() -> Iterator[None]:
+    """Around every call into MLflow: the translation point of the tracking backend.
+
+    An unreachable tracking server (refused, reset, timed out, 5xx after MLflow's own HTTP
+    retries) becomes :class:`~flts.exceptions.InfrastructureError`, which consumers wait out
+    (docs/architecture.md, rule 11); ``MlflowException`` with a verdict (``RESOURCE_DOES_NOT_
+    EXIST``...) passes unchanged. Also silences the one deprecation SQLAlchemy 2.1 raises when
+    MLflow's SQL store is first imported (``noload`` in MLflow's ORM mappings; not ours to
+    fix, and with warnings as errors it would break the first tracking call of a process)."""
+    with warnings.catch_warnings(), translated("tracking server"):
         warnings.filterwarnings(
             "ignore",
             message=r".*``noload`` loader strategy is deprecated.*",
@@ -217,7 +223,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         # MlflowClient opens (and for a new SQLite file, creates and migrates) the store
         # right here, so this is the first use the lock must cover.
-        with _first_use_lock(sqlite_path(self.uri)), _quiet_mlflow():
+        with _first_use_lock(sqlite_path(self.uri)), _mlflow_call():
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
@@ -234,7 +240,7 @@ class Tracker:
         experiment; several processes may race to create it, the loser reads the winner's."""
         with self._lock:
             if self._experiment_id is None:
-                with _first_use_lock(sqlite_path(self.uri)), _quiet_mlflow():
+                with _first_use_lock(sqlite_path(self.uri)), _mlflow_call():
                     self.client.search_registered_models(max_results=1)
                     self._experiment_id = self._get_or_create_experiment()
             return self._experiment_id
@@ -249,7 +255,7 @@ class Tracker:
     def _get_or_create_experiment(self) -> str:
         from mlflow.exceptions import MlflowException
 
-        with _quiet_mlflow():
+        with _mlflow_call():
             experiment = self.client.get_experiment_by_name(self.experiment_name)
             if experiment is not None:
                 return str(experiment.experiment_id)
@@ -315,7 +321,7 @@ class Tracker:
             # first model of a config started training, not when it finished.
             start_ms = now_ms - int(1000 * metrics.get("train_seconds", 0.0))
             params = {"seed": model.seed, **model.params}
-            with _quiet_mlflow():
+            with _mlflow_call():
                 run = self.client.create_run(
                     self.experiment_id,
                     start_time=start_ms,
@@ -362,7 +368,7 @@ class Tracker:
             correlation_id=correlation_id,
         )
         tags[TAG_ERROR] = error[:_MAX_TAG_CHARS]
-        with _quiet_mlflow():
+        with _mlflow_call():
             run = self.client.create_run(self.experiment_id, tags=tags)
             run_id = str(run.info.run_id)
             self.client.set_terminated(run_id, FAILED)
@@ -385,7 +391,7 @@ class Tracker:
         )
         records: list[RunRecord] = []
         token: str | None = None
-        with _quiet_mlflow():
+        with _mlflow_call():
             while True:
                 page = self.client.search_runs(
                     [self.experiment_id],
@@ -406,7 +412,7 @@ class Tracker:
 
         self._ready()
         try:
-            with _quiet_mlflow():
+            with _mlflow_call():
                 run = self.client.get_run(run_id)
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
@@ -481,7 +487,7 @@ class Tracker:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         scratch = self.cache_dir / f".download-{run_id}-{uuid.uuid4().hex}"
         try:
-            with _quiet_mlflow():
+            with _mlflow_call():
                 local = mlflow.artifacts.download_artifacts(
                     run_id=run_id,
                     artifact_path=MODEL_ARTIFACT,
@@ -531,7 +537,7 @@ class Tracker:
         name = _filter_value("registered model name", self.registered_model_name(identifier))
         run_id = _filter_value("run_id", run_id)
         self._ready()
-        with _quiet_mlflow():
+        with _mlflow_call():
             try:
                 self.client.create_registered_model(name)
             except MlflowException as exc:
@@ -563,7 +569,7 @@ class Tracker:
 
         self._ready()
         try:
-            with _quiet_mlflow():
+            with _mlflow_call():
                 version = self.client.get_model_version_by_alias(
                     self.registered_model_name(identifier), alias
                 )

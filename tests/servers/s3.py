@@ -23,7 +23,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,17 @@ class S3Credentials:
 
 @dataclass
 class SeaweedFS(Stoppable):
-    """A running ``weed mini``: its process (``server``) and the credentials it enforces."""
+    """A running ``weed mini``: its process (``server``) and the credentials it enforces.
+
+    :meth:`kill` and :meth:`start` make an outage (fault tests): the same ports, keys and data
+    directory come back, so clients that were configured before it reach the same objects.
+    """
 
     server: Server
     credentials: S3Credentials
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    workdir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -98,6 +105,28 @@ class SeaweedFS(Stoppable):
 
     def stop(self) -> None:
         self.server.stop()
+
+    def kill(self) -> None:
+        """Stop the process at once (SIGKILL): an outage, with the data kept on disk."""
+        if self.server.process is not None and self.server.process.poll() is None:
+            self.server.process.kill()
+            self.server.process.wait()
+        self.server.stop()  # closes the log
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the killed server again on the same ports, keys and data; returns once its S3
+        port accepts connections (the end of the outage as a client sees it)."""
+        assert self.workdir is not None, "not started by start_seaweedfs"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = spawn(
+            "seaweedfs",
+            self.argv,
+            url=self.url,
+            log_dir=self.workdir,
+            env=self.env,
+            ready=lambda: port_open(port),
+            timeout=timeout,
+        )
 
 
 def weed_binary() -> str:
@@ -198,7 +227,7 @@ def start_seaweedfs(
         ready=lambda: port_open(s3),
         timeout=timeout,
     )
-    seaweed = SeaweedFS(server=server, credentials=credentials)
+    seaweed = SeaweedFS(server=server, credentials=credentials, argv=argv, env=env, workdir=workdir)
     try:
         _wait_for_buckets(seaweed, buckets, timeout)
     except BaseException:

@@ -25,7 +25,7 @@ PUBLIC: dict[str, set[str]] = {
     "flts.exceptions": {
         "AuthenticationError", "BusError", "ConfigurationError", "ConflictError",
         "DataValidationError", "DeadlineExceededError", "DependencyMissingError",
-        "EventValidationError", "FLTSError", "FeatureMismatchError",
+        "EventValidationError", "FLTSError", "FeatureMismatchError", "InfrastructureError",
         "ModelError", "ModelNotFittedError", "ModelUnavailableError", "NotFoundError",
         "OverloadedError", "PayloadTooLargeError", "PipelineError", "RequestError",
         "UnavailableError", "UnsupportedMediaError", "PermissionDeniedError",

@@ -18,6 +18,18 @@ relies on lives here so memory, SQLite and Kafka behave alike and one contract s
   keeps coming back without ever being committed (a poison pill that kills its consumer), the
   original bytes go unchanged to ``dlq.<topic>`` with ``x-dlq-*`` headers saying where they
   came from and why; then the source message is committed and consumption goes on.
+* **Outages are waited out, never dead-lettered.** An
+  :class:`~flts.exceptions.InfrastructureError` (object store, tracking server or broker
+  unreachable; each backend translates its client's errors into it, see
+  :mod:`flts.transient`) is not the message's fault: the handler is called again after a
+  capped exponential backoff with jitter (:meth:`RetryPolicy.outage_delay`), without using up
+  an attempt, for up to ``RetryPolicy.outage_budget`` seconds of one outage. The same goes for
+  the loop's own bus calls (poll, commit, publishing a dead letter). The message stays
+  claimed meanwhile: the handler's wait runs inside the backend's keepalive (SQLite renews the
+  lease, Kafka keeps polling paused partitions), and a stop request ends the wait at once,
+  handing the message back uncommitted. When the budget runs out the message is handed back
+  uncommitted too (a hand-back is not counted as a delivery) and the error propagates out of
+  ``consume``: the process exits and its supervisor restarts it, nothing is lost.
 * **No stored message stops a group.** A backend that cannot even read a stored message as
   one of its own (an SQLite row with a value of the wrong type or headers that are not JSON)
   hands it over anyway with :attr:`Message.defect` saying why, the raw bytes as ``value`` and
@@ -37,8 +49,9 @@ relies on lives here so memory, SQLite and Kafka behave alike and one contract s
   their current message. A stop during a retry backoff hands the message back uncommitted.
 
 Errors of the bus itself (:class:`~flts.exceptions.BusError`: database locked past its busy
-timeout, broker gone) propagate out of ``consume``; the service should exit and be restarted,
-and whatever it had not committed is redelivered.
+timeout, broker gone) are waited out like any outage, then propagate out of ``consume``
+once ``outage_budget`` is spent; the service should exit and be restarted, and whatever it
+had not committed is redelivered.
 
 Ordering: within a topic and a group, messages with the same key (the identifier, i.e. one
 station) are handed out in publish order, and a later one is not handed out while an earlier
@@ -49,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -59,11 +73,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from flts.events import DLQ_PREFIX, Envelope, Event, decode, dlq_topic, encode, validate_topic
-from flts.exceptions import BusError, ConfigurationError, DataValidationError, EventValidationError
+from flts.exceptions import (
+    BusError,
+    ConfigurationError,
+    DataValidationError,
+    EventValidationError,
+    InfrastructureError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +139,16 @@ class Message:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard ``consume`` tries before dead-lettering.
+    """How hard ``consume`` tries before dead-lettering, and how long it waits out an outage.
 
     ``max_attempts`` handler calls per delivery, sleeping ``base_delay * 2**(n-1)`` (capped at
     ``max_delay``) between them. ``max_deliveries`` bounds redeliveries of a message that was
     never committed (its consumer kept dying). Exceptions in ``no_retry`` go straight to the
     dead-letter topic: bad data stays bad however often it is read.
+
+    Infrastructure errors use none of those attempts: they are retried after
+    :meth:`outage_delay` for up to ``outage_budget`` seconds from the first error of the
+    outage (``flts.settings.BusSettings`` holds the deployment's values).
     """
 
     max_attempts: int = 3
@@ -131,16 +156,67 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_deliveries: int = 5
     no_retry: tuple[type[BaseException], ...] = (DataValidationError,)
+    outage_budget: float = 900.0
+    outage_base_delay: float = 1.0
+    outage_max_delay: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_deliveries < 1:
             raise ConfigurationError("max_attempts and max_deliveries must be at least 1")
-        if self.base_delay < 0 or self.max_delay < 0:
+        if min(self.base_delay, self.max_delay, self.outage_base_delay) < 0:
             raise ConfigurationError("retry delays must not be negative")
+        if self.outage_max_delay < self.outage_base_delay or self.outage_budget < 0:
+            raise ConfigurationError(
+                "outage_max_delay must be at least outage_base_delay, outage_budget >= 0"
+            )
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         return float(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+    def outage_delay(self, wait: int, rng: random.Random | None = None) -> float:
+        """Seconds before retry number ``wait`` (1-based) during an outage: the capped
+        exponential step ``min(outage_max_delay, outage_base_delay * 2**(wait-1))``, of which
+        a random half is kept ("equal jitter"), so many consumers of one broken backend do
+        not come back in lockstep, yet none retries in a tight loop."""
+        step = min(self.outage_max_delay, self.outage_base_delay * 2 ** min(wait - 1, 62))
+        return float(step / 2 + (rng or random).uniform(0, step / 2))
+
+
+class _Outage:
+    """The backoff state of one consume loop through one outage; reset by any success."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.started: float | None = None
+        self.waits = 0
+
+    def reset(self) -> None:
+        if self.started is not None:
+            log.warning(
+                "backend reachable again after %.1fs (%d waits)",
+                time.monotonic() - self.started,
+                self.waits,
+            )
+        self.started = None
+        self.waits = 0
+
+    def next_delay(self, exc: InfrastructureError) -> float:
+        """Seconds to wait before trying again; re-raises ``exc`` once the budget is spent."""
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        left = self.policy.outage_budget - (now - self.started)
+        if left <= 0:
+            log.error(
+                "backend still unavailable after %.0fs (budget %.0fs); giving up: %s",
+                now - self.started,
+                self.policy.outage_budget,
+                exc,
+            )
+            raise exc
+        self.waits += 1
+        return min(self.policy.outage_delay(self.waits), left)
 
 
 @dataclass
@@ -151,6 +227,8 @@ class ConsumeStats:
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    outage_waits: int = 0
+    """Waits for an unreachable backend (not handler attempts, never dead letters)."""
 
     @property
     def messages(self) -> int:
@@ -398,6 +476,7 @@ class Bus(ABC):
             policy = retry or RetryPolicy()
             consumer_id = consumer or default_consumer_id()
             stats = ConsumeStats()
+            outage = _Outage(policy)
             self._enter_consume()
             try:
                 idle_since = time.monotonic()
@@ -410,11 +489,21 @@ class Bus(ABC):
                         if left <= 0:
                             break
                         wait = min(wait, left)
-                    message = self._poll(topic_list, group, consumer_id, wait)
-                    if message is None:
+                    try:
+                        message = self._poll(topic_list, group, consumer_id, wait)
+                        if message is None:
+                            outage.reset()
+                            continue
+                        if not self._process(
+                            message, handler, policy, idempotent, stop, stats, outage
+                        ):
+                            break  # stopped during a backoff; the message went back uncommitted
+                    except InfrastructureError as exc:
+                        # The bus itself (or a keepalive's bookkeeping) failed; the message in
+                        # hand, if any, went back. Past the budget this re-raises.
+                        if self._wait_out(outage, exc, stop, stats, "consuming"):
+                            break
                         continue
-                    if not self._process(message, handler, policy, idempotent, stop, stats):
-                        break  # stopped during a backoff; the message went back uncommitted
                     idle_since = time.monotonic()
             finally:
                 self._exit_consume()
@@ -537,8 +626,22 @@ class Bus(ABC):
         idempotent: bool,
         stop: threading.Event | None,
         stats: ConsumeStats,
+        outage: _Outage,
     ) -> bool:
         """Handle one delivery end to end; ``False`` if it was handed back unfinished."""
+
+        def settle(*steps: Callable[[], None]) -> bool:
+            """Run the bus steps that finish this delivery, waiting out outages; on a stop
+            request the message goes back uncommitted."""
+            for step in steps:
+                if not self._bus_step(step, outage, stop, stats, f"settling {message.message_id}"):
+                    self._give_back(message)
+                    return False
+            return True
+
+        def commit() -> None:
+            self._commit(message)
+
         try:
             if message.defect:
                 raise EventValidationError(f"unreadable stored message: {message.defect}")
@@ -551,13 +654,14 @@ class Bus(ABC):
                     f"undecodable bytes: {type(exc).__name__}: {exc}"
                 ) from exc
         except EventValidationError as exc:
-            self._dead_letter(message, exc, attempts=0)
-            self._commit(message)
+            if not settle(partial(self._dead_letter, message, exc, 0), commit):
+                return False
             stats.dead_lettered += 1
             return True
         if idempotent and self._processed.seen(message.group, event.event_id):
             log.info("skipping duplicate event %s on %s", event.event_id, message.message_id)
-            self._commit(message)
+            if not settle(commit):
+                return False
             stats.duplicates += 1
             return True
         if message.delivery_count > policy.max_deliveries:
@@ -565,27 +669,32 @@ class Bus(ABC):
                 f"delivered {message.delivery_count - 1} times without a commit "
                 "(its consumer keeps dying?)"
             )
-            self._dead_letter(message, error, attempts=message.delivery_count - 1)
-            self._commit(message)
+            if not settle(
+                partial(self._dead_letter, message, error, message.delivery_count - 1), commit
+            ):
+                return False
             stats.dead_lettered += 1
             return True
         try:
             with self._keepalive(message):
-                outcome = self._run_handler(message, event, handler, policy, stop, stats)
+                outcome = self._run_handler(message, event, handler, policy, stop, stats, outage)
         except BaseException:
-            # KeyboardInterrupt, SystemExit...: not the message's fault; give it back.
-            self._release(message)
+            # KeyboardInterrupt, SystemExit, an outage past its budget...: not the message's
+            # fault; give it back.
+            self._give_back(message)
             raise
         if outcome is None:
-            self._release(message)
+            self._give_back(message)
+            return False
+        steps: list[Callable[[], None]] = []
+        if outcome is True and idempotent:
+            steps.append(partial(self._processed.mark, message.group, event.event_id))
+        if not settle(*steps, commit):
             return False
         if outcome is True:
-            if idempotent:
-                self._processed.mark(message.group, event.event_id)
             stats.handled += 1
         else:
             stats.dead_lettered += 1
-        self._commit(message)
         return True
 
     def _run_handler(
@@ -596,15 +705,25 @@ class Bus(ABC):
         policy: RetryPolicy,
         stop: threading.Event | None,
         stats: ConsumeStats,
+        outage: _Outage,
     ) -> bool | None:
         """``True`` handled, ``False`` dead-lettered, ``None`` stopped during a backoff."""
-        for attempt in range(1, policy.max_attempts + 1):
+        attempt = 0
+        while True:
             try:
                 handler(event)
+            except InfrastructureError as exc:
+                # An outage is not the message's fault: wait, without using up an attempt.
+                if self._wait_out(outage, exc, stop, stats, f"handling {message.message_id}"):
+                    return None
             except Exception as exc:
-                final = attempt == policy.max_attempts or isinstance(exc, policy.no_retry)
+                attempt += 1
+                final = attempt >= policy.max_attempts or isinstance(exc, policy.no_retry)
                 if final:
-                    self._dead_letter(message, exc, attempts=attempt)
+                    letter = partial(self._dead_letter, message, exc, attempt)
+                    doing = f"dead-lettering {message.message_id}"
+                    if not self._bus_step(letter, outage, stop, stats, doing):
+                        return None
                     return False
                 delay = policy.delay(attempt)
                 log.warning(
@@ -619,8 +738,52 @@ class Bus(ABC):
                 if self._sleep(delay, stop):
                     return None
             else:
+                outage.reset()
                 return True
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait_out(
+        self,
+        outage: _Outage,
+        exc: InfrastructureError,
+        stop: threading.Event | None,
+        stats: ConsumeStats,
+        doing: str,
+    ) -> bool:
+        """Sleep one backoff step of an outage (re-raising ``exc`` once the budget is spent);
+        ``True`` if a stop request ended the wait."""
+        delay = outage.next_delay(exc)
+        log.warning("%s: %s; retrying in %.1fs", doing, exc, delay)
+        stats.outage_waits += 1
+        return self._sleep(delay, stop)
+
+    def _bus_step(
+        self,
+        step: Callable[[], None],
+        outage: _Outage,
+        stop: threading.Event | None,
+        stats: ConsumeStats,
+        doing: str,
+    ) -> bool:
+        """Run ``step`` (a commit, a dead letter) until it succeeds, waiting out outages;
+        ``False`` if a stop request came first."""
+        while True:
+            try:
+                step()
+            except InfrastructureError as exc:
+                if self._wait_out(outage, exc, stop, stats, doing):
+                    return False
+            else:
+                return True
+
+    def _give_back(self, message: Message) -> None:
+        """Hand ``message`` back uncommitted, as far as the bus can be reached: a backend
+        that cannot be told lets the claim expire (lease, rebalance) instead."""
+        try:
+            self._release(message)
+        except InfrastructureError as exc:
+            log.warning(
+                "could not hand back %s (%s); its claim will expire", message.message_id, exc
+            )
 
     def _sleep(self, seconds: float, stop: threading.Event | None) -> bool:
         """Sleep, waking early on stop/close; ``True`` if woken by a stop request."""

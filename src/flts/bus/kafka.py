@@ -15,7 +15,10 @@ The semantics (retries, dead letters, idempotency, graceful stop) come from
   before that leaves the offset behind and the group's next owner of the partition
   re-reads it (at-least-once). ``_release`` seeks back so the same consumer reads it again.
 * **Publishing** is synchronous: produce, then flush and check the delivery report
-  (``acks=all``, idempotent producer), so a returned ``publish`` is on the broker.
+  (``acks=all``, idempotent producer), so a returned ``publish`` is on the broker. A publish
+  that fails (no report within ``timeout``, a delivery error) raises
+  :class:`~flts.exceptions.BusError`, which callers wait out as an outage, and leaves a fresh
+  producer and an unverified topic for the next one (see ``_renew_producer``).
 * **Groups.** Each consume loop (one per thread and group) owns one ``Consumer``, reused by
   later ``consume`` calls of that thread and group so they do not re-join. Assignment is
   ``cooperative-sticky``. With ``static_membership=true`` ``group.instance.id`` is derived
@@ -190,15 +193,7 @@ class KafkaBus(Bus):
         self._known_topics: set[str] = set()
         self._local = threading.local()  # the running consume call's stop event
         self._admin = AdminClient(dict(self._base_config))
-        self._producer = Producer(
-            {
-                **self._base_config,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 0,
-                "partitioner": "murmur2_random",  # Java's key -> partition mapping
-            }
-        )
+        self._producer = self._new_producer()
         self._reader: Consumer | None = None  # assign-only: watermarks, DLQ reads
         self._tally = _Tally(self)
 
@@ -269,6 +264,36 @@ class KafkaBus(Bus):
 
     # ------------------------------------------------------------------ publish
 
+    def _new_producer(self) -> Producer:
+        return Producer(
+            {
+                **self._base_config,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "partitioner": "murmur2_random",  # Java's key -> partition mapping
+            }
+        )
+
+    def _renew_producer(self, failed: Producer) -> None:
+        """Replace a producer whose publish failed, dropping what it still queues.
+
+        An idempotent producer that lost its broker can come back to one that no longer
+        knows its producer id (a restarted in-memory broker, a rebuilt cluster): librdkafka
+        then raises a fatal error, or waits for the id forever, and that producer never
+        delivers again. The caller was told the publish failed and publishes again, so the
+        dropped copies lose nothing.
+        """
+        with self._lock:
+            if self._producer is not failed:
+                return  # another thread already replaced it
+            self._producer = self._new_producer()
+        try:
+            failed.purge()
+            failed.flush(0)
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("discarding a failed producer: %s", exc)
+
     def _publish(self, topic: str, key: str, value: bytes, headers: Mapping[str, str]) -> None:
         self._check_open()
         self._ensure_topics([topic])
@@ -277,18 +302,26 @@ class KafkaBus(Bus):
         def delivered(err: KafkaError | None, _msg: KafkaMessage) -> None:
             outcome.append(err)
 
-        with _translated(f"publish to {topic}"):
-            self._producer.produce(
-                topic,
-                value=value,
-                key=key.encode(),
-                headers=[(k, v.encode()) for k, v in headers.items()],
-                on_delivery=delivered,
-            )
-            self._producer.flush(self.timeout)
-        if not outcome or outcome[0] is not None:
-            reason = outcome[0] if outcome else "no delivery report before the timeout"
-            raise BusError(f"kafka bus: publish to {topic} not acknowledged: {reason}")
+        producer = self._producer
+        try:
+            with _translated(f"publish to {topic}"):
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key.encode(),
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                    on_delivery=delivered,
+                )
+                producer.flush(self.timeout)
+            if not outcome or outcome[0] is not None:
+                reason = outcome[0] if outcome else "no delivery report before the timeout"
+                raise BusError(f"kafka bus: publish to {topic} not acknowledged: {reason}")
+        except BusError:
+            # Start the next publish afresh: check the topic again (a broker that lost it
+            # would otherwise never see it created) and use a new producer.
+            self._known_topics.discard(topic)
+            self._renew_producer(producer)
+            raise
 
     # ------------------------------------------------------------------ consume
 

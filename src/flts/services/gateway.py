@@ -31,7 +31,7 @@ Upload rules:
   limit, while validation runs), so memory is bounded by the number of uploads at once.
 * **Concurrency.** At most ``gateway.max_concurrent_uploads`` uploads are read, validated and
   stored at once. One more waits up to ``gateway.upload_wait_seconds`` for a slot, then is
-  refused with 503 and ``Retry-After`` (:data:`UPLOAD_RETRY_AFTER`); its body is read and
+  refused with 503 and ``Retry-After`` (``gateway.retry_after_seconds``); its body is read and
   discarded first, so the client gets the answer instead of a reset connection. A refused
   upload stores nothing.
 * **Validation.** Both CSVs go through the core's checks (``read_traffic_csv`` with the
@@ -46,7 +46,16 @@ Upload rules:
   validated with the event envelope's rules before it goes anywhere.
 
 Layout in the object store: ``datasets/<dataset_id>/train.csv``, ``test.csv`` (when uploaded)
-and ``meta.json``, written last so a listed dataset is always complete.
+and ``meta.json``, written only after the ``dataset-uploaded`` event was published, so a listed
+dataset is always complete *and announced*. In between, ``outbox/<dataset_id>.json`` holds
+the event; the gateway's reconciler (:mod:`flts.services.outbox`, at start and every
+``gateway.reconcile_seconds``) announces whatever an outage left there.
+
+Outages: an object store or bus that cannot be reached answers 503 with ``Retry-After``
+(``gateway.retry_after_seconds``), on every route. An upload whose files and outbox entry
+were stored but whose event could not be published says so in its 503: it is announced (and
+listed) once the bus is back, and a retry of the same files makes a second dataset with the
+same content, which preprocessing maps to the same config hash (no second training).
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -68,7 +78,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from flts.data.hashing import content_digest
 from flts.data.spec import FeatureSpec, Recipe
 from flts.events import (
-    DATASET_UPLOADED,
     DatasetUploaded,
     DatasetUploadedEvent,
     Identifier,
@@ -78,6 +87,7 @@ from flts.exceptions import (
     BusError,
     DataValidationError,
     FLTSError,
+    InfrastructureError,
     NotFoundError,
     PayloadTooLargeError,
     UnavailableError,
@@ -90,9 +100,9 @@ from flts.security.guard import key_ring, protect
 from flts.security.spreadsheet import escape_formulas
 from flts.services.admin import ADMIN_PREFIX, admin_router
 from flts.services.context import ServiceContext
+from flts.services.outbox import DATASETS_ROOT, Outbox, Reconciler, meta_key
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
-DATASETS_ROOT = "datasets"
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
 FRAMING_ALLOWANCE = 64 * 1024
@@ -100,9 +110,6 @@ _FIELDS = ("train", "test", "identifier", "horizon", "lags")
 _DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
-#: ``Retry-After`` (seconds) of an upload refused for want of a slot: about the time one
-#: maximum-size upload takes.
-UPLOAD_RETRY_AFTER = 5
 _READ_BLOCK = 1 << 20
 #: An uploaded file: bytes (``flts pipeline``, tests) or the gateway's spooled temporary file.
 Content = bytes | IO[bytes]
@@ -138,7 +145,7 @@ def dataset_keys(dataset_id: str) -> dict[str, str]:
     return {
         "train": f"{prefix}/train.csv",
         "test": f"{prefix}/test.csv",
-        "meta": f"{prefix}/meta.json",
+        "meta": meta_key(dataset_id),
     }
 
 
@@ -252,12 +259,15 @@ def ingest_dataset(
     test_filename: str | None = None,
     horizon: int | None = None,
     lags: int | None = None,
+    outbox: Outbox | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
     ``flts pipeline`` calls). ``train`` and ``test`` are bytes or seekable binary files, each
     read from its start as many times as needed (validation, digest, storing). Raises
-    :class:`DataValidationError` listing every problem (nothing is stored then) and
-    :class:`BusError` when the event cannot be published (the dataset is stored by then)."""
+    :class:`DataValidationError` listing every problem (nothing is stored then),
+    :class:`InfrastructureError` when the store cannot be reached and :class:`BusError` when
+    the event cannot be published (the dataset is then in the outbox, and the reconciler
+    announces it later)."""
     identifier = _identifier(identifier)
     spec = task_spec(context, horizon, lags)
     ranges = _validate(spec, context.settings.recipe, train, test)
@@ -309,8 +319,9 @@ def ingest_dataset(
     store.put(keys["train"], train)
     if test is not None:
         store.put(keys["test"], test)
-    store.put_json(keys["meta"], meta)  # last: marks the dataset complete
-    context.bus.publish(DATASET_UPLOADED, event)
+    outbox = outbox or Outbox(context)
+    outbox.record(event, meta)  # from here on the dataset will be announced
+    outbox.announce(event, meta)  # publish, then meta.json: listed only once announced
     return event, meta
 
 
@@ -321,10 +332,25 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     # Slots bound the memory of uploads in progress (see the module docstring, "Memory").
     slots = asyncio.Semaphore(settings.gateway.max_concurrent_uploads)
     wait = settings.gateway.upload_wait_seconds
-    app = FastAPI(title="FLTS gateway", version="1")
+    retry_after = settings.gateway.retry_after_seconds
+    outbox = Outbox(context)
+    reconciler = Reconciler(outbox, settings.gateway.reconcile_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reconciler.start()  # its first pass runs at once: what a previous outage left
+        try:
+            yield
+        finally:
+            await run_in_threadpool(reconciler.stop)
+
+    app = FastAPI(title="FLTS gateway", version="1", lifespan=lifespan)
+    app.state.reconciler = reconciler
 
     async def on_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FLTSError)
+        if isinstance(exc, InfrastructureError):  # the configured Retry-After, not a default
+            exc.retry_after = retry_after
         return _error_response(exc)
 
     app.add_exception_handler(FLTSError, on_error)
@@ -366,7 +392,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             await _discard(body)
             raise UnavailableError(
                 f"{settings.gateway.max_concurrent_uploads} uploads are in progress; retry later",
-                retry_after=UPLOAD_RETRY_AFTER,
+                retry_after=retry_after,
             ) from None
         try:
             return await receive(request, body)
@@ -421,10 +447,13 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                     test_filename=None if test_part is None else test_part.filename,
                     horizon=horizon,
                     lags=lags,
+                    outbox=outbox,
                 )
             except BusError as exc:
                 raise BusError(
-                    f"dataset stored but the event bus is unavailable: {exc}", retry_after=5
+                    "the dataset is stored and will be announced (and listed) once the event "
+                    f"bus is back; it is unavailable now: {exc}",
+                    retry_after=retry_after,
                 ) from exc
         finally:
             await form.close()

@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from flts.exceptions import InfrastructureError
 from flts.promotion.gate import ReasonCode
 
 if TYPE_CHECKING:
@@ -200,7 +201,9 @@ def instrument(
 
     The bus retries a raising handler up to ``policy.max_attempts`` times (at once for
     ``policy.no_retry`` errors), so the wrapper, given the same policy the consume loop uses,
-    knows which failure is the last one: that event goes to the dead-letter topic. Events the
+    knows which failure is the last one: that event goes to the dead-letter topic (an
+    :class:`~flts.exceptions.InfrastructureError` counts as a failure and a retry, never as an
+    attempt: the bus waits outages out). Events the
     bus dead-letters without calling the handler (undecodable bytes, poison pills) are not
     seen here; ``flts dlq list`` shows them.
     """
@@ -212,6 +215,12 @@ def instrument(
         topic = event.type  # each event type has the topic of the same name
         try:
             handler(event)
+        except InfrastructureError:
+            # An outage the bus waits out: no attempt used, never a dead letter.
+            chosen.failed.labels(service, topic).inc()
+            if on_retry is not None:
+                on_retry(event)
+            raise
         except Exception as exc:
             chosen.failed.labels(service, topic).inc()
             with lock:

@@ -2,7 +2,10 @@
 
 Each worker is its own OS process in the embedded and distributed modes; ``flts pipeline``
 runs the same loops as threads. SIGTERM and SIGINT stop the loop between messages (the bus
-never interrupts a handler), then the bus is closed.
+never interrupts a handler, but a stop ends a wait for an unreachable backend at once), then
+the bus is closed. The loop waits out outages for ``FLTS_BUS__OUTAGE_BUDGET_SECONDS``
+(:func:`retry_policy`); past that the error ends the loop and the process, for its
+supervisor to restart.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from flts.exceptions import ConfigurationError
 from flts.services.context import ServiceContext
 from flts.services.health import HealthState
 from flts.services.metrics import instrument, worker_metrics
+from flts.settings import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,15 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
     raise ConfigurationError(f"unknown worker {name!r}; choose from {', '.join(WORKERS)}")
 
 
+def retry_policy(settings: BusSettings) -> RetryPolicy:
+    """The consume loop's policy with the deployment's outage budget and backoff."""
+    return RetryPolicy(
+        outage_budget=settings.outage_budget_seconds,
+        outage_base_delay=settings.outage_base_delay_seconds,
+        outage_max_delay=settings.outage_max_delay_seconds,
+    )
+
+
 def _ticker(tick: Callable[[], None], stop: threading.Event, every: float) -> threading.Thread:
     def loop() -> None:
         while not stop.wait(every):
@@ -113,7 +126,7 @@ def run_service(
     serves ``/readyz``), readiness is on while the loop runs and the group's pending messages
     are exported at scrape time; a loop that ends flips liveness off.
     """
-    policy = retry or RetryPolicy()
+    policy = retry or retry_policy(context.settings.bus)
     metrics = worker_metrics()
     model_type = getattr(service, "model_type", None)
 
