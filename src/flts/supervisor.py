@@ -61,7 +61,7 @@ def service_specs(
     batch_inference: bool = True,
 ) -> list[ProcessSpec]:
     """The embedded system: gateway, preprocess, a trainer per model type, evaluator, batch
-    inference, the live monitor and one inference replica per port."""
+    inference, the live monitor and forecaster, and one inference replica per port."""
     ports = list(serve_ports or [settings.serving.port])
     specs = [
         ProcessSpec("gateway", ["gateway"]),
@@ -75,6 +75,7 @@ def service_specs(
     if batch_inference:
         specs.append(ProcessSpec("batch-inference", ["worker", "batch-inference"]))
     specs.append(ProcessSpec("monitor", ["worker", "monitor"]))
+    specs.append(ProcessSpec("forecaster", ["worker", "forecaster"]))
     for i, port in enumerate(ports):
         name = f"serve-{i}"
         specs.append(ProcessSpec(name, ["serve", "--port", str(port), "--replica-id", name]))

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from flts.cli import backtest, benchmark, config, data, dlq, gc, keys, ops, pipeline, services, up
+from flts.cli import (
+    backtest,
+    benchmark,
+    config,
+    data,
+    dlq,
+    gc,
+    keys,
+    ops,
+    pipeline,
+    replay,
+    services,
+    up,
+)
 
 app = typer.Typer(
     name="flts",
@@ -23,6 +36,7 @@ app.registered_commands += services.app.registered_commands
 app.registered_commands += up.app.registered_commands
 app.registered_commands += ops.app.registered_commands
 app.registered_commands += gc.app.registered_commands
+app.registered_commands += replay.app.registered_commands
 
 
 def main() -> None:

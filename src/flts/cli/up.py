@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 
 from flts.cli._common import console, err_console, load_settings, user_errors
-from flts.exceptions import ConfigurationError
+from flts.exceptions import ConfigurationError, FLTSError
 from flts.settings import DEFAULT_MODEL_TYPES, Settings
 from flts.supervisor import DEFAULT_HEALTHY_AFTER, Supervisor
 
@@ -105,9 +106,18 @@ def up(
             min=0.001, help="Seconds of uptime after which a process's restart count resets."
         ),
     ] = DEFAULT_HEALTHY_AFTER,
+    replay_speed: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Once a champion serves, replay the test file as live observations at this "
+            "many times real time, so the live figures move (0: no replay).",
+        ),
+    ] = 600.0,
 ) -> None:
-    """Start gateway, preprocess, one trainer per model type, evaluator, batch inference and
-    the inference API as separate processes; ingest DATA (or a synthetic demo); keep serving
+    """Start gateway, preprocess, one trainer per model type, evaluator, batch inference, the
+    live monitor and forecaster and the inference API as separate processes; ingest DATA (or a
+    synthetic demo); once a champion serves, replay TEST as live observations; keep serving
     until Ctrl-C. Exits with status 1 if a process keeps crashing (its restarts run out)."""
     import os
 
@@ -168,12 +178,49 @@ def up(
                 console.print(f"champion loaded: {api}/v1/models/champion?identifier={identifier}")
                 if exit_when_ready:
                     break
+                if test is not None and replay_speed > 0:
+                    _start_replay(test, settings, identifier, gateway, api_key, replay_speed)
             time.sleep(1.0)
     except KeyboardInterrupt:
         err_console.print("stopping...")
     finally:
         supervisor.stop()
         err_console.print("all processes stopped")
+
+
+def _start_replay(
+    csv: Path, settings: Settings, identifier: str, gateway: str, api_key: str, speed: float
+) -> threading.Thread:
+    """Replay ``csv`` as the station's live observations in the background (see
+    :mod:`flts.live.replay`): the forecaster pushes a forecast for each new row, and the
+    monitor scores them as the following rows arrive."""
+    from flts.live.replay import replay, replay_rows
+
+    rows = replay_rows(csv, settings.feature_spec)
+    console.print(
+        f"replaying {len(rows)} rows of {csv.name} as live observations at {speed:g}x; "
+        "`flts status` shows the live error as forecasts meet their actuals"
+    )
+
+    def run() -> None:
+        try:
+            done = replay(
+                rows,
+                identifier=identifier,
+                gateway=gateway,
+                api_key=api_key,
+                speed=speed,
+                max_rows_per_request=settings.live.max_rows_per_request,
+                time_column=settings.feature_spec.time_column,
+            )
+        except FLTSError as exc:
+            err_console.print(f"replay stopped: {exc}")
+            return
+        console.print(f"replay done: {done.accepted} rows new, {done.duplicates} already stored")
+
+    thread = threading.Thread(target=run, name="replay", daemon=True)
+    thread.start()
+    return thread
 
 
 #: The key ``flts up`` makes for itself (and its user) at every start.
