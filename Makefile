@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-auth e2e deploy-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-auth bench-live e2e deploy-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-serve-ci: install system-deps  ## Short serving benchmark: fails only on f
 
 bench-auth: install  ## What API key authentication costs per forecast, in-process (median of rounds); JSON in build/bench/
 	$(BIN)/python -m benchmarks.auth_cost --rounds 21 --requests 2000 --json $(BUILD)/bench/auth.json
+
+bench-live: install system-deps  ## Live operation: observations/s (gateway, bus), ledger cost per forecast, monitor lag at 1,000 stations; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.live --duration 8 --repeats 3 --json $(BUILD)/bench/live.json
 
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)

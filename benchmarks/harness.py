@@ -182,9 +182,10 @@ def _spawn_on_free_port(
     )
 
 
-def start_flts(home: Path, *, workers: int, logs: Path) -> tuple[Server, float]:
-    """``flts serve`` on a free port; returns the server and its cold start (process start
-    to ``/readyz`` 200, champion loaded and warmed) in seconds."""
+def start_flts(home: Path, *, workers: int, logs: Path, **env: str) -> tuple[Server, float]:
+    """``flts serve`` on a free port (``env``: more ``FLTS_*`` settings); returns the server
+    and its cold start (process start to ``/readyz`` 200, champion loaded and warmed) in
+    seconds."""
     started = time.perf_counter()
     server = _spawn_on_free_port(
         "flts-serve",
@@ -193,11 +194,23 @@ def start_flts(home: Path, *, workers: int, logs: Path) -> tuple[Server, float]:
             *("--port", str(port), "--workers", str(workers)),
         ],
         logs=logs,
-        env=_env(home, FLTS_SERVING__POINTER_POLL_SECONDS="1"),
+        env=_env(home, FLTS_SERVING__POINTER_POLL_SECONDS="1", **env),
         ready_path="/readyz",
         timeout=120.0,
     )
     return server, time.perf_counter() - started
+
+
+def start_gateway(home: Path, *, logs: Path) -> Server:
+    """``flts gateway`` over the embedded backends of ``home`` on a free port."""
+    return _spawn_on_free_port(
+        "flts-gateway",
+        lambda port: [*(sys.executable, "-m", "flts", "gateway"), "--port", str(port)],
+        logs=logs,
+        env=_env(home),
+        ready_path="/healthz",
+        timeout=60.0,
+    )
 
 
 def start_floor(*, logs: Path) -> Server:
