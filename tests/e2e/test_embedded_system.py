@@ -8,20 +8,13 @@ switches without a single failed request.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from flts.data.synthetic import synthetic_traffic
-from flts.security import create_key
-from flts.settings import Settings
-from flts.supervisor import Supervisor, service_specs
-from servers import free_port
 from servers.client import (
     LoadClient,
     bearer,
@@ -49,40 +42,6 @@ def _dataset(seed: int, start: str, scale: float = 1.0) -> tuple[bytes, bytes]:
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_http(check, timeout, what, interval=0.3)
-
-
-@pytest.fixture
-def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    gateway_port, serve_port = free_port(), free_port()
-    keys_file = tmp_path / "api-keys.json"
-    key = create_key(keys_file, "e2e", ["forecast", "upload"])
-    env = {
-        **os.environ,
-        "FLTS_HOME": str(tmp_path / "home"),
-        "FLTS_SECURITY__KEYS_FILE": str(keys_file),
-        "FLTS_GATEWAY__PORT": str(gateway_port),
-        "FLTS_SERVING__PORT": str(serve_port),
-        "FLTS_SERVING__POINTER_POLL_SECONDS": "0.5",
-        "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(MODELS),
-    }
-    settings = Settings(home=tmp_path / "home", serving={"port": serve_port})
-    supervisor = Supervisor(
-        service_specs(settings, MODELS, serve_ports=[serve_port]),
-        log_dir=tmp_path / "logs",
-        env=env,
-        max_restarts=0,
-    )
-    supervisor.start()
-    try:
-        yield {
-            "gateway": f"http://127.0.0.1:{gateway_port}",
-            "api": f"http://127.0.0.1:{serve_port}",
-            "supervisor": supervisor,
-            "logs": tmp_path / "logs",
-            "key": key,
-        }
-    finally:
-        supervisor.stop()
 
 
 def _upload(gateway: str, train: bytes, test: bytes, identifier: str, key: str) -> str:

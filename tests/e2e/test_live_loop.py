@@ -1,0 +1,83 @@
+"""Live operation of the embedded system: a station's test file replayed as observations, the
+forecaster pushes a forecast for each new row, the monitor scores every one of them against
+the rows that follow, and its figures equal a recomputation from the pushed forecasts."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flts.bus import open_bus
+from flts.data.spec import FeatureSpec
+from flts.data.synthetic import synthetic_traffic
+from flts.evaluation import score
+from flts.events import FORECASTS, Event, ForecastPublishedEvent
+from flts.live.monitor import read_figures
+from flts.live.replay import replay, replay_rows
+from flts.settings import Settings
+from flts.storage import ObjectStore
+from servers.client import champion_run, healthy, upload_dataset, wait_http
+
+pytestmark = pytest.mark.e2e
+LIVE = {
+    "FLTS_LIVE__MONITOR_INTERVAL_SECONDS": "1",
+    "FLTS_LIVE__LEDGER_FLUSH_SECONDS": "0.5",
+}
+
+
+@pytest.mark.system_env(LIVE)
+def test_replayed_rows_are_forecast_and_scored_against_what_followed(
+    system: dict[str, Any], tmp_path: Path
+) -> None:
+    gateway, api, key = system["gateway"], system["api"], system["key"]
+    identifier = "Live1"
+    wait_http(lambda: healthy(gateway), 90, "the gateway")
+    frame = synthetic_traffic(1_700, seed=4, start="2018-02-05 00:00:00")
+    train = frame.iloc[:1_440].to_csv(index=False).encode()
+    test = frame.iloc[1_440:].to_csv(index=False).encode()
+    response = upload_dataset(gateway, train, test, identifier, timeout=60, key=key)
+    assert response.status_code == 201, response.text
+    run = wait_http(lambda: champion_run(api, identifier, key), 180, "the champion")
+
+    csv = tmp_path / "live.csv"
+    csv.write_bytes(test)
+    spec = FeatureSpec()
+    rows = replay_rows(csv, spec)[:200]
+    done = replay(rows, identifier=identifier, gateway=gateway, api_key=key, speed=2_400)
+    assert (done.rows, done.accepted) == (200, 200)
+
+    settings = Settings(home=Path(system["logs"]).parent / "home")
+    bus = open_bus(settings.bus.url)
+    pushed: list[Event] = []
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+
+    def all_scored() -> dict[str, Any] | None:
+        bus.consume(FORECASTS, probe, pushed.append, max_idle=0.2)
+        figures = (read_figures(ObjectStore(settings.storage.url)) or {}).get("figures", [])
+        mine = [f for f in figures if f["identifier"] == identifier and f["run_id"] == run]
+        # every pushed forecast but the last (its actual is not replayed) scored
+        expected = len(pushed) - 1
+        return mine[0] if mine and expected > 10 and mine[0]["n"] == expected else None
+
+    found = wait_http(all_scored, 90, "the monitor scoring every pushed forecast")
+    assert found is not None
+    figure: dict[str, Any] = found
+    bus.close()
+    forecasts = [e for e in pushed if isinstance(e, ForecastPublishedEvent)]
+    assert {e.payload.run_id for e in forecasts} == {run}
+    actual = pd.DataFrame(rows).set_index("time")
+    first_steps = [
+        e.payload.forecast[0] for e in forecasts if e.payload.forecast[0]["time"] in actual.index
+    ]
+    assert len(first_steps) == figure["n"]
+    targets = list(spec.targets)
+    truth = actual.loc[[str(s["time"]) for s in first_steps], targets].to_numpy()
+    predicted = np.array([[s[t] for t in targets] for s in first_steps])
+    offline = score(truth[:, None], predicted[:, None], targets)
+    assert figure["nrmse"] == pytest.approx(offline.nrmse, rel=1e-9)
+    assert all(system["supervisor"].alive().values()), system["supervisor"].alive()
