@@ -216,7 +216,7 @@ def test_unknown_type() -> None:
     raw = _good() | {"type": "model-deleted"}
     assert _error(raw) == (
         "unknown event type 'model-deleted'; known: dataset-uploaded, training-data, "
-        "inference-data, model-training, model-selected, observations"
+        "inference-data, model-training, model-selected, observations, retrain-requested"
     )
 
 
