@@ -268,6 +268,37 @@ class ModelSelected(Payload):
         return value.astimezone(UTC)
 
 
+class RetrainReason(StrEnum):
+    """Why a retraining was asked for (``retrain-requested``)."""
+
+    DRIFT = "drift"
+    """The monitor's drift detector saw live error rise above the evaluation error."""
+    SCHEDULE = "schedule"
+    """The retraining schedule came due (every N hours or M new observation rows)."""
+    MANUAL = "manual"
+    """An operator asked (``flts retrain``)."""
+
+
+EvidenceValue = Annotated[float, Field(allow_inf_nan=False)] | int | str | None
+"""One figure behind a retraining request (a statistic, an error, a row count, a note)."""
+
+
+class RetrainRequested(Payload):
+    """Retrain the identifier (the envelope's) on its stored observations: preprocess builds a
+    training set from them and the pipeline runs as for an upload (docs/architecture.md,
+    rule 18)."""
+
+    reason: RetrainReason
+    evidence: dict[Annotated[str, Field(min_length=1, max_length=64)], EvidenceValue] = Field(
+        default_factory=dict, max_length=64
+    )
+    """What made the trigger fire: detector statistic, live and evaluation error, rows..."""
+    champion_run_id: _Text | None = None
+    """The champion when the request was made (``None``: none yet)."""
+    note: Annotated[str, Field(max_length=1000)] | None = None
+    """Free text from the operator (``flts retrain --reason``)."""
+
+
 # ----------------------------------------------------------------------------- envelopes
 
 
@@ -389,6 +420,10 @@ class ForecastPublishedEvent(Envelope, topic="forecasts"):
     payload: ForecastPublished
 
 
+class RetrainRequestedEvent(Envelope, topic="retrain-requested"):
+    payload: RetrainRequested
+
+
 Event = (
     DatasetUploadedEvent
     | TrainingDataEvent
@@ -398,6 +433,7 @@ Event = (
     | ObservationsEvent
     | ObservationsStoredEvent
     | ForecastPublishedEvent
+    | RetrainRequestedEvent
 )
 """Any concrete event, for type checkers; ``match`` on the class to get a typed payload."""
 
@@ -410,6 +446,7 @@ MODEL_SELECTED = ModelSelectedEvent.topic
 OBSERVATIONS = ObservationsEvent.topic
 OBSERVATIONS_STORED = ObservationsStoredEvent.topic
 FORECASTS = ForecastPublishedEvent.topic
+RETRAIN_REQUESTED = RetrainRequestedEvent.topic
 
 
 def new_event(
@@ -419,17 +456,22 @@ def new_event(
     correlation_id: str | None = None,
     identifier: str | None = None,
     config_hash: str | None = None,
+    event_id: str | None = None,
 ) -> Event:
     """Build the event for ``payload`` with a fresh ``event_id``.
 
     ``parent`` is the event being handled: the new event inherits its ``correlation_id``,
     ``identifier`` and ``config_hash`` so one run stays traceable end to end; explicit
     arguments win. ``config_hash`` defaults to the payload's own when it has one.
+    ``event_id`` is for producers that must publish the same event again after a crash
+    (a deterministic id, which consumers then drop as a duplicate).
     """
     cls = _BY_PAYLOAD.get(type(payload))
     if cls is None:
         raise TypeError(f"no event type carries a {type(payload).__name__} payload")
     fields: dict[str, Any] = {"payload": payload}
+    if event_id is not None:
+        fields["event_id"] = event_id
     if parent is not None:
         fields.update(
             correlation_id=parent.correlation_id,

@@ -48,10 +48,10 @@ from typing import Literal
 from flts.bus import open_bus
 from flts.bus.sqlite import SQLiteBus
 from flts.data.processed import PROCESSED_ROOT, ProcessedKeys
+from flts.datasets import DATASETS_ROOT
 from flts.exceptions import ConfigurationError
 from flts.promotion import PROMOTION_ROOT, PromotionStore, pending
 from flts.services.batch_inference import LOGS_ROOT
-from flts.services.outbox import DATASETS_ROOT
 from flts.settings import RetentionSettings, Settings
 from flts.storage import ObjectStore
 

@@ -227,6 +227,62 @@ class LiveSettings(_Section):
         ge=1,
         description="Scored forecasts per identifier, run and step behind each live figure.",
     )
+    drift_enabled: bool = Field(
+        default=True,
+        description="Let the monitor's drift detector ask for a retraining (flts.live.drift).",
+    )
+    drift_delta: float = Field(
+        default=0.5,
+        ge=0,
+        description="Drift detector: live error may exceed the champion's evaluation error "
+        "by this share before it counts against it (0.5: up to 1.5x is tolerated).",
+    )
+    drift_threshold: float = Field(
+        default=30.0,
+        gt=0,
+        description="Drift detector: alarm once the accumulated excess (in units of the "
+        "evaluation error) passes this; higher is slower and fewer false alarms.",
+    )
+    drift_min_samples: int = Field(
+        default=60,
+        ge=1,
+        description="Drift detector: scored forecasts of a champion before it may alarm.",
+    )
+    drift_clip: float = Field(
+        default=5.0,
+        gt=1,
+        description="Drift detector: one forecast's error counts at most this many times the "
+        "evaluation error, so a single burst cannot alarm alone.",
+    )
+    drift_cooldown_minutes: float = Field(
+        default=6 * 60,
+        gt=0,
+        description="After a drift trigger, how long the detector of that champion stays "
+        "silent (then it starts again from zero).",
+    )
+    retrain_every_hours: float | None = Field(
+        default=None,
+        gt=0,
+        description="Ask for a retraining of every monitored identifier this often (off).",
+    )
+    retrain_every_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Ask for a retraining once this many new observation rows are stored "
+        "since the last scheduled one (off).",
+    )
+    retrain_window_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="A retraining trains on the observations of this trailing window (behind "
+        "the newest stored row).",
+    )
+    retrain_min_rows: int = Field(
+        default=720,
+        ge=1,
+        description="Rows a retraining set has at least: a shorter window is filled up with "
+        "the newest earlier rows of the champion's dataset.",
+    )
 
 
 class BusSettings(_Section):

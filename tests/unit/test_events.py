@@ -217,7 +217,7 @@ def test_unknown_type() -> None:
     assert _error(raw) == (
         "unknown event type 'model-deleted'; known: dataset-uploaded, training-data, "
         "inference-data, model-training, model-selected, observations, observations-stored, "
-        "forecasts"
+        "forecasts, retrain-requested"
     )
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from flts.data.hashing import content_digest
 from flts.data.synthetic import synthetic_traffic
+from flts.datasets import is_dataset_id
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Event
 from flts.services.context import ServiceContext
-from flts.services.gateway import create_gateway_app, is_dataset_id, sanitize_filename
+from flts.services.gateway import create_gateway_app, sanitize_filename
 from flts.settings import GatewaySettings
 from helpers import GatewayClient, memory_settings
 

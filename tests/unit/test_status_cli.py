@@ -61,3 +61,42 @@ def test_status_shows_the_live_figures_of_the_champion(
     assert tables.exit_code == 0, tables.output
     assert "live NRMSE" in tables.output
     assert f"{figure.nrmse:.4f}" in tables.output
+
+
+def test_flts_retrain_publishes_a_manual_request_that_status_shows(
+    tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flts.events import RETRAIN_REQUESTED, Event, RetrainRequestedEvent
+
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    monkeypatch.setenv("FLTS_HOME", str(tmp_path))
+    for name in ("FLTS_BUS_URL", "FLTS_STORAGE_URL", "FLTS_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    unknown = CliRunner().invoke(app, ["retrain", "--identifier", "S1"])
+    assert unknown.exit_code == 1
+    assert "no model has been promoted" in unknown.output
+    context = ServiceContext(Settings())
+    context.promotions.store.put_json(
+        context.promotions.pointer_key("S1"),
+        Promotion(
+            run_id="run-1", model_type="RIDGE", config_hash="abcdef012345", identifier="S1"
+        ).model_dump(mode="json"),
+    )
+    result = CliRunner().invoke(app, ["retrain", "--identifier", "S1", "--reason", "new antenna"])
+    assert result.exit_code == 0, result.output
+    events: list[Event] = []
+    context.bus.consume(RETRAIN_REQUESTED, "probe", events.append, max_idle=0.2)
+    [event] = events
+    assert isinstance(event, RetrainRequestedEvent)
+    assert (event.identifier, event.payload.reason.value) == ("S1", "manual")
+    assert (event.payload.note, event.payload.champion_run_id) == ("new antenna", "run-1")
+    context.close()
+
+    status = CliRunner().invoke(app, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    [entry] = json.loads(status.output)["retraining"]
+    assert (entry["event_id"], entry["outcome"]) == (event.event_id, None)
+    tables = CliRunner().invoke(app, ["status"])
+    assert "Retraining" in tables.output
+    assert "new antenna" in tables.output
+    assert "waiting for preprocess" in tables.output

@@ -22,8 +22,9 @@ def status(
     ] = False,
 ) -> None:
     """Champion per identifier with its evaluation, batch and live error, recent decisions,
-    pending events and dead letters."""
+    retraining triggers and their outcome, pending events and dead letters."""
     from flts.live.monitor import read_figures
+    from flts.live.triggers import read_triggers
     from flts.promotion import list_decisions
     from flts.services.batch_inference import latest_live_scores
     from flts.services.context import ServiceContext
@@ -56,6 +57,7 @@ def status(
                     }
                 )
             decisions = list_decisions(context.store, identifier)[-10:]
+            retraining = read_triggers(context.store, identifier)[-10:]
             backlog = [lag for lag in context.bus.lag() if lag.pending]
             letters = context.bus.dead_letters(limit=10)
             if as_json:
@@ -63,6 +65,7 @@ def status(
                     "champions": champions,
                     "live_updated_at": monitored["updated_at"],
                     "decisions": decisions,
+                    "retraining": retraining,
                     "pending": [
                         {"group": g.group, "topic": g.topic, "pending": g.pending} for g in backlog
                     ],
@@ -79,13 +82,17 @@ def status(
                 }
                 typer.echo(json.dumps(document, indent=2, default=str))
                 return
-            _print_status(champions, decisions, backlog, letters)
+            _print_status(champions, decisions, retraining, backlog, letters)
     finally:
         context.close()
 
 
 def _print_status(
-    champions: list[dict[str, Any]], decisions: list[dict[str, Any]], backlog: Any, letters: Any
+    champions: list[dict[str, Any]],
+    decisions: list[dict[str, Any]],
+    retraining: list[dict[str, Any]],
+    backlog: Any,
+    letters: Any,
 ) -> None:
     table = Table(title="Champions")
     columns = ("identifier", "model", "run", "config", "eval NRMSE", "batch NRMSE")
@@ -127,6 +134,30 @@ def _print_status(
         )
     console.print(evaluations)
 
+    triggers = Table(title="Retraining")
+    columns = ("identifier", "requested", "reason", "evidence", "champion", "outcome")
+    for name in (*columns, "promoted"):
+        triggers.add_column(name)
+    for trigger in retraining:
+        outcome = trigger.get("outcome") or {}
+        if outcome.get("status") == "prepared":
+            result = f"dataset {outcome['dataset_id']} config {str(outcome['config_hash'])[:12]}"
+        elif outcome.get("status") == "refused":
+            result = f"refused: {redact(str(outcome.get('reason', '')))[:60]}"
+        else:
+            result = "waiting for preprocess"
+        promoted = trigger.get("promoted")
+        triggers.add_row(
+            str(trigger.get("identifier")),
+            str(trigger.get("requested_at", ""))[:19],
+            str(trigger.get("reason")),
+            _evidence(trigger),
+            str(trigger.get("champion_run_id") or "-"),
+            result,
+            "-" if promoted is None else "yes" if promoted else "no",
+        )
+    console.print(triggers)
+
     pending = Table(title="Pending events")
     for name in ("group", "topic", "pending", "in flight"):
         pending.add_column(name)
@@ -156,6 +187,19 @@ def _cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         return "cli"
+
+
+def _evidence(trigger: dict[str, Any]) -> str:
+    """The figures that matter of a trigger's evidence, in a few words."""
+    evidence: dict[str, Any] = trigger.get("evidence") or {}
+    if trigger.get("reason") == "drift":
+        return (
+            f"live/eval {_number(evidence.get('live_ratio'))} after "
+            f"{evidence.get('rows_since_change', '-')} rows"
+        )
+    if trigger.get("reason") == "manual":
+        return str(trigger.get("note") or evidence.get("requested_by") or "-")[:40]
+    return ", ".join(f"{k} {v}" for k, v in sorted(evidence.items()))[:40] or "-"
 
 
 def _number(value: object) -> str:
@@ -201,4 +245,52 @@ def rollback(
     console.print(
         f"{identifier}: champion is now {promotion.model_type} run {promotion.run_id} "
         f"(was {promotion.previous_run_id})"
+    )
+
+
+@app.command("retrain")
+def retrain(
+    identifier: Annotated[str, typer.Option(help="Station or tenant to retrain.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why, in words: recorded with the request.")
+    ] = None,
+) -> None:
+    """Ask for a retraining of IDENTIFIER (a retrain-requested event): preprocess builds a
+    training set from its stored observations and the pipeline trains, judges and swaps."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from flts.events import Identifier, RetrainReason
+    from flts.exceptions import DataValidationError, NotFoundError
+    from flts.live.triggers import request_retrain
+    from flts.promotion import PromotionStore
+    from flts.services.context import ServiceContext
+
+    with user_errors():
+        try:
+            TypeAdapter(Identifier).validate_python(identifier)
+        except ValidationError as exc:
+            raise DataValidationError(f"--identifier: {exc.errors()[0]['msg']}") from exc
+        if reason is not None and len(reason) > 1000:
+            raise DataValidationError("--reason is limited to 1000 characters")
+        context = ServiceContext(load_settings())
+        try:
+            champion = PromotionStore(context.store).current(identifier)
+            if champion is None:
+                raise NotFoundError(
+                    f"unknown identifier {identifier!r}: no model has been promoted for it; "
+                    "upload its dataset first"
+                )
+            event = request_retrain(
+                context.store,
+                context.bus,
+                identifier,
+                RetrainReason.MANUAL,
+                champion_run_id=champion.run_id,
+                evidence={"requested_by": _cli_actor()},
+                note=reason,
+            )
+        finally:
+            context.close()
+    console.print(
+        f"{identifier}: retraining requested (event {event.event_id}, champion {champion.run_id})"
     )

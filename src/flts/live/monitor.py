@@ -13,9 +13,11 @@ Each pass (``flts worker monitor``, every ``live.monitor_interval_seconds``):
 3. keeps the newest ``live.monitor_window`` scored steps per identifier, run and step, and
    computes per (identifier, run, model type, step): n, MAE per target, NRMSE (the paper's,
    mean over down/up), skill against persistence (1 - MASE) and interval coverage per level;
-4. saves its state (read ledger keys, pending and scored steps) and the figures under
-   ``monitor/``, so a restarted monitor goes on where it stopped and ``flts status`` reads the
-   figures without recomputing them.
+4. hands the steps it has just scored to the retraining triggers, when it has them
+   (:class:`flts.live.triggers.RetrainTriggers`: drift detector and schedule);
+5. saves its state (read ledger keys, pending and scored steps, the triggers' state) and the
+   figures under ``monitor/``, so a restarted monitor goes on where it stopped and
+   ``flts status`` reads the figures without recomputing them.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import pandas as pd
 
 from flts.data.spec import FeatureSpec
 from flts.evaluation import score
+from flts.events import RetrainRequestedEvent
 from flts.live.ledger import LEDGER_ROOT
 from flts.live.observations import ObservationLog
+from flts.live.triggers import RetrainTriggers
 from flts.storage import ObjectStore
 
 MONITOR_ROOT = "monitor"
@@ -74,6 +78,7 @@ class PassReport:
     expired: int = 0
     pending: int = 0
     figures: list[LiveFigure] = field(default_factory=list)
+    retrains: list[RetrainRequestedEvent] = field(default_factory=list)
 
 
 class LiveMonitor:
@@ -86,8 +91,10 @@ class LiveMonitor:
         *,
         window: int = 720,
         late_window: timedelta = timedelta(days=1),
+        triggers: RetrainTriggers | None = None,
     ) -> None:
         self.store = store
+        self.triggers = triggers
         self.spec = spec
         self.window = window
         self.late_window = pd.Timedelta(late_window)
@@ -128,6 +135,8 @@ class LiveMonitor:
             both = pd.concat([self.scored, scored_now], ignore_index=True)
             both = both.sort_values("time", kind="stable")
             self.scored = both.groupby(_GROUP, sort=False).tail(self.window).reset_index(drop=True)
+        if self.triggers is not None:
+            report.retrains = self.triggers.observe(scored_now, now)
         report.figures = self.figures()
         self._save(report.figures)
         return report
@@ -221,12 +230,15 @@ class LiveMonitor:
     # ------------------------------------------------------------------ state
 
     def _save(self, figures: list[LiveFigure]) -> None:
-        """Steps first, the read ledger keys last: a crash in between makes the next pass read
-        some objects again, whose steps are then dropped as duplicates (:data:`_STEP_KEY`)."""
+        """Steps and triggers first, the read ledger keys last: a crash in between makes the
+        next pass read some objects again, whose steps are then dropped as duplicates
+        (:data:`_STEP_KEY`) or, scored again, skipped by the triggers (``fed_until``)."""
         for key, frame in ((PENDING_KEY, self.pending), (SCORED_KEY, self.scored)):
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
             self.store.put_atomic(key, buffer.getvalue())
+        if self.triggers is not None:
+            self.triggers.save()
         state = {"read_keys": sorted(self.read_keys), "last_day": self.last_day}
         self.store.put_atomic(STATE_KEY, json.dumps(state).encode())
         document = {

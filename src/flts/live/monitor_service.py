@@ -8,7 +8,9 @@
 
 Only the identifier's newest run is exported per (identifier, model type, horizon), so the
 series count follows the fleet, not the history. The worker also follows ``model-selected``
-(logged), so a promotion shows in its log next to the figures it changes.
+(logged), so a promotion shows in its log next to the figures it changes. Each pass also runs
+the retraining triggers (drift detector and schedule, :mod:`flts.live.triggers`), which
+publish ``retrain-requested``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from flts.events import MODEL_SELECTED, Event, ModelSelectedEvent
+from flts.live.drift import DriftSettings
 from flts.live.monitor import LiveFigure, LiveMonitor
+from flts.live.triggers import RetrainTriggers, Schedule
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
 
@@ -76,18 +80,39 @@ def live_gauges() -> LiveFigures:
 
 
 class MonitorService:
-    """The monitor as a worker: a periodic pass (``tick``) beside a ``model-selected`` log."""
+    """The monitor as a worker: a periodic pass (``tick``), with the retraining triggers,
+    beside a ``model-selected`` log."""
 
     topics = (MODEL_SELECTED,)
     group = "monitor"
 
     def __init__(self, context: ServiceContext) -> None:
         live = context.settings.live
+        spec = context.settings.feature_spec
+        drift = DriftSettings(
+            delta=live.drift_delta,
+            threshold=live.drift_threshold,
+            min_samples=live.drift_min_samples,
+            clip=live.drift_clip,
+        )
+        every = live.retrain_every_hours
+        triggers = RetrainTriggers(
+            context.store,
+            context.bus,
+            spec,
+            drift=drift if live.drift_enabled else None,
+            cooldown=timedelta(minutes=live.drift_cooldown_minutes),
+            schedule=Schedule(
+                every=None if every is None else timedelta(hours=every),
+                every_rows=live.retrain_every_rows,
+            ),
+        )
         self.monitor = LiveMonitor(
             context.store,
-            context.settings.feature_spec,
+            spec,
             window=live.monitor_window,
             late_window=timedelta(minutes=live.late_window_minutes),
+            triggers=triggers,
         )
         self.tick_seconds = live.monitor_interval_seconds
         self.gauges = live_gauges()
@@ -99,6 +124,13 @@ class MonitorService:
     def tick(self) -> None:
         report = self.monitor.run_once()
         self.gauges.figures = report.figures
+        for event in report.retrains:
+            log.warning(
+                "%s: retraining requested (%s, champion %s)",
+                event.identifier,
+                event.payload.reason.value,
+                event.payload.champion_run_id,
+            )
         if report.new_steps or report.scored or report.expired:
             log.info(
                 "monitor: %d new forecast steps, %d scored, %d expired, %d waiting",

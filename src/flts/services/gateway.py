@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -77,6 +76,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from flts.data.hashing import content_digest
 from flts.data.spec import FeatureSpec, Recipe
+from flts.datasets import DATASETS_ROOT, dataset_keys, is_dataset_id, new_dataset_id
 from flts.events import (
     DatasetUploaded,
     DatasetUploadedEvent,
@@ -100,14 +100,13 @@ from flts.security.guard import key_ring, protect
 from flts.security.spreadsheet import escape_formulas
 from flts.services.admin import ADMIN_PREFIX, admin_router
 from flts.services.context import ServiceContext
-from flts.services.outbox import DATASETS_ROOT, Outbox, Reconciler, meta_key
+from flts.services.outbox import Outbox, Reconciler
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
 
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
 FRAMING_ALLOWANCE = 64 * 1024
 _FIELDS = ("train", "test", "identifier", "horizon", "lags")
-_DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _READ_BLOCK = 1 << 20
@@ -119,17 +118,6 @@ class _BodyTooLargeError(Exception):
     """The request stream went past the byte limit."""
 
 
-def new_dataset_id(now: datetime | None = None) -> str:
-    """``<UTC yyyymmddThhmmssZ>-<12 hex>``: sorts by upload time, unguessable, key-safe."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{uuid.uuid4().hex[:12]}"
-
-
-def is_dataset_id(value: str) -> bool:
-    """True when ``value`` has the shape :func:`new_dataset_id` produces."""
-    return bool(_DATASET_ID.fullmatch(value))
-
-
 def sanitize_filename(name: str | None, default: str) -> str:
     """The last path component of a client-supplied name, restricted to ``[A-Za-z0-9._-]``
     without leading dots, at most 128 characters; ``default`` when nothing is left.
@@ -137,16 +125,6 @@ def sanitize_filename(name: str | None, default: str) -> str:
     base = re.split(r"[\\/]", name or "")[-1]
     cleaned = _UNSAFE_NAME.sub("_", base).lstrip("._-")[:128]
     return cleaned or default
-
-
-def dataset_keys(dataset_id: str) -> dict[str, str]:
-    """Object keys of one dataset (``dataset_id`` must already be validated)."""
-    prefix = f"{DATASETS_ROOT}/{dataset_id}"
-    return {
-        "train": f"{prefix}/train.csv",
-        "test": f"{prefix}/test.csv",
-        "meta": meta_key(dataset_id),
-    }
 
 
 def _error_response(exc: FLTSError) -> JSONResponse:

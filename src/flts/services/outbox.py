@@ -25,6 +25,7 @@ import logging
 import threading
 from typing import Any
 
+from flts.datasets import meta_key
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, decode, encode
 from flts.exceptions import EventValidationError, InfrastructureError
 from flts.services.context import ServiceContext
@@ -32,12 +33,6 @@ from flts.services.context import ServiceContext
 log = logging.getLogger(__name__)
 
 OUTBOX_ROOT = "outbox"
-DATASETS_ROOT = "datasets"
-
-
-def meta_key(dataset_id: str) -> str:
-    """The completion marker of a dataset (``dataset_id`` must already be validated)."""
-    return f"{DATASETS_ROOT}/{dataset_id}/meta.json"
 
 
 def entry_key(dataset_id: str) -> str:

@@ -1,5 +1,8 @@
 """Preprocess service: raw CSVs of an upload -> ``processed/<config_hash>/`` -> claim checks.
 
+A ``retrain-requested`` event is handled as the upload of a retraining set built from the
+identifier's stored observations (:mod:`flts.live.retrain`, docs/architecture.md, rule 18).
+
 On ``dataset-uploaded`` it reads the stored CSV bytes, validates them with the core's checks,
 hashes everything that shapes the processed data (recipe, feature spec with the upload's own
 horizon and lags, the *content* digests of the stored bytes, seed 0; docs/architecture.md,
@@ -36,10 +39,13 @@ from flts.data.spec import FeatureSpec, Recipe
 from flts.events import (
     DATASET_UPLOADED,
     INFERENCE_DATA,
+    RETRAIN_REQUESTED,
     TRAINING_DATA,
     DatasetUploadedEvent,
+    Envelope,
     Event,
     InferenceData,
+    RetrainRequestedEvent,
     TrainingData,
     new_event,
 )
@@ -135,9 +141,10 @@ def processed_payloads(keys: ProcessedKeys) -> tuple[TrainingData, InferenceData
 
 
 class PreprocessService:
-    """Consumes ``dataset-uploaded``; publishes ``training-data`` and ``inference-data``."""
+    """Consumes ``dataset-uploaded`` and ``retrain-requested``; publishes ``training-data``
+    and ``inference-data``."""
 
-    topics: ClassVar[tuple[str, ...]] = (DATASET_UPLOADED,)
+    topics: ClassVar[tuple[str, ...]] = (DATASET_UPLOADED, RETRAIN_REQUESTED)
     group: str = "preprocess"
 
     def __init__(self, context: ServiceContext) -> None:
@@ -148,17 +155,49 @@ class PreprocessService:
         """Process one upload. Bad data raises :class:`DataValidationError` (the bus
         dead-letters it without retrying); a missing object raises ``KeyError`` (retried,
         since an object store may be briefly inconsistent)."""
+        if isinstance(event, RetrainRequestedEvent):
+            self.retrain(event)
+            return
         if not isinstance(event, DatasetUploadedEvent):
             log.warning("preprocess ignores %s event %s", event.type, event.event_id)
             return
-        keys = self.process(event)
+        self.publish(self.process(event), event)
+
+    def retrain(self, event: RetrainRequestedEvent) -> None:
+        """Build the retraining set of a request from the stored observations, process it
+        like an upload and publish its claim checks (children of the request); a set that
+        cannot be built is refused (:class:`DataValidationError`, dead-lettered) and the
+        trigger's outcome records why (docs/architecture.md, rule 18)."""
+        # Imported here: the live package builds on this module's holdout rule.
+        from flts.live.retrain import retraining_dataset
+        from flts.live.triggers import record_outcome
+
+        store = self.context.store
+        try:
+            upload = retraining_dataset(store, self.settings, event)
+            keys = self.process(upload)
+        except DataValidationError as exc:
+            record_outcome(store, event, status="refused", reason="; ".join(exc.problems))
+            raise
+        record_outcome(
+            store,
+            event,
+            status="prepared",
+            dataset_id=upload.payload.dataset_id,
+            config_hash=keys.config_hash,
+        )
+        self.publish(keys, event)
+
+    def publish(self, keys: ProcessedKeys, event: Envelope) -> None:
+        """The two claim checks of ``keys``, children of ``event``."""
         training, inference = processed_payloads(keys)
         bus = self.context.bus
         bus.publish(TRAINING_DATA, new_event(training, parent=event))
         bus.publish(INFERENCE_DATA, new_event(inference, parent=event))
         log.info(
-            "dataset %s -> processed %s (correlation %s)",
-            event.payload.dataset_id,
+            "%s %s -> processed %s (correlation %s)",
+            event.type,
+            event.event_id,
             keys.config_hash,
             event.correlation_id,
             extra={
