@@ -158,14 +158,14 @@ def bench_monitor(work: Path, stations: int, rows: int, repeats: int) -> dict[st
     for repeat in range(repeats):
         store = ObjectStore(f"file://{work / f'monitor-{repeat}'}")
         log = ObservationLog(store, SPEC)
-        ledger = ForecastLedger(store, "bench", SPEC.targets)
+        ledger = ForecastLedger(store, "bench")
 
         def serve(name: str, origin: int, ledger: ForecastLedger = ledger) -> None:
             when = series.index[origin + 1]
             values = series.loc[when, targets].to_numpy() * 1.05
             record = {"time": when.isoformat(), **dict(zip(targets, values.tolist(), strict=True))}
             model = {"identifier": name, "run_id": "r", "model_type": "RIDGE", "config_hash": "c"}
-            ledger.record({"forecast": [record], "model": model})
+            ledger.record(orjson.dumps({"forecast": [record], "model": model}))
 
         names = [f"cell{i:04d}" for i in range(stations)]
         for name in names:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -45,7 +46,10 @@ def answer(origin: int, horizon: int, rng: np.random.Generator, run: str = "r1")
         band.append(
             {
                 "time": when.isoformat(),
-                **{t: [v * 0.9, v * 1.1] for t, v in zip(TARGETS, values, strict=True)},
+                **{
+                    t: [float(v) * 0.9, float(v) * 1.1]
+                    for t, v in zip(TARGETS, values, strict=True)
+                },
             }
         )
     model = {"identifier": "S1", "run_id": run, "model_type": "RIDGE", "config_hash": "c0ffee00"}
@@ -75,10 +79,10 @@ def test_served_forecasts_are_scored_as_their_actuals_arrive(store: ObjectStore)
     rng = np.random.default_rng(3)
     log = ObservationLog(store, SPEC)
     log.append("S1", SERIES.iloc[:100])
-    ledger = ForecastLedger(store, "replica-a", TARGETS)
+    ledger = ForecastLedger(store, "replica-a")
     answers = [answer(origin, 3, rng) for origin in range(90, 120)]
     for item in answers:
-        ledger.record(item)
+        ledger.record(orjson.dumps(item))
     assert ledger.flush() is not None
     monitor = LiveMonitor(store, SPEC)
     first = monitor.run_once(NOW)
@@ -107,16 +111,16 @@ def test_a_restarted_monitor_goes_on_and_expires_what_never_arrives(store: Objec
     rng = np.random.default_rng(4)
     log = ObservationLog(store, SPEC)
     log.append("S1", SERIES.iloc[:50])
-    ledger = ForecastLedger(store, "replica-a", TARGETS)
+    ledger = ForecastLedger(store, "replica-a")
     for origin in range(40, 60):
-        ledger.record(answer(origin, 1, rng))
+        ledger.record(orjson.dumps(answer(origin, 1, rng)))
     ledger.flush()
     before = LiveMonitor(store, SPEC, late_window=timedelta(hours=1)).run_once(NOW)
     assert (before.scored, before.pending) == (9, 11)
 
-    late = ForecastLedger(store, "replica-b", TARGETS)
+    late = ForecastLedger(store, "replica-b")
     for origin in range(60, 70):
-        late.record(answer(origin, 1, rng))
+        late.record(orjson.dumps(answer(origin, 1, rng)))
     late.flush()  # another replica, after the restart
     # rows 50..54 never come: targets 50..54 (no actual) and 55 (no persistence origin) expire
     log.append("S1", SERIES.iloc[55:200])
@@ -134,9 +138,9 @@ def test_ledger_objects_read_again_after_a_crash_are_not_scored_twice(store: Obj
     the same objects again and must drop what it already holds."""
     rng = np.random.default_rng(5)
     ObservationLog(store, SPEC).append("S1", SERIES.iloc[:100])
-    ledger = ForecastLedger(store, "replica-a", TARGETS)
+    ledger = ForecastLedger(store, "replica-a")
     for origin in range(80, 110):  # 19 scored at once, 11 waiting
-        ledger.record(answer(origin, 1, rng))
+        ledger.record(orjson.dumps(answer(origin, 1, rng)))
     ledger.flush()
     first = LiveMonitor(store, SPEC).run_once(NOW)
     assert (first.scored, first.pending) == (19, 11)
@@ -151,12 +155,59 @@ def test_ledger_objects_read_again_after_a_crash_are_not_scored_twice(store: Obj
 def test_forecasts_whose_actual_never_comes_expire_a_late_window_after_serving(
     store: ObjectStore,
 ) -> None:
-    ledger = ForecastLedger(store, "replica-a", TARGETS)
+    ledger = ForecastLedger(store, "replica-a")
     for origin in range(10, 20):  # a station that reports nothing
-        ledger.record(answer(origin, 2, np.random.default_rng(6)))
+        ledger.record(orjson.dumps(answer(origin, 2, np.random.default_rng(6))))
     ledger.flush()
     monitor = LiveMonitor(store, SPEC, late_window=timedelta(hours=1))
     served = datetime.now(UTC)
     assert monitor.run_once(served).pending == 20
     later = monitor.run_once(served + timedelta(hours=2))
     assert (later.expired, later.pending, later.figures) == (20, 0, [])
+
+
+def test_ledger_rows_of_the_tensor_form_and_a_store_outage() -> None:
+    """A tensor answer becomes one row per window and step with its bands; rows a failing
+    store could not take are written by the next flush, the newest ``max_pending`` kept."""
+    from flts.live.ledger import ledger_frame, read_ledger
+
+    model = {"identifier": "S1", "run_id": "r", "model_type": "LSTM", "config_hash": "c"}
+    forecast = [
+        [[float(10 * i + s + t) for t in range(len(TARGETS))] for s in range(2)] for i in range(3)
+    ]
+    tensor = {
+        "model": model,
+        "targets": list(TARGETS),
+        "times": [[f"2018-02-05T00:0{2 * (i + s + 1)}:00" for s in range(2)] for i in range(3)],
+        "forecast": forecast,
+        "intervals": {
+            "80": {
+                "lower": [[[v - 1 for v in step] for step in w] for w in forecast],
+                "upper": [[[v + 1 for v in step] for step in w] for w in forecast],
+            }
+        },
+    }
+    frame = ledger_frame([(0, tensor)], TARGETS)
+    assert len(frame) == 6
+    assert frame["step"].tolist() == [1, 2, 1, 2, 1, 2]
+    assert frame[TARGETS[0]].tolist() == [0.0, 1.0, 10.0, 11.0, 20.0, 21.0]
+    assert frame[f"{TARGETS[0]}:upper:80"].tolist() == [1.0, 2.0, 11.0, 12.0, 21.0, 22.0]
+
+    class Flaky(ObjectStore):
+        down = True
+
+        def put_atomic(self, key: str, data: bytes) -> None:
+            if self.down:
+                raise OSError("store down")
+            super().put_atomic(key, data)
+
+    store = Flaky(f"memory://{uuid.uuid4().hex}")
+    ledger = ForecastLedger(store, "r", max_pending=1)
+    for _ in range(2):
+        ledger.record(orjson.dumps(tensor))
+    assert ledger.flush() is None  # two answers, the newest kept
+    assert ledger.dropped == 1
+    store.down = False
+    key = ledger.flush()
+    assert key is not None
+    assert len(read_ledger(store.get(key), TARGETS)) == 6

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -72,7 +73,7 @@ class Station:
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
         self.log = ObservationLog(context.store, SPEC)
-        self.ledger = ForecastLedger(context.store, "replica-a", SPEC.targets)
+        self.ledger = ForecastLedger(context.store, "replica-a")
         self.served = UPLOAD
         self.config_hash = self._upload_and_promote()
 
@@ -108,7 +109,9 @@ class Station:
                 "time": target.isoformat(),
                 **dict(zip(TARGETS, values.tolist(), strict=True)),
             }
-            self.ledger.record({"forecast": [record], "model": {**model, "config_hash": "c"}})
+            self.ledger.record(
+                orjson.dumps({"forecast": [record], "model": {**model, "config_hash": "c"}})
+            )
         self.ledger.flush()
         self.served = until
 

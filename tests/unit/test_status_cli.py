@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -39,13 +40,13 @@ def test_status_shows_the_live_figures_of_the_champion(
     spec = FeatureSpec()
     series = validate_rows(synthetic_traffic(80, seed=2), spec)
     ObservationLog(context.store, spec).append("S1", series)
-    ledger = ForecastLedger(context.store, "r", spec.targets)
+    ledger = ForecastLedger(context.store, "r")
     model = {"identifier": "S1", "run_id": run_id, "model_type": "RIDGE", "config_hash": "abc"}
     for origin in range(20, 40):
         when = series.index[origin + 1]
         values = series.loc[when, list(spec.targets)].to_numpy() * 1.1
         record = {"time": when.isoformat(), **dict(zip(spec.targets, values.tolist(), strict=True))}
-        ledger.record({"forecast": [record], "model": model})
+        ledger.record(orjson.dumps({"forecast": [record], "model": model}))
     ledger.flush()
     [figure] = LiveMonitor(context.store, spec).run_once().figures
     context.close()

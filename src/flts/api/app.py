@@ -71,14 +71,12 @@ class ServingCore:
         holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
         # read-only here: forecasts from the rows stations reported (POST /v1/observations)
         observations = ObservationLog(context.store, settings.feature_spec)
-        live, spec = settings.live, settings.feature_spec
+        live = settings.live
         ledger = None
         if live.ledger_sample > 0:
             ledger = ForecastLedger(
                 context.store,
                 replica,
-                spec.targets,
-                spec.time_column,
                 sample=live.ledger_sample,
                 flush_seconds=live.ledger_flush_seconds,
                 max_pending=live.ledger_max_pending,

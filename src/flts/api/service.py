@@ -146,9 +146,7 @@ class ForecastService:
                 )
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
-        if self.ledger is not None:
-            self.ledger.record(answer)
-        return orjson.dumps(answer)
+        return self._recorded(orjson.dumps(answer))
 
     async def _from_observations(self, call: ForecastCall) -> ForecastCall:
         """``call`` with the newest stored observations of its identifier as its history."""
@@ -229,10 +227,7 @@ class ForecastService:
             )
             for index, answer in zip(indices, answers, strict=True):
                 results[index] = answer
-        if self.ledger is not None:
-            for answer in results:
-                self.ledger.record(answer)
-        return orjson.dumps({"results": results})
+        return self._recorded(orjson.dumps({"results": results}))
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
         forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
@@ -244,9 +239,13 @@ class ForecastService:
             len(windows),
             lambda: tensor_answer(loaded, windows, call.horizon, call.intervals),
         )
+        return self._recorded(orjson.dumps(answer))
+
+    def _recorded(self, payload: bytes) -> bytes:
+        """The answer's bytes, also handed to the forecast ledger (the very bytes sent)."""
         if self.ledger is not None:
-            self.ledger.record(answer)
-        return orjson.dumps(answer)
+            self.ledger.record(payload)
+        return payload
 
     # ------------------------------------------------------------------ refusals
 

@@ -1,32 +1,37 @@
 """The forecast ledger: every forecast a replica served, recorded so it can be scored once its
 actual arrives (``flts worker monitor``).
 
-The hot path only appends a reference to the answer it already built (no copy, no I/O); a
-background thread turns what gathered into one append-only Parquet object every
-``live.ledger_flush_seconds`` (docs/architecture.md, rule 17)::
+The hot path only appends the answer's bytes, the very bytes sent to the client, and the time
+(no copy, no conversion, no I/O); a background thread writes what gathered as one append-only
+gzip'd JSON-lines object every ``live.ledger_flush_seconds`` (docs/architecture.md, rule 17)::
 
-    ledger/<yyyy-mm-dd>/<written at>-<replica>-<random>.parquet
+    ledger/<yyyy-mm-dd>/<written at>-<replica>-<random>.jsonl.gz
 
-One row per forecast step: ``identifier``, ``run_id``, ``model_type``, ``config_hash``,
-``issued_at`` (when it was served), ``step`` (1-based), ``time`` (the target time), one column
-per target, and ``<target>:lower:<level>`` / ``<target>:upper:<level>`` for the interval
-levels the request asked for. ``live.ledger_sample`` keeps a random share of the forecasts.
-A store outage keeps up to ``live.ledger_max_pending`` forecasts in memory for the next
-flush; past that the oldest are dropped and counted, never the serving path blocked.
+one line per answer: ``{"issued_at": <UTC ns>, "answer": <the answer as served>}``, where the
+answer is a single forecast, a row-form batch (``results``) or a tensor answer. Turning
+answers into rows (:func:`ledger_frame`, one per forecast step: ``identifier``, ``run_id``,
+``model_type``, ``config_hash``, ``issued_at``, ``step``, ``time``, one column per target and
+``<target>:lower:<level>`` / ``<target>:upper:<level>``) is the monitor's work, in its own
+process: the replica's writer only joins bytes and compresses (zlib releases the GIL), so it
+never competes with the event loop for the interpreter. ``live.ledger_sample`` keeps a
+random share of the answers. A store outage keeps up to ``live.ledger_max_pending`` answers
+in memory for the next flush; past that the oldest are dropped and counted, never the serving
+path blocked.
 """
 
 from __future__ import annotations
 
-import io
+import gzip
 import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import orjson
 import pandas as pd
 
 from flts.storage import ObjectStore
@@ -35,8 +40,10 @@ LEDGER_ROOT = "ledger"
 
 log = logging.getLogger(__name__)
 
-#: (served at, UTC nanoseconds; the answer as the API built it)
-_Entry = tuple[int, dict[str, Any]]
+SUFFIX = ".jsonl.gz"
+
+#: (served at, UTC nanoseconds; the answer's JSON bytes as sent)
+_Entry = tuple[int, bytes]
 
 
 class ForecastLedger:
@@ -46,8 +53,6 @@ class ForecastLedger:
         self,
         store: ObjectStore,
         replica_id: str,
-        targets: tuple[str, ...],
-        time_column: str = "time",
         *,
         sample: float = 1.0,
         flush_seconds: float = 5.0,
@@ -55,8 +60,6 @@ class ForecastLedger:
     ) -> None:
         self.store = store
         self.replica_id = replica_id
-        self.targets = targets
-        self.time_column = time_column
         self.sample = sample
         self.flush_seconds = flush_seconds
         self.max_pending = max_pending
@@ -69,9 +72,8 @@ class ForecastLedger:
 
     # ------------------------------------------------------------------ hot path
 
-    def record(self, answer: dict[str, Any]) -> None:
-        """Remember one answer (row form, tensor form or one item of a batch); on the event
-        loop, so only an append: the answer is never mutated after it is serialised."""
+    def record(self, answer: bytes) -> None:
+        """Remember one answer's JSON bytes; on the event loop, so only an append."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         self._pending.append((time.time_ns(), answer))
@@ -97,32 +99,31 @@ class ForecastLedger:
 
     def flush(self) -> str | None:
         """Write everything recorded so far as one object; returns its key (None when there
-        was nothing, or the store failed: the entries then wait for the next flush)."""
+        was nothing, or the store failed: the answers then wait for the next flush)."""
         with self._flushing:
             # Swap, not copy: an append on the event loop lands in one list or the other.
             entries, self._pending = self._pending, []
             if not entries:
                 return None
-            frame = ledger_frame(entries, self.targets, self.time_column)
+            lines = b"".join(
+                b'{"issued_at":%d,"answer":%b}\n' % (issued, answer) for issued, answer in entries
+            )
             stamp = datetime.now(UTC)
             key = (
                 f"{LEDGER_ROOT}/{stamp:%Y-%m-%d}/{stamp:%Y%m%dT%H%M%S%fZ}-"
-                f"{self.replica_id}-{uuid.uuid4().hex[:8]}.parquet"
+                f"{self.replica_id}-{uuid.uuid4().hex[:8]}{SUFFIX}"
             )
-            buffer = io.BytesIO()
-            frame.to_parquet(buffer, index=False)
             try:
-                self.store.put_atomic(key, buffer.getvalue())
+                self.store.put_atomic(key, gzip.compress(lines, compresslevel=1))
             except Exception:
-                log.exception(
-                    "writing %d forecasts to the ledger failed; kept for later", len(entries)
-                )
+                log.exception("writing %d answers to the ledger failed; kept", len(entries))
                 self._requeue(entries)
                 return None
             self.written += len(entries)
             return key
 
     def _requeue(self, entries: list[_Entry]) -> None:
+        """Keep unwritten answers for the next flush, the newest ``max_pending`` at most."""
         pending = entries + self._pending
         overflow = len(pending) - self.max_pending
         if overflow > 0:
@@ -131,49 +132,84 @@ class ForecastLedger:
         self._pending = pending
 
 
+def read_ledger(data: bytes, targets: tuple[str, ...], time_column: str = "time") -> pd.DataFrame:
+    """The rows (:func:`ledger_frame`) of one ledger object's bytes."""
+    entries: list[tuple[int, dict[str, Any]]] = []
+    for line in gzip.decompress(data).splitlines():
+        if not line:
+            continue
+        document = orjson.loads(line)
+        issued, answer = int(document["issued_at"]), document["answer"]
+        for item in answer.get("results", [answer]):  # a row-form batch: one per item
+            entries.append((issued, item))
+    return ledger_frame(entries, targets, time_column)
+
+
 def ledger_frame(
-    entries: list[_Entry], targets: tuple[str, ...], time_column: str = "time"
+    entries: list[tuple[int, dict[str, Any]]], targets: tuple[str, ...], time_column: str = "time"
 ) -> pd.DataFrame:
-    """The ledger rows of ``entries`` (see module doc), one per forecast step."""
-    rows = [
-        row for issued, answer in entries for row in _rows(issued, answer, targets, time_column)
-    ]
-    frame = pd.DataFrame.from_records(rows)
-    frame["issued_at"] = pd.to_datetime(frame["issued_at"], unit="ns")
-    frame["time"] = pd.to_datetime(frame["time"])
-    return frame
+    """The ledger rows of ``entries`` (see module doc), one per forecast step, built column by
+    column (a list per column, no dict per row)."""
+    names = ("identifier", "run_id", "model_type", "config_hash")
+    lineage: dict[str, list[Any]] = {name: [] for name in names}
+    issued: list[int] = []
+    steps: list[int] = []
+    times: list[str] = []
+    values: dict[str, list[float]] = {target: [] for target in targets}
+    bands: dict[str, list[float | None]] = {}
+    rows = 0
 
+    def band(name: str, value: float) -> None:
+        column = bands.get(name)
+        if column is None:  # a level no earlier row asked for
+            column = bands[name] = [None] * rows
+        column.append(value)
 
-def _rows(
-    issued: int, answer: dict[str, Any], targets: tuple[str, ...], time_column: str
-) -> Iterator[dict[str, Any]]:
-    model = answer["model"]
-    lineage = {
-        "identifier": model["identifier"],
-        "run_id": model["run_id"],
-        "model_type": model["model_type"],
-        "config_hash": model["config_hash"],
-        "issued_at": issued,
-    }
-    if "times" in answer:  # the tensor form: times[i][step], forecast[i][step][target]
-        bands = answer.get("intervals", {})
-        for i, times in enumerate(answer["times"]):
-            for step, when in enumerate(times):
-                row = {**lineage, "step": step + 1, "time": when}
-                row.update(zip(targets, answer["forecast"][i][step], strict=True))
-                for level, band in bands.items():
+    for served_at, answer in entries:
+        model = answer["model"]
+        lines = [model[name] for name in names]
+        intervals = answer.get("intervals", {})
+        if "times" in answer:  # the tensor form: times[i][step], forecast[i][step][target]
+            windows = [
+                (i, step, when)
+                for i, row in enumerate(answer["times"])
+                for step, when in enumerate(row)
+            ]
+        else:
+            windows = [(0, step, r[time_column]) for step, r in enumerate(answer["forecast"])]
+        for i, step, when in windows:
+            for name, line in zip(names, lines, strict=True):
+                lineage[name].append(line)
+            issued.append(served_at)
+            steps.append(step + 1)
+            times.append(when)
+            if "times" in answer:
+                for t, target in enumerate(targets):
+                    values[target].append(answer["forecast"][i][step][t])
+                for level, bounds in intervals.items():
                     for t, target in enumerate(targets):
-                        row[f"{target}:lower:{level}"] = band["lower"][i][step][t]
-                        row[f"{target}:upper:{level}"] = band["upper"][i][step][t]
-                yield row
-        return
-    bands = answer.get("intervals", {})
-    for step, record in enumerate(answer["forecast"]):
-        row = {**lineage, "step": step + 1, "time": record[time_column]}
-        row.update((target, record[target]) for target in targets)
-        for level, records in bands.items():
-            for target in targets:
-                lower, upper = records[step][target]
-                row[f"{target}:lower:{level}"] = lower
-                row[f"{target}:upper:{level}"] = upper
-        yield row
+                        band(f"{target}:lower:{level}", bounds["lower"][i][step][t])
+                        band(f"{target}:upper:{level}", bounds["upper"][i][step][t])
+            else:
+                record = answer["forecast"][step]
+                for target in targets:
+                    values[target].append(record[target])
+                for level, records in intervals.items():
+                    for target in targets:
+                        lower, upper = records[step][target]
+                        band(f"{target}:lower:{level}", lower)
+                        band(f"{target}:upper:{level}", upper)
+            rows += 1
+            for column in bands.values():  # levels this row did not ask for
+                if len(column) < rows:
+                    column.append(None)
+    return pd.DataFrame(
+        {
+            **lineage,
+            "issued_at": np.array(issued, dtype=np.int64).view("datetime64[ns]"),
+            "step": np.array(steps, dtype=np.int64),
+            "time": pd.to_datetime(times, format="ISO8601"),
+            **{t: np.array(v, dtype=np.float64) for t, v in values.items()},
+            **{c: np.array(v, dtype=np.float64) for c, v in bands.items()},
+        }
+    )

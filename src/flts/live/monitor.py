@@ -36,7 +36,8 @@ import pandas as pd
 from flts.data.spec import FeatureSpec
 from flts.evaluation import score
 from flts.events import RetrainRequestedEvent
-from flts.live.ledger import LEDGER_ROOT
+from flts.live.ledger import LEDGER_ROOT, read_ledger
+from flts.live.ledger import SUFFIX as LEDGER_SUFFIX
 from flts.live.observations import ObservationLog
 from flts.live.triggers import RetrainTriggers
 from flts.storage import ObjectStore
@@ -152,9 +153,10 @@ class LiveMonitor:
             key
             for day in days
             for key in self.store.list(f"{LEDGER_ROOT}/{day.isoformat()}")
-            if key.endswith(".parquet") and key not in self.read_keys
+            if key.endswith(LEDGER_SUFFIX) and key not in self.read_keys
         ]
-        frames = [pd.read_parquet(io.BytesIO(self.store.get(key))) for key in keys]
+        spec = self.spec
+        frames = [read_ledger(self.store.get(key), spec.targets, spec.time_column) for key in keys]
         # Keys of days that can no longer be listed again need not be remembered.
         keep = tuple(day.isoformat() for day in days)
         self.read_keys = {k for k in self.read_keys if k.split("/")[1] in keep} | set(keys)

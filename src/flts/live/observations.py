@@ -249,11 +249,16 @@ class ObservationLog:
             if cached is not None and cached.keys == keys:
                 self._days.move_to_end(slot)
                 return cached
-        if cached is not None and set(cached.keys) <= set(keys):
-            added = [k for k in keys if k not in cached.keys]
-            frame = _first_per_time([cached.frame, *self._load(added)])
-        else:
-            frame = _first_per_time(self._load(keys))
+        for _ in range(5):  # a compaction between listing and reading: list again
+            if cached is not None and set(cached.keys) <= set(keys):
+                added, complete = self._load([k for k in keys if k not in cached.keys])
+                frame = _first_per_time([cached.frame, *added])
+            else:
+                loaded, complete = self._load(keys)
+                frame = _first_per_time(loaded)
+            if complete:
+                break
+            keys, cached = self._objects(identifier, day), None
         fresh = _Day(keys=keys, frame=frame)
         with self._cache_guard:
             self._days[slot] = fresh
@@ -262,14 +267,17 @@ class ObservationLog:
                 self._days.popitem(last=False)
         return fresh
 
-    def _load(self, keys: Iterable[str]) -> list[pd.DataFrame]:
+    def _load(self, keys: Iterable[str]) -> tuple[list[pd.DataFrame], bool]:
+        """The objects' rows, and whether every one was still there (a part compacted away
+        between the listing and the read has its rows in an object the listing missed)."""
         frames = []
+        complete = True
         for key in sorted(keys):  # compacted-* first, then parts by write time
             try:
                 frames.append(pd.read_parquet(io.BytesIO(self.store.get(key))))
-            except KeyError:  # compacted away between the listing and the read
-                continue
-        return frames or [self._empty()]
+            except KeyError:
+                complete = False
+        return frames or [self._empty()], complete
 
     def _empty(self) -> pd.DataFrame:
         index = pd.DatetimeIndex([], name=self.spec.time_column, dtype="datetime64[ns]")
@@ -285,7 +293,10 @@ class ObservationLog:
         keys = self._objects(identifier, day)
         if len(keys) < 2:
             return None
-        merged = _first_per_time(self._load(keys))
+        loaded, complete = self._load(keys)
+        if not complete:  # another compactor got there first: leave the day to it
+            return None
+        merged = _first_per_time(loaded)
         key = self._write(identifier, day, _COMPACTED, merged)
         for old in keys:  # only what was merged: parts written meanwhile stay
             self.store.delete(old)
