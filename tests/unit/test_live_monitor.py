@@ -27,7 +27,9 @@ from flts.storage import ObjectStore
 SPEC = FeatureSpec()
 TARGETS = SPEC.targets
 SERIES = validate_rows(synthetic_traffic(600, seed=11), SPEC)
-NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
+# The ledger files its objects under the wall-clock day they are written, so the passes run
+# "now" too (the monitor lists the days up to the pass time).
+NOW = datetime.now(UTC)
 
 
 def answer(origin: int, horizon: int, rng: np.random.Generator, run: str = "r1") -> dict[str, Any]:
@@ -131,6 +133,23 @@ def test_a_restarted_monitor_goes_on_and_expires_what_never_arrives(store: Objec
     assert after.scored == 5 + 10  # targets 56..60, then the new replica's 61..70
     [figure] = after.figures
     assert figure.n == 9 + 5 + 10
+
+
+def test_a_pass_with_nothing_new_writes_nothing(store: ObjectStore) -> None:
+    """An idle fleet must not cost a rewrite of the monitor's objects every pass."""
+    rng = np.random.default_rng(5)
+    ObservationLog(store, SPEC).append("S1", SERIES.iloc[:60])
+    ledger = ForecastLedger(store, "replica-a")
+    for origin in range(40, 50):
+        ledger.record(orjson.dumps(answer(origin, 1, rng)))
+    ledger.flush()
+    monitor = LiveMonitor(store, SPEC)
+    assert monitor.run_once(NOW).scored == 10
+    written = {key: store.get(key) for key in store.list("monitor")}
+    idle = monitor.run_once(NOW + timedelta(seconds=30))
+    assert (idle.read_objects, idle.scored, idle.expired) == (0, 0, 0)
+    assert [f.n for f in idle.figures] == [10]  # the figures are still reported
+    assert {key: store.get(key) for key in store.list("monitor")} == written
 
 
 def test_ledger_objects_read_again_after_a_crash_are_not_scored_twice(store: ObjectStore) -> None:

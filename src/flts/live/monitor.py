@@ -93,13 +93,16 @@ class LiveMonitor:
         window: int = 720,
         late_window: timedelta = timedelta(days=1),
         triggers: RetrainTriggers | None = None,
+        observations: ObservationLog | None = None,
     ) -> None:
         self.store = store
         self.triggers = triggers
         self.spec = spec
         self.window = window
         self.late_window = pd.Timedelta(late_window)
-        self.observations = ObservationLog(store, spec)
+        self.observations = observations or ObservationLog(store, spec)
+        #: The figures of the last pass, None until a pass computed them.
+        self.last_figures: list[LiveFigure] | None = None
         self.read_keys: set[str] = set()
         self.last_day: str | None = None
         self.pending = pd.DataFrame()
@@ -138,8 +141,16 @@ class LiveMonitor:
             self.scored = both.groupby(_GROUP, sort=False).tail(self.window).reset_index(drop=True)
         if self.triggers is not None:
             report.retrains = self.triggers.observe(scored_now, now)
-        report.figures = self.figures()
-        self._save(report.figures)
+        changed = report.read_objects or report.scored or report.expired or report.retrains
+        if changed or self.last_figures is None:
+            self.last_figures = self.figures()
+            # A pass that read, scored, expired and triggered nothing changed no state: the
+            # store keeps what the last pass wrote (its ``updated_at`` is when figures last
+            # changed), so an idle fleet costs a few listings per pass, not rewrites.
+            self._save(self.last_figures)
+        elif self.triggers is not None:
+            self.triggers.save()  # a schedule's clock may have started (else writes nothing)
+        report.figures = self.last_figures
         return report
 
     def _read_ledger(self, now: datetime, report: PassReport) -> pd.DataFrame:
@@ -173,7 +184,9 @@ class LiveMonitor:
         step = self.spec.step
         times = pd.DatetimeIndex(rows["time"])
         origins = times - step * rows["step"].to_numpy()
-        actuals = self.observations.read(identifier, start=origins.min(), end=times.max())
+        # Read on to the newest stored row (the pending targets are recent, so this is at
+        # most a day more, from the log's cache): its time decides which steps expired.
+        actuals = self.observations.read(identifier, start=origins.min())
         targets = list(self.spec.targets)
         truth = actuals[targets].reindex(times).to_numpy()
         origin = actuals[targets].reindex(origins).to_numpy()
@@ -188,8 +201,8 @@ class LiveMonitor:
             # never coming: served longer ago than the late window, or for a time further
             # behind the station's newest row than a late row may be
             stale = np.asarray(pd.DatetimeIndex(left["issued_at"]) < now - self.late_window)
-            newest = self.observations.newest(identifier)
-            if newest is not None:
+            if len(actuals):
+                newest = actuals.index.max()
                 stale |= np.asarray(pd.DatetimeIndex(left["time"]) < newest - self.late_window)
             expired = int(stale.sum())
             left = left[~stale]

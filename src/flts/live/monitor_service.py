@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from flts.events import MODEL_SELECTED, Event, ModelSelectedEvent
 from flts.live.drift import DriftSettings
 from flts.live.monitor import LiveFigure, LiveMonitor
+from flts.live.observations import ObservationLog
 from flts.live.triggers import RetrainTriggers, Schedule
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
@@ -96,6 +97,8 @@ class MonitorService:
             clip=live.drift_clip,
         )
         every = live.retrain_every_hours
+        # One log for both, so a station-day is read (and cached) once per pass.
+        observations = ObservationLog(context.store, spec)
         triggers = RetrainTriggers(
             context.store,
             context.bus,
@@ -106,6 +109,7 @@ class MonitorService:
                 every=None if every is None else timedelta(hours=every),
                 every_rows=live.retrain_every_rows,
             ),
+            observations=observations,
         )
         self.monitor = LiveMonitor(
             context.store,
@@ -113,6 +117,7 @@ class MonitorService:
             window=live.monitor_window,
             late_window=timedelta(minutes=live.late_window_minutes),
             triggers=triggers,
+            observations=observations,
         )
         self.tick_seconds = live.monitor_interval_seconds
         self.gauges = live_gauges()

@@ -342,6 +342,12 @@ class ObservationLog:
             return self._locks.setdefault(identifier, threading.Lock())
 
 
+def cell_value(value: Any) -> float | None:
+    """A stored cell as JSON: a number, or null for a missing (NaN) cell."""
+    number = float(value)
+    return None if number != number else number
+
+
 def _iso(time: pd.Timestamp | None) -> str | None:
     return None if time is None else time.isoformat()
 

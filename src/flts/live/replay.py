@@ -26,6 +26,7 @@ import pandas as pd
 from flts.data.reader import read_traffic_csv
 from flts.data.spec import FeatureSpec
 from flts.exceptions import ConfigurationError, DataValidationError, FLTSError, UnavailableError
+from flts.live.observations import cell_value
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def replay_rows(
     records = frame.reset_index().to_dict("records")
     time_column = spec.time_column
     return [
-        {str(k): (v.isoformat() if k == time_column else _cell(v)) for k, v in row.items()}
+        {str(k): (v.isoformat() if k == time_column else cell_value(v)) for k, v in row.items()}
         for row in records
     ]
 
@@ -156,8 +157,3 @@ def _refusal(response: httpx.Response) -> FLTSError:
     if response.status_code >= 500:
         return UnavailableError(message)
     return DataValidationError(message)
-
-
-def _cell(value: Any) -> float | None:
-    number = float(value)
-    return None if number != number else number  # NaN (a missing cell) as null

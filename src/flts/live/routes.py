@@ -28,6 +28,7 @@ from flts.data.reader import read_observation_csv
 from flts.events import Identifier, ObservationCell
 from flts.exceptions import DataValidationError, PayloadTooLargeError, UnsupportedMediaError
 from flts.live.ingest import ObservationIngest
+from flts.live.observations import cell_value
 
 #: Bytes one observation row may take in a body (a Barcelona row is ~120 bytes as JSON).
 BYTES_PER_ROW = 1024
@@ -123,7 +124,7 @@ def observation_router(ingest: ObservationIngest) -> APIRouter:
         rows = [
             {
                 spec.time_column: t.isoformat(),
-                **{c: _number(v) for c, v in zip(frame.columns, values, strict=True)},
+                **{c: cell_value(v) for c, v in zip(frame.columns, values, strict=True)},
             }
             for t, values in zip(frame.index, frame.to_numpy(), strict=True)
         ]
@@ -139,7 +140,3 @@ def _time(value: str | None, field: str) -> pd.Timestamp | None:
     if pd.isna(parsed):
         raise DataValidationError(f"{field}: {value!r} is not an ISO 8601 time")
     return pd.Timestamp(parsed).tz_convert(None)
-
-
-def _number(value: float) -> float | None:
-    return None if value != value else float(value)  # NaN (a missing cell) as null

@@ -203,6 +203,7 @@ class RetrainTriggers:
         self.observations = observations or ObservationLog(store, spec)
         self.promotions = PromotionStore(store)
         self.watches: dict[str, _Watch] = {}
+        self._saved: bytes | None = None  # the state as last read or written
         self._load()
 
     def observe(self, scored: pd.DataFrame, now: datetime) -> list[RetrainRequestedEvent]:
@@ -335,12 +336,17 @@ class RetrainTriggers:
     # ------------------------------------------------------------------ state
 
     def save(self) -> None:
+        """Write the state when it differs from what was last read or written."""
         document = {name: vars(watch) for name, watch in sorted(self.watches.items())}
-        self.store.put_atomic(TRIGGERS_STATE_KEY, json.dumps(document).encode())
+        data = json.dumps(document).encode()
+        if data != self._saved:
+            self.store.put_atomic(TRIGGERS_STATE_KEY, data)
+            self._saved = data
 
     def _load(self) -> None:
         try:
-            document = json.loads(self.store.get(TRIGGERS_STATE_KEY))
+            self._saved = self.store.get(TRIGGERS_STATE_KEY)
         except KeyError:
             return
+        document = json.loads(self._saved)
         self.watches = {name: _Watch(**state) for name, state in document.items()}
