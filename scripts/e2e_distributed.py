@@ -12,7 +12,11 @@
    while a client sends requests to both replicas: both switch, zero failed requests.
 6. Meanwhile kills one trainer in the middle of training; its message is redelivered to the
    restarted trainer and the pipeline still completes.
-7. Stops everything it started (also on failure); exits non-zero naming each failed check.
+7. The live loop: a second station is trained, its test file replayed as observations with
+   a regime change; the monitor detects the drift, exactly one retraining runs from the
+   stored observations, and the new champion's live error is lower than the old one's (the
+   figures go to build/e2e/live_loop_distributed.json).
+8. Stops everything it started (also on failure); exits non-zero naming each failed check.
 
 Run: ``make e2e``, or from the checkout with the tests directory on the path (the dev
 servers live there): ``PYTHONPATH=tests python scripts/e2e_distributed.py [--data-dir
@@ -51,6 +55,7 @@ from flts.events import (
 )
 from flts.security import create_key
 from flts.settings import Settings
+from flts.storage import ObjectStore
 from flts.supervisor import Supervisor, service_specs
 from flts.tracking import Tracker
 from servers import free_port
@@ -65,6 +70,7 @@ from servers.client import (
     wait_http,
 )
 from servers.kafka import start_kafka
+from servers.live_loop import DRIFT_SETTINGS, run_regime_change
 from servers.mlflow_server import start_mlflow_server
 from servers.postgres import create_database
 from servers.s3 import start_seaweedfs
@@ -72,6 +78,7 @@ from servers.s3 import start_seaweedfs
 MODELS = ["LSTM", "GRU", "RIDGE", "PERSISTENCE", "PROPHET"]
 KILLED = "LSTM"
 IDENTIFIER = "e2e"
+LIVE_IDENTIFIER = "e2e-live"
 #: Short sessions so a killed consumer's partitions move on quickly (Tansu joins in ~1 s).
 KAFKA_OPTIONS = "session_timeout_ms=6000&heartbeat_interval_ms=500"
 
@@ -146,8 +153,8 @@ def upload(gateway: str, train: bytes, test: bytes) -> dict[str, Any]:
     return meta
 
 
-def champion(api: str) -> str | None:
-    return champion_run(api, IDENTIFIER, API_KEY["key"])
+def champion(api: str, identifier: str = IDENTIFIER) -> str | None:
+    return champion_run(api, identifier, API_KEY["key"])
 
 
 def scaled(csv: bytes, factor: float) -> bytes:
@@ -207,6 +214,7 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             "FLTS_SECURITY__KEYS_FILE": str(keys_file),
             "FLTS_SERVING__POINTER_POLL_SECONDS": "1",
             "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(MODELS),
+            **DRIFT_SETTINGS,
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith(("FLTS_", "AWS_"))})
         settings = Settings()
@@ -302,6 +310,35 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
             )
             checks.timings["requests_during_swap"] = total
             checks.timings["failed_requests_during_swap"] = len(failures)
+
+        with checks.phase("7. live loop: observations, drift, one retraining, a better champion"):
+            seen = run_regime_change(
+                gateway=gateway,
+                api=apis[0],
+                key=API_KEY["key"],
+                store=ObjectStore(settings.storage.url),
+                identifier=LIVE_IDENTIFIER,
+                workdir=workdir,
+                champion_timeout=600,
+                retrain_timeout=600,
+            )
+            checks.check(
+                len(seen.triggers) == 1 and seen.triggers[0]["reason"] == "drift",
+                f"exactly one retraining, for drift: {[t['reason'] for t in seen.triggers]}",
+            )
+            checks.check(seen.triggers[0]["promoted"] is True, "the retrained model was promoted")
+            checks.check(
+                seen.after["nrmse"] < seen.before["nrmse"],
+                f"live NRMSE {seen.before['nrmse']:.3f} before, {seen.after['nrmse']:.3f} after",
+            )
+            checks.check(
+                champion(apis[1], LIVE_IDENTIFIER) == seen.second,
+                "the other replica serves the retrained champion",
+            )
+            out = Path("build/e2e/live_loop_distributed.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(seen.report, indent=2) + "\n")
+            checks.timings.update({f"live_{k}": v for k, v in seen.report.items()})
     return checks
 
 

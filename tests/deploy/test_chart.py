@@ -138,7 +138,15 @@ def test_workers_are_probed_through_their_health_server(renders: dict[str, Objec
         if o["spec"]["template"]["spec"]["containers"][0]["args"][0] == "worker"
     ]
     components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in workers}
-    assert {"preprocess", "evaluate", "batch-inference", "trainer-lstm"} <= components
+    assert {
+        "preprocess",
+        "evaluate",
+        "batch-inference",
+        "trainer-lstm",
+        "monitor",
+        "forecaster",
+        "observations",
+    } <= components
     for deployment in workers:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env = env_of(container)
