@@ -314,6 +314,7 @@ def run(data_dir: Path, station: str, workdir: Path) -> Checks:
         with checks.phase("7. live loop: observations, drift, one retraining, a better champion"):
             seen = run_regime_change(
                 gateway=gateway,
+                bus_url=bus_url,
                 api=apis[0],
                 key=API_KEY["key"],
                 store=ObjectStore(settings.storage.url),

@@ -116,6 +116,7 @@ def test_a_regime_change_is_detected_retrained_once_and_the_new_champion_is_bett
     settings = Settings(home=Path(system["logs"]).parent / "home")
     seen = run_regime_change(
         gateway=gateway,
+        bus_url=settings.bus.url,
         api=api,
         key=key,
         store=ObjectStore(settings.storage.url),

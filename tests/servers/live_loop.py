@@ -4,19 +4,27 @@ file as observations with its traffic x2.5 from row 60 on, and follow the monito
 detector, the one retraining it asks for and the new champion's live error.
 
 The system must run with :data:`DRIFT_SETTINGS` (fast monitor passes and ledger flushes, and a
-detector held until enough changed traffic is stored to learn it from)."""
+detector held until enough changed traffic is stored to learn it from). Rows are sent one at
+a time, each once the forecaster has pushed the forecast made from the one before: one pushed
+(and scored) forecast per row on any bus and however loaded the machine, so the detection
+delay counts rows of traffic, not how far the replay outran the forecaster."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from flts.bus import open_bus
 from flts.data.spec import FeatureSpec
 from flts.data.synthetic import synthetic_traffic
+from flts.events import FORECASTS, Event, ForecastPublishedEvent
 from flts.live.monitor import read_figures
 from flts.live.replay import replay, replay_rows
 from flts.live.triggers import read_triggers
@@ -39,6 +47,7 @@ DRIFT_SETTINGS = {
 }
 SHIFT_AFTER = 60
 SCALE = 2.5
+AFTER_SWAP_ROWS = 80
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,44 @@ class RegimeChange:
     report: dict[str, Any]
 
 
+class PushedForecasts:
+    """The first target time of every forecast pushed for ``identifier``, from a consumer
+    group of its own on ``forecasts`` (a background thread: one group join, on Kafka too)."""
+
+    def __init__(self, bus_url: str, identifier: str) -> None:
+        self.identifier = identifier
+        self.first_times: set[pd.Timestamp] = set()
+        self._stop = threading.Event()
+        self._bus = open_bus(bus_url)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._bus.consume(
+            FORECASTS,
+            f"live-loop-{uuid.uuid4().hex[:8]}",
+            self._seen,
+            stop=self._stop,
+            poll_timeout=0.2,
+        )
+
+    def _seen(self, event: Event) -> None:
+        if isinstance(event, ForecastPublishedEvent) and event.identifier == self.identifier:
+            self.first_times.add(pd.Timestamp(str(event.payload.forecast[0]["time"])))
+
+    def has(self, first_time: pd.Timestamp) -> bool:
+        return first_time in self.first_times
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._bus.close()
+
+
 def run_regime_change(
     *,
     gateway: str,
+    bus_url: str,
     api: str,
     key: str,
     store: ObjectStore,
@@ -80,18 +124,38 @@ def run_regime_change(
     csv.write_bytes(test)
     spec = FeatureSpec()
     rows = replay_rows(csv, spec, shift_after=SHIFT_AFTER, scale=SCALE)
+    pushed = PushedForecasts(bus_url, identifier)
+    try:
+        return _replay_with_change(
+            gateway, api, key, store, identifier, rows, spec, pushed, first, retrain_timeout
+        )
+    finally:
+        pushed.close()
+
+
+def _replay_with_change(
+    gateway: str,
+    api: str,
+    key: str,
+    store: ObjectStore,
+    identifier: str,
+    rows: list[dict[str, Any]],
+    spec: FeatureSpec,
+    pushed: PushedForecasts,
+    first: str,
+    retrain_timeout: float,
+) -> RegimeChange:
     replayed = 0
 
-    def feed(count: int, speed: float = 2_400) -> None:
+    def feed(count: int) -> None:
+        """Send the next ``count`` rows, each after the forecast from the row before."""
         nonlocal replayed
-        replay(
-            rows[replayed : replayed + count],
-            identifier=identifier,
-            gateway=gateway,
-            api_key=key,
-            speed=speed,
-        )
-        replayed += count
+        for row in rows[replayed : replayed + count]:
+            replay([row], identifier=identifier, gateway=gateway, api_key=key)
+            replayed += 1
+            if replayed >= spec.lags:  # a window of stored rows: a forecast is due
+                after = pd.Timestamp(row[spec.time_column]) + spec.step
+                wait_http(partial(pushed.has, after), 60, f"the forecast for {after}")
 
     feed(SHIFT_AFTER)
     triggers: list[dict[str, Any]] = []
@@ -108,7 +172,9 @@ def run_regime_change(
 
     second = str(wait_http(retrained, retrain_timeout, "the retrained champion"))
     swapped = datetime.now(UTC)
-    feed(len(rows) - replayed, 1_200)  # the rest of the changed traffic, for the new champion
+    # Enough changed traffic for the new champion's live figures (40 scored), and less than
+    # its own detector's minimum sample: this scenario is about the one change.
+    feed(min(AFTER_SWAP_ROWS, len(rows) - replayed))
 
     def figures_of(run: str) -> dict[str, Any] | None:
         figures = (read_figures(store) or {}).get("figures", [])
