@@ -155,6 +155,7 @@ def test_invocations_answer_the_native_forecast_in_every_format(harness: Harness
         if kind == "json":
             response = harness.client.post("/invocations", json=body)
         else:  # CSV carries no params: the only model loaded answers, without intervals
+            assert isinstance(body, bytes)
             response = harness.client.post(
                 "/invocations", content=body, headers={"Content-Type": "text/csv"}
             )
@@ -182,8 +183,8 @@ def test_mlflow_scoring_client_gets_the_native_answer(harness: Harness) -> None:
     records = history_records(10)
     [step] = _native(harness, records).json()["forecast"]
     url = httpx.URL(str(harness.client.base_url))
-    client = ScoringServerClient(url.host, url.port)
-    client.wait_server_ready(timeout=10)
+    client = ScoringServerClient(url.host, url.port)  # type: ignore[no-untyped-call]
+    client.wait_server_ready(timeout=10)  # type: ignore[no-untyped-call]
     frame = pd.DataFrame(records)
     answer = client.invoke(frame, params={"identifier": STATION}).get_predictions()
     assert answer.to_dict(orient="records") == [step]
