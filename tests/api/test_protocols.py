@@ -5,6 +5,7 @@ champion's feature spec, and sit behind the same authentication."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 
 from flts.api import PromotionModelSource, create_app
+from flts.api.service import Served
 from flts.data.spec import FeatureSpec
 from flts.promotion import PromotionStore
 from flts.security import create_key
@@ -387,3 +390,43 @@ def test_protocol_routes_need_a_forecast_key_and_probes_are_open(
         assert allowed.status_code == 200, (path, allowed.text)
     for probe in ("/v2/health/live", "/v2/health/ready", "/ping"):
         assert client.get(probe).status_code == 200, probe
+
+
+def test_one_window_calls_arriving_together_share_one_model_call(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a v2 client sends per forecast (one window) is micro-batched like the native
+    single forecasts, with each request's own numbers."""
+    _ready(harness)
+    service = harness.app.service
+    model = service.holder.snapshot()[STATION].model
+    predict = model.predict
+    calls: list[int] = []
+
+    def counted(windows: Any) -> Any:
+        calls.append(len(windows))
+        return predict(windows)
+
+    monkeypatch.setattr(model, "predict", counted)
+    histories = [history_records(10, offset=10 * i) for i in range(8)]
+    bodies = [
+        orjson.dumps(
+            {
+                "identifier": STATION,
+                "columns": list(SPEC.inputs),
+                "end_times": [h[-1]["time"]],
+                "windows": [_tensor(h)],
+            }
+        )
+        for h in histories
+    ]
+
+    async def together() -> list[bytes]:
+        return await asyncio.gather(*(service.forecast_batch(b, Served()) for b in bodies))
+
+    answers = [orjson.loads(a) for a in asyncio.run(together())]
+    assert calls == [8]
+    for history, answer in zip(histories, answers, strict=True):
+        [step] = _native(harness, history).json()["forecast"]
+        assert answer["forecast"] == [[[step[t] for t in SPEC.targets]]]
+        assert answer["times"] == [[step["time"]]]

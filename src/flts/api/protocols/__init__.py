@@ -8,7 +8,7 @@ body of ``POST /v1/forecast`` or ``POST /v1/forecast/batch``, has
 :class:`~flts.api.service.ForecastService` decode, validate and answer it exactly as the native
 route does (the same forms, the same 422 lines, the same ledger record, the same lineage
 headers), and turns the native answer into the protocol's. Each registers itself on an
-:class:`~flts.api.asgi.InferenceApp` with one call from the app factory. docs/protocols.md
+:class:`~flts.api.asgi.InferenceApp` with one call from the app factory. docs/clients.md
 documents both.
 """
 

@@ -19,7 +19,7 @@ with, per interval level, ``<target>_lower_<level>`` and ``<target>_upper_<level
 a flat table, as MLflow's clients turn ``predictions`` into a DataFrame. What is not a scoring
 request (no or several input formats, unknown ``params``, a split whose rows do not match its
 columns) is a 400; another content type a 415. Errors are problem documents with the
-``error_code`` and ``message`` members MLflow's clients read (docs/protocols.md).
+``error_code`` and ``message`` members MLflow's clients read (docs/clients.md).
 """
 
 from __future__ import annotations

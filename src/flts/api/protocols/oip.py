@@ -27,7 +27,7 @@ every problem, windows named ``windows[i]`` by their batch index), its numbers (
 are read as float64 whatever the declared datatype, so FP32 and FP64 give the native answer)
 and its lineage headers. What is not a v2 request (bad JSON, unknown fields, a tensor whose
 data does not fill its shape) is a 400 before that. Errors are problem documents with the
-``error`` member v2 clients read (docs/protocols.md).
+``error`` member v2 clients read (docs/clients.md).
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ class RequestedOutputDoc(BaseModel):
 
 
 class InferRequestDoc(BaseModel):
-    """A v2 inference request: inputs ``window`` and ``end_time`` (see docs/protocols.md)."""
+    """A v2 inference request: inputs ``window`` and ``end_time`` (see docs/clients.md)."""
 
     model_config = {"extra": "forbid"}
     inputs: list[TensorDoc] = Field(min_length=1)
