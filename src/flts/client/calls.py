@@ -197,7 +197,8 @@ def _csv_part(name: str, source: CsvSource) -> tuple[str, Any, str]:
         path = Path(source)
         return path.name, path.read_bytes(), "text/csv"
     data = source.read()
-    return getattr(source, "name", f"{name}.csv"), io.BytesIO(data), "text/csv"
+    filename = Path(str(getattr(source, "name", f"{name}.csv"))).name  # never a local path
+    return filename, io.BytesIO(data), "text/csv"
 
 
 def upload(

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -39,6 +38,7 @@ from flts.api.asgi import Answer, ForecastRoute, InferenceApp
 from flts.api.errors import problem_response
 from flts.api.forms import _where
 from flts.api.protocols import answered_by, error_responses, serving_model
+from flts.api.protocols.schemas import SCORING_FORMS, MlflowError, Ping, Predictions
 from flts.api.routes import _body_schema, _documentation_only
 from flts.api.service import ForecastService, Served
 from flts.exceptions import FLTSError, ModelUnavailableError, RequestError, UnsupportedMediaError
@@ -70,7 +70,7 @@ class _Scoring(msgspec.Struct, forbid_unknown_fields=True):
     dataframe_records: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     instances: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     inputs: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    params: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    params: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class _Split(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,7 +122,7 @@ def _json_history(body: bytes) -> tuple[bytes, dict[str, Any]]:
         raise _refuse(f"give exactly one of {list(FORMATS)} (got {given or 'none'})")
     [name] = given
     raw: msgspec.Raw = getattr(request, name)
-    params = {} if request.params is msgspec.UNSET else request.params
+    params = request.params if isinstance(request.params, dict) else {}
     if name == "dataframe_split":
         return _split_rows(raw), params
     if name == "inputs":
@@ -205,44 +205,6 @@ def predictions(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
-# ----------------------------------------------------------------------------- documentation
-
-
-class ScoringRequestDoc(BaseModel):
-    """One history in one of MLflow's input formats (exactly one of them), plus ``params``."""
-
-    model_config = {"extra": "forbid"}
-    dataframe_split: dict[str, Any] | None = Field(
-        default=None, description="{columns: [...], data: [[...], ...], index?: [...]}"
-    )
-    dataframe_records: list[dict[str, Any]] | None = None
-    instances: list[dict[str, Any]] | None = None
-    inputs: list[dict[str, Any]] | dict[str, list[Any]] | None = None
-    params: dict[str, Any] | None = Field(
-        default=None, description="identifier (str), horizon (int), intervals (levels)."
-    )
-
-
-class PredictionsDoc(BaseModel):
-    predictions: list[dict[str, Any]]
-
-
-class ErrorDoc(BaseModel):
-    """A problem document (RFC 9457) with MLflow's ``error_code`` and ``message``."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    problems: list[str]
-    error_code: str
-    message: str
-
-
-class PingDoc(BaseModel):
-    status: Literal["ready"]
-
-
 # ----------------------------------------------------------------------------- registration
 
 
@@ -270,8 +232,8 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     @router.get(
         PING,
         summary="MLflow scoring readiness: a champion is loaded",
-        response_model=PingDoc,
-        responses=error_responses(ErrorDoc, 503),
+        response_model=Ping,
+        responses=error_responses(MlflowError, 503),
     )
     async def ping() -> Response:
         if holder.snapshot():
@@ -279,15 +241,15 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         return error(ModelUnavailableError("no model is loaded yet", retry_after=poll))
 
     framework.include_router(router)
-    body = _body_schema(ScoringRequestDoc)
+    body = _body_schema(*SCORING_FORMS)
     body["requestBody"]["content"][_CSV] = {"schema": {"type": "string"}}
     framework.add_api_route(
         INVOCATIONS,
         _documentation_only,
         methods=["POST"],
-        response_model=PredictionsDoc,
+        response_model=Predictions,
         openapi_extra=body,
-        responses=error_responses(ErrorDoc, 400, 401, 403, 404, 413, 415, 422, 429, 503, 504),
+        responses=error_responses(MlflowError, 400, 401, 403, 404, 413, 415, 422, 429, 503, 504),
         summary="MLflow scoring: a forecast of one history",
         tags=["MLflow scoring protocol"],
     )

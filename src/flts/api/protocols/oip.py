@@ -35,12 +35,11 @@ from __future__ import annotations
 import math
 import re
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -50,6 +49,7 @@ from flts.api.errors import problem_response
 from flts.api.forms import _where
 from flts.api.holder import LoadedModel
 from flts.api.protocols import answered_by, error_responses, serving_model
+from flts.api.protocols.schemas import InferRequest, InferResponse, ModelMetadata, V2Error
 from flts.api.routes import _body_schema, _documentation_only
 from flts.api.service import ForecastService, Served
 from flts.exceptions import FLTSError, ModelUnavailableError, RequestError
@@ -216,7 +216,9 @@ async def infer(service: ForecastService, name: str, body: bytes, served: Served
     windows, single = _window(tensors[WINDOW])
     end_times = _end_times(tensors[END_TIME], len(windows))
     loaded = await serving_model(service, name)
-    columns = parameters.pop("columns", list(loaded.spec.inputs))
+    columns = parameters.pop("columns", None)
+    if columns is None:  # the champion's own order (the metadata's parameters.columns)
+        columns = list(loaded.spec.inputs)
     native = {"identifier": name, "columns": columns, "end_times": end_times, "windows": windows}
     native.update(parameters)  # horizon, intervals: validated by the native form
     answer = orjson.loads(await service.forecast_batch(orjson.dumps(native), served))
@@ -307,76 +309,6 @@ def metadata(name: str, loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- documentation
-
-
-class TensorDoc(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: Literal["FP64", "FP32", "BYTES"]
-    data: list[Any] = Field(description="Row-major values, flat or nested.")
-    parameters: dict[str, Any] | None = None
-
-
-class RequestedOutputDoc(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequestDoc(BaseModel):
-    """A v2 inference request: inputs ``window`` and ``end_time`` (see docs/clients.md)."""
-
-    model_config = {"extra": "forbid"}
-    inputs: list[TensorDoc] = Field(min_length=1)
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(
-        default=None, description="horizon (int), intervals (levels in percent), columns."
-    )
-    outputs: list[RequestedOutputDoc] | None = None
-
-
-class OutputDoc(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: Literal["FP64", "BYTES"]
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-class InferResponseDoc(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    parameters: dict[str, Any]
-    outputs: list[OutputDoc]
-
-
-class MetadataTensorDoc(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadataDoc(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[MetadataTensorDoc]
-    outputs: list[MetadataTensorDoc]
-    parameters: dict[str, Any]
-
-
-class ErrorDoc(BaseModel):
-    """A problem document (RFC 9457) with the v2 ``error`` member."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    problems: list[str]
-    error: str
-
-
 def _json(document: Any) -> Response:
     return Response(orjson.dumps(document), media_type=_JSON)
 
@@ -408,22 +340,22 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     @router.get(
         "/v2/health/ready",
         summary="v2 readiness: a champion is loaded and warmed up",
-        responses=error_responses(ErrorDoc, 503),
+        responses=error_responses(V2Error, 503),
     )
     async def ready() -> Response:
         if holder.snapshot():
             return _json({"ready": True})
         return error(ModelUnavailableError("no model is loaded yet", retry_after=poll))
 
-    @router.get("/v2", summary="v2 server metadata", responses=error_responses(ErrorDoc, 401, 403))
+    @router.get("/v2", summary="v2 server metadata", responses=error_responses(V2Error, 401, 403))
     async def server() -> Response:
         return _json({"name": "flts", "version": flts.__version__, "extensions": []})
 
     @router.get(
         "/v2/models/{name}",
         summary="v2 model metadata: tensors and the champion's feature spec",
-        response_model=ModelMetadataDoc,
-        responses=error_responses(ErrorDoc, 401, 403, 404, 503),
+        response_model=ModelMetadata,
+        responses=error_responses(V2Error, 401, 403, 404, 503),
     )
     async def model_metadata(name: str) -> Response:
         try:
@@ -435,7 +367,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     @router.get(
         "/v2/models/{name}/ready",
         summary="v2 model readiness",
-        responses=error_responses(ErrorDoc, 401, 403, 404, 503),
+        responses=error_responses(V2Error, 401, 403, 404, 503),
     )
     async def model_ready(name: str) -> Response:
         try:
@@ -449,9 +381,9 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         INFER,
         _documentation_only,
         methods=["POST"],
-        response_model=InferResponseDoc,
-        openapi_extra=_body_schema(InferRequestDoc),
-        responses=error_responses(ErrorDoc, 400, 401, 403, 404, 413, 422, 429, 503, 504),
+        response_model=InferResponse,
+        openapi_extra=_body_schema(InferRequest),
+        responses=error_responses(V2Error, 400, 401, 403, 404, 413, 422, 429, 503, 504),
         summary="v2 inference: forecasts of one or more windows",
         tags=["Open Inference Protocol v2"],
     )
