@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-auth bench-live e2e deploy-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live e2e deploy-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -71,6 +71,10 @@ bench-serve-ci: install system-deps  ## Short serving benchmark: fails only on f
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.serve --duration 3 --repeats 1 --epochs 1 --check \
 		--json $(BUILD)/bench/serve-ci.json
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 6 --epochs 1 --check --json $(BUILD)/bench/swap-ci.json
+
+bench-protocols: install system-deps  ## OIP v2 infer and MLflow /invocations vs /v1/forecast (wrk, one worker, 32 connections); JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.protocols --duration 5 --repeats 3 --connections 32 \
+		--json $(BUILD)/bench/protocols.json
 
 bench-auth: install  ## What API key authentication costs per forecast, in-process (median of rounds); JSON in build/bench/
 	$(BIN)/python -m benchmarks.auth_cost --rounds 21 --requests 2000 --json $(BUILD)/bench/auth.json

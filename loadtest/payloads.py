@@ -75,6 +75,16 @@ def mlflow_body(history: History) -> bytes:
     return compact({"dataframe_records": history})
 
 
+def oip_body(history: History, columns: list[str]) -> bytes:
+    """The same history as an Open Inference Protocol v2 request
+    (``POST /v2/models/{name}/infer``): the input ``window`` ``[rows, features]`` in
+    ``columns`` order and the input ``end_time``, the time of its last row."""
+    data = [row[c] for row in history for c in columns]
+    window = {"name": "window", "shape": [len(history), len(columns)], "datatype": "FP64"}
+    end = {"name": "end_time", "shape": [1], "datatype": "BYTES", "data": [history[-1]["time"]]}
+    return compact({"inputs": [{**window, "data": data}, end]})
+
+
 def batch_body(histories: list[History], extra: dict[str, Any], form: str) -> bytes:
     """One ``POST /v1/forecast/batch`` body of ``histories`` in ``form`` (:data:`BATCH_FORMS`)."""
     if form == "rows":

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from flts.security import create_key
 
 #: A value for every path parameter of the two apps, shaped as the route expects.
-PATH_VALUES = {"dataset_id": "20240131T235959Z-0123456789ab", "identifier": "S1"}
+PATH_VALUES = {"dataset_id": "20240131T235959Z-0123456789ab", "identifier": "S1", "name": "S1"}
 
 
 @dataclass(frozen=True)

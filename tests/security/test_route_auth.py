@@ -20,7 +20,8 @@ from helpers import memory_settings
 from .support import AsgiClient, Keys, http_routes, make_keys
 
 GATEWAY_OPEN = {"/healthz"}
-INFERENCE_OPEN = {"/healthz", "/readyz", "/metrics"}
+#: The probes of the inference API, its serving protocols' included (flts.api.protocols).
+INFERENCE_OPEN = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"}
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def _model(name: str) -> LoadedModel:
     return cast(LoadedModel, name)  # the batcher only groups by identity and passes it on
 
 
-async def _gather(batcher: MicroBatcher, items: list[tuple[LoadedModel, int]]) -> list[Any]:
+async def _gather(batcher: MicroBatcher[Any], items: list[tuple[LoadedModel, int]]) -> list[Any]:
     tasks = [batcher.forecast(model, _call(horizon)) for model, horizon in items]
     return list(await asyncio.gather(*tasks, return_exceptions=True))
 

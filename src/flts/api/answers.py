@@ -50,6 +50,28 @@ def predict_clipped(loaded: LoadedModel, windows: Windows) -> np.ndarray:
     return clipped
 
 
+def tensor_answers(
+    loaded: LoadedModel, items: Sequence[tuple[Windows, int, tuple[float, ...]]]
+) -> list[dict[str, Any]]:
+    """The tensor answers of several requests (windows, horizon, levels) by one model call."""
+    if len(items) == 1:
+        [(windows, horizon, levels)] = items
+        return [tensor_answer(loaded, windows, horizon, levels)]
+    together = Windows(
+        x=np.concatenate([w.x for w, _, _ in items]),
+        y=None,
+        input_times=np.concatenate([w.input_times for w, _, _ in items]),
+        target_times=np.concatenate([w.target_times for w, _, _ in items]),
+    )
+    full = predict_clipped(loaded, together)
+    answers, start = [], 0
+    for windows, horizon, levels in items:
+        own = full[start : start + len(windows)]
+        answers.append(tensor_answer(loaded, windows, horizon, levels, full=own))
+        start += len(windows)
+    return answers
+
+
 def row_answers(
     loaded: LoadedModel,
     windows: Windows,
@@ -108,11 +130,17 @@ def _band_records(
 
 
 def tensor_answer(
-    loaded: LoadedModel, windows: Windows, horizon: int, levels: tuple[float, ...] = ()
+    loaded: LoadedModel,
+    windows: Windows,
+    horizon: int,
+    levels: tuple[float, ...] = (),
+    full: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The tensor answer of one model call for every window (see ``WindowBatchResponse``),
-    with lower and upper arrays per interval level when ``levels`` asks for any."""
-    full = predict_clipped(loaded, windows)
+    with lower and upper arrays per interval level when ``levels`` asks for any; ``full``:
+    the forecasts of ``windows`` when already predicted (with others, micro-batched)."""
+    if full is None:
+        full = predict_clipped(loaded, windows)
     stamps = iso_times(windows.target_times[:, :horizon].reshape(-1))
     answer: dict[str, Any] = {
         "model": loaded.info,

@@ -25,6 +25,7 @@ from flts.api.asgi import InferenceApp
 from flts.api.errors import install_error_handlers
 from flts.api.holder import LoadedModel, LoadListener, ModelHolder
 from flts.api.metrics import ApiMetrics
+from flts.api.protocols import mlflow_scoring, oip
 from flts.api.routes import build_router, document_forecast_routes
 from flts.api.service import ForecastService
 from flts.api.sources import ModelSource, TrackingModelSource
@@ -177,6 +178,8 @@ def create_app(
         security=settings.security,
     )
     document_forecast_routes(framework, app.routes)
+    oip.register(framework, app)
+    mlflow_scoring.register(framework, app)
     return app
 
 

@@ -8,6 +8,9 @@
                                ─► dispatch
                                     POST /v1/forecast        ─► ForecastRoute ─► ForecastService
                                     POST /v1/forecast/batch  ─► ForecastRoute ─► ForecastService
+                                    POST /v2/models/{name}/infer, POST /invocations
+                                                             ─► protocol routes (flts.api.protocols)
+                                                                 ─► ForecastService
                                     anything else            ─► FastAPI (other routes, /docs,
                                                                  OpenAPI, 404/405, lifespan)
 
@@ -23,10 +26,16 @@ metrics layer, so refused requests are counted too, and lets ``/healthz`` and ``
 through (docs/architecture.md, rule 15); every other path, the forecast routes included,
 needs a key with the ``forecast`` scope. CORS, if ever needed, goes between metrics and auth
 (a preflight carries no credentials).
+
+Standard serving protocols (:mod:`flts.api.protocols`) plug in through
+:meth:`InferenceApp.add_route` (their POST routes on the same fast path, exact or by pattern),
+:meth:`InferenceApp.add_probe` (open probe paths) and :meth:`InferenceApp.add_error_style` (the
+error body their clients parse, for their paths, refusals of the auth layer included).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -38,7 +47,7 @@ from flts.api.metrics import MODEL_TYPE_SCOPE_KEY, ROUTE_SCOPE_KEY, ApiMetrics, 
 from flts.api.service import ForecastService, Served
 from flts.api.watcher import ChampionWatcher
 from flts.exceptions import FLTSError, PayloadTooLargeError
-from flts.security.guard import key_ring, protect
+from flts.security.guard import OPEN, AuthMiddleware, Render, key_ring, protect
 from flts.settings import SecuritySettings
 
 FORECAST = "/v1/forecast"
@@ -48,13 +57,41 @@ _JSON = (b"content-type", b"application/json")
 Answer = Callable[[bytes, Served], Awaitable[bytes]]
 
 
-class ForecastRoute:
-    """One forecast route as a plain ASGI app: body (bounded), service call, answer bytes."""
+async def _unbound(body: bytes, served: Served) -> bytes:
+    raise AssertionError("a scoped route answers through its bind")
 
-    def __init__(self, path: str, answer: Answer, max_body_bytes: int) -> None:
+
+class ForecastRoute:
+    """One forecast route as a plain ASGI app: body (bounded), service call, answer bytes.
+
+    ``path`` is the route's template (its metrics label); ``render`` turns a refusal into the
+    response its clients expect (the problem document by default)."""
+
+    def __init__(
+        self, path: str, answer: Answer, max_body_bytes: int, render: Render = error_response
+    ) -> None:
         self.path = path
         self.answer = answer
         self.max_body_bytes = max_body_bytes
+        self.render = render
+        self.bind: Callable[[Scope], Answer] | None = None
+
+    @classmethod
+    def scoped(
+        cls,
+        path: str,
+        bind: Callable[[Scope], Answer],
+        max_body_bytes: int,
+        render: Render = error_response,
+    ) -> ForecastRoute:
+        """A route whose answer depends on the request (its path parameters, its content
+        type): ``bind(scope)`` gives the answer of each request."""
+        route = cls(path, _unbound, max_body_bytes, render)
+        route.bind = bind
+        return route
+
+    def answer_for(self, scope: Scope) -> Answer:
+        return self.answer if self.bind is None else self.bind(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[ROUTE_SCOPE_KEY] = self.path
@@ -63,10 +100,10 @@ class ForecastRoute:
             body = await read_body(scope, receive, self.max_body_bytes)
             if body is None:
                 return  # the client went away
-            payload = await self.answer(body, served)
+            payload = await self.answer_for(scope)(body, served)
         except FLTSError as exc:
             scope[MODEL_TYPE_SCOPE_KEY] = served.model_type
-            await error_response(exc)(scope, receive, send)
+            await self.render(exc)(scope, receive, send)
             return
         scope[MODEL_TYPE_SCOPE_KEY] = served.model_type
         headers = [(b"content-length", str(len(payload)).encode()), _JSON]
@@ -101,11 +138,14 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def middleware_stack(app: ASGIApp, metrics: ApiMetrics, security: SecuritySettings) -> ASGIApp:
-    """The cross-cutting layers around every route, outermost first (see module doc)."""
+def middleware_stack(
+    app: ASGIApp, metrics: ApiMetrics, security: SecuritySettings, render: Render = error_response
+) -> tuple[ASGIApp, AuthMiddleware]:
+    """The cross-cutting layers around every route, outermost first (see module doc), and the
+    auth layer among them (whose policy protocols add their probes to)."""
     keys = key_ring(security, "inference API")
-    guarded = protect(app, security, keys=keys, default="forecast", render=error_response)
-    return MetricsMiddleware(guarded, metrics)
+    guarded = protect(app, security, keys=keys, default="forecast", render=render)
+    return MetricsMiddleware(guarded, metrics), guarded
 
 
 class InferenceApp:
@@ -133,7 +173,44 @@ class InferenceApp:
                 FORECAST_BATCH, service.forecast_batch, service.max_batch_bytes
             ),
         }
-        self._stack = middleware_stack(self._dispatch, metrics, security or SecuritySettings())
+        self._patterns: list[tuple[re.Pattern[str], ForecastRoute]] = []
+        self._error_styles: list[tuple[Callable[[str], bool], Render]] = []
+        self._stack, self._auth = middleware_stack(
+            self._dispatch, metrics, security or SecuritySettings(), self._render_error
+        )
+
+    def add_route(self, path: str | re.Pattern[str], route: ForecastRoute) -> None:
+        """Answer ``POST path`` with ``route`` on the fast path (beside the forecast routes).
+        A pattern is matched whole against paths no exact route takes; its named groups are
+        the request's ``path_params``, as FastAPI's router would set them."""
+        if isinstance(path, str):
+            self.routes[path] = route
+        else:
+            self._patterns.append((path, route))
+
+    def add_probe(self, path: str) -> None:
+        """Let ``GET path`` through without a key, like ``/healthz`` (a probe reveals nothing
+        and orchestrators send no credentials: docs/architecture.md, rule 15)."""
+        self._auth.policy.exact[path] = OPEN
+
+    def add_error_style(self, matches: Callable[[str], bool], render: Render) -> None:
+        """Refusals of paths ``matches`` accepts, the auth layer's included, are rendered by
+        ``render`` (a protocol's clients parse their own error body); first match wins."""
+        self._error_styles.append((matches, render))
+
+    def render_error(self, path: str, exc: FLTSError) -> ASGIApp:
+        """The response to ``exc`` on ``path``: the problem document unless a protocol
+        claims the path."""
+        for matches, render in self._error_styles:
+            if matches(path):
+                return render(exc)
+        return error_response(exc)
+
+    def _render_error(self, exc: FLTSError) -> ASGIApp:
+        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.render_error(scope["path"], exc)(scope, receive, send)
+
+        return respond
 
     @property
     def holder(self) -> ModelHolder:
@@ -144,7 +221,15 @@ class InferenceApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            route = self.routes.get(scope["path"])
+            path = scope["path"]
+            route = self.routes.get(path)
+            if route is None and self._patterns:
+                for pattern, candidate in self._patterns:
+                    match = pattern.fullmatch(path)
+                    if match is not None:
+                        scope["path_params"] = match.groupdict()
+                        route = candidate
+                        break
             if route is not None:
                 await route(scope, receive, send)
                 return

@@ -13,7 +13,7 @@ one translation; the forecast routes and FastAPI's exception handlers both use i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -30,16 +30,24 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(
-    status: int, problems: Iterable[str], headers: Mapping[str, str] | None = None
+    status: int,
+    problems: Iterable[str],
+    headers: Mapping[str, str] | None = None,
+    extensions: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> Response:
+    """The problem document of ``problems``; ``extensions(detail)`` adds members (RFC 9457
+    extension members: the error fields a serving protocol's clients read, for instance)."""
     items = [redact(problem) for problem in problems]
+    detail = "; ".join(items)
     document: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": "; ".join(items),
+        "detail": detail,
         "problems": items,
     }
+    if extensions is not None:
+        document.update(extensions(detail))
     return Response(
         orjson.dumps(document), status_code=status, headers=headers, media_type=PROBLEM_JSON
     )

@@ -1,6 +1,7 @@
 """Micro-batching: the single forecasts that arrive together share one model call.
 
-Under load, one event-loop iteration often starts several ``POST /v1/forecast`` requests
+Under load, one event-loop iteration often starts several single forecasts (``POST
+/v1/forecast``, or one window of the tensor form, as the v2 protocol's infer sends)
 (uvicorn reads every connection that has data, then runs their tasks). Answered one by one,
 each pays the fixed cost of a model call (an ONNX Runtime run, a dozen small numpy
 operations) for a single window. :class:`MicroBatcher` instead collects the requests of one
@@ -19,32 +20,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from flts.api.forms import ForecastCall
 from flts.api.holder import LoadedModel
 
+#: One request as the answerer takes it: a row-form call, or a validated tensor window.
+C = TypeVar("C")
 #: Answers ``calls``, in order, with one call of ``model``.
-Answerer = Callable[[LoadedModel, Sequence[ForecastCall]], list[Any]]
+Answerer = Callable[[LoadedModel, Sequence[C]], list[Any]]
 
 
 @dataclass
-class _Waiting:
+class _Waiting(Generic[C]):
     model: LoadedModel
-    call: ForecastCall
+    call: C
     future: asyncio.Future[Any]
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[C]):
     """Collects single forecasts for one loop iteration and answers them per model (see
     module doc). Only used from the event loop, so it needs no lock."""
 
-    def __init__(self, answer: Answerer, *, max_batch: int) -> None:
+    def __init__(self, answer: Answerer[C], *, max_batch: int) -> None:
         self._answer = answer
         self._max_batch = max_batch
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Waiting[C]] = []
 
-    async def forecast(self, model: LoadedModel, call: ForecastCall) -> Any:
+    async def forecast(self, model: LoadedModel, call: C) -> Any:
         """The answer to ``call`` by ``model``, computed with whatever else arrived with it;
         raises what answering ``call`` alone would raise."""
         loop = asyncio.get_running_loop()
@@ -56,14 +58,14 @@ class MicroBatcher:
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, []
-        groups: dict[int, list[_Waiting]] = {}
+        groups: dict[int, list[_Waiting[C]]] = {}
         for item in waiting:
             groups.setdefault(id(item.model), []).append(item)
         for items in groups.values():
             for start in range(0, len(items), self._max_batch):
                 self._answer_together(items[start : start + self._max_batch])
 
-    def _answer_together(self, items: list[_Waiting]) -> None:
+    def _answer_together(self, items: list[_Waiting[C]]) -> None:
         if len(items) > 1:
             try:
                 answers = self._answer(items[0].model, [item.call for item in items])

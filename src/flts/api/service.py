@@ -28,12 +28,13 @@ import msgspec
 import orjson
 
 from flts.api import forms
-from flts.api.answers import row_answers, tensor_answer
+from flts.api.answers import row_answers, tensor_answer, tensor_answers
 from flts.api.diagnosis import SpecOf, diagnose_batch, diagnose_forecast
 from flts.api.forms import BatchCall, ForecastCall, RejectedError
 from flts.api.holder import LoadedModel, ModelHolder
 from flts.api.microbatch import MicroBatcher
 from flts.data.spec import FeatureSpec
+from flts.data.windows import Windows
 from flts.exceptions import (
     DataValidationError,
     DeadlineExceededError,
@@ -48,6 +49,8 @@ from flts.models.intervals import check_levels
 from flts.settings import ServingSettings
 
 T = TypeVar("T")
+#: A validated tensor call waiting for its model call: windows, horizon, interval levels.
+TensorItem = tuple[Windows, int, tuple[float, ...]]
 Diagnose = Callable[[bytes, int, SpecOf], None]
 
 #: Smallest batch sent to a worker thread even for a bounded runtime: 64 LSTM windows take
@@ -87,6 +90,10 @@ class ForecastService:
         self.max_batch_bytes = self.max_body_bytes * 4
         self._in_flight = 0  # only touched on the event loop: no lock needed
         self._batcher = MicroBatcher(self._answer_calls, max_batch=THREAD_MIN_WINDOWS - 1)
+        # One-window tensor calls (what a v2 client sends per forecast) share calls the same way.
+        self._window_batcher: MicroBatcher[TensorItem] = MicroBatcher(
+            self._answer_windows, max_batch=THREAD_MIN_WINDOWS - 1
+        )
 
     # ------------------------------------------------------------------ models
 
@@ -174,6 +181,16 @@ class ForecastService:
         except ModelError as exc:
             raise ModelError(f"the model failed: {exc}") from exc
 
+    def _answer_windows(
+        self, loaded: LoadedModel, items: Sequence[TensorItem]
+    ) -> list[dict[str, Any]]:
+        """One-window tensor calls by one bounded model, answered together (the window
+        micro-batcher's answerer)."""
+        try:
+            return tensor_answers(loaded, items)
+        except ModelError as exc:
+            raise ModelError(f"the model failed: {exc}") from exc
+
     async def forecast_batch(self, body: bytes, served: Served) -> bytes:
         """``POST /v1/forecast/batch``: the row form or the tensor form, all or nothing."""
         try:
@@ -234,6 +251,9 @@ class ForecastService:
         loaded = self._champion(call.identifier, diagnose_batch, body, served)
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)
+        if len(windows) == 1 and loaded.inline and loaded.model.batch_invariant:
+            item = (windows, call.horizon, call.intervals)
+            return self._recorded(orjson.dumps(await self._window_batcher.forecast(loaded, item)))
         answer = await self._predict(
             loaded,
             len(windows),
