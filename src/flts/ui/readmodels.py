@@ -79,6 +79,11 @@ def retraining_state(trigger: dict[str, Any] | None) -> str:
     return "retrained" if promoted else "kept"
 
 
+def _first_step(windows: list[Any]) -> list[Any]:
+    """Step 1 of each window of a batch-inference log (its arrays are ``windows x horizon``)."""
+    return [window[0] if isinstance(window, list) else window for window in windows]
+
+
 def _age_seconds(moment: str | None, now: datetime) -> float | None:
     if not moment:
         return None
@@ -348,15 +353,15 @@ class Dashboard:
                 "values": [float(v) for v in observed[target].to_numpy()],
             }
         elif batch is not None:
-            times = batch["target_times"][-points:]
-            values = [row[0] for row in batch["actuals"][target]][-points:]
+            times = _first_step(batch["target_times"])[-points:]
+            values = _first_step(batch["actuals"][target])[-points:]
             document["actuals"] = {"source": "test split", "times": times, "values": values}
         ledger = self._ledger_steps(identifier, current.run_id, target, document["actuals"])
         if ledger is not None:
             document["forecast"] = ledger
         elif batch is not None:
-            times = batch["target_times"][-points:]
-            values = [row[0] for row in batch["forecasts"][target]][-points:]
+            times = _first_step(batch["target_times"])[-points:]
+            values = _first_step(batch["forecasts"][target])[-points:]
             document["forecast"] = {
                 "source": "batch inference",
                 "times": times,

@@ -343,16 +343,24 @@ async function stationPage(identifier) {
 
 // ------------------------------------------------------------------ decisions
 
-function leaderboard(decision) {
-  return table(
-    [{ label: "Model" }, { label: "Status" }, { label: "NRMSE", num: true }, { label: "MAE5", num: true },
-      { label: "RMSE5", num: true }, { label: "MASE", num: true }, { label: "Coverage" }, { label: "Train s", num: true },
-      { label: "Promoted" }, { label: "Why" }],
-    decision.leaderboard.map((e) => ({
-      attrs: { class: e.promoted ? "promoted" : null, "data-model": e.model_type },
-      cells: [e.model_type, e.status, num(e.nrmse), num(e.mae5, 2), num(e.rmse5, 2), num(e.mase, 3),
-        coverage(e.coverage), num(e.train_seconds, 1), e.promoted ? "yes" : "no", e.reason || "–"],
-    })), { label: `Leaderboard of ${decision.config_hash}` });
+function leaderboard(decision, status) {
+  // With a ``status`` node, trained lines that were not promoted get a Promote button.
+  const headers = [{ label: "Model" }, { label: "Status" }, { label: "NRMSE", num: true }, { label: "MAE5", num: true },
+    { label: "RMSE5", num: true }, { label: "MASE", num: true }, { label: "Coverage" }, { label: "Train s", num: true },
+    { label: "Promoted" }, { label: "Why" }];
+  if (status) headers.push({ label: "Action" });
+  return table(headers,
+    decision.leaderboard.map((e) => {
+      const cells = [e.model_type, e.status, num(e.nrmse), num(e.mae5, 2), num(e.rmse5, 2), num(e.mase, 3),
+        coverage(e.coverage), num(e.train_seconds, 1), e.promoted ? "yes" : "no", e.reason || "–"];
+      if (status) {
+        cells.push(e.run_id && e.status === "SUCCESS" && !e.promoted
+          ? el("button", { type: "button", class: "promote", "aria-label": `Promote ${e.model_type} run ${e.run_id}`,
+            onclick: () => adminAct(status, "/v1/admin/promote", { run_id: e.run_id }, `Make ${e.model_type} run ${e.run_id} the champion of ${decision.identifier}?`) }, "Promote")
+          : "–");
+      }
+      return { attrs: { class: e.promoted ? "promoted" : null, "data-model": e.model_type }, cells };
+    }), { label: `Leaderboard of ${decision.config_hash}` });
 }
 
 function perHorizon(decision) {
@@ -366,14 +374,14 @@ function perHorizon(decision) {
         ["persistence (baseline)", ...ordered.map((s) => num(((decision.baseline_horizon || {})[s] || {}).nrmse))]]));
 }
 
-function decisionCard(d) {
+function decisionCard(d, status) {
   return el("section", { class: "card decision", "data-config": d.config_hash },
     el("h2", {}, `${d.identifier} · `, el("code", { text: d.config_hash.slice(0, 12) }), ` · ${when(d.decided_at)}`),
     el("p", {}, el("span", { class: `badge ${d.champion ? "ok" : "warn"}`, text: d.champion ? "promoted" : "not promoted" }),
       ` ${d.reason_code || ""} · state ${d.state} · ${d.test_windows} test windows`,
       d.missing_models && d.missing_models.length ? ` · missing: ${d.missing_models.join(", ")}` : "",
       d.previous_champion ? ` · previous champion ${d.previous_champion.model_type || ""} ${d.previous_champion.run_id || ""}` : ""),
-    leaderboard(d), perHorizon(d));
+    leaderboard(d, status), perHorizon(d));
 }
 
 async function decisionsPage(params) {
@@ -383,15 +391,36 @@ async function decisionsPage(params) {
     el("div", { class: "field" }, el("label", { for: "decisions-identifier", text: "Identifier" }), input),
     el("button", { type: "submit", text: "Show" }));
   const list = el("div", { id: "decisions" }, el("p", { class: "muted", text: "Loading…" }));
-  show(el("h1", { text: "Decisions" }), form, list);
+  const status = el("div", { id: "decision-status", "aria-live": "polite" });
+  show(el("h1", { text: "Decisions" }), form, status, list);
   try {
     const body = await api(`/ui/api/decisions${identifier ? "?identifier=" + encodeURIComponent(identifier) : ""}`);
-    list.replaceChildren(...(body.decisions.length ? body.decisions.map(decisionCard)
+    list.replaceChildren(...(body.decisions.length ? body.decisions.map((d) => decisionCard(d, status))
       : [el("p", { class: "muted", text: "No decision yet." })]));
   } catch (error) { list.replaceChildren(failure(error)); }
 }
 
 // ------------------------------------------------------------------ promotions
+
+// Promote and rollback go to the gateway's admin API (admin scope), after a confirmation;
+// the answer (the recorded promotion, or the refusal) is shown in ``status``.
+async function adminAct(status, path, payload, text) {
+  const reason = await confirmAction(text);
+  if (reason === null) return false;
+  if (reason) payload.reason = reason;
+  try {
+    const done = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
+    status.replaceChildren(el("div", { class: "notice", role: "status" },
+      `Done: the champion of ${done.identifier} is now ${done.model_type} run ${done.run_id} (was ${done.previous_run_id || "none"}), recorded as ${done.actor || "?"}.`));
+    return true;
+  } catch (error) {
+    const alert = failure(error);
+    alert.setAttribute("tabindex", "-1");
+    status.replaceChildren(alert);
+    alert.focus();
+    return false;
+  }
+}
 
 async function promotionsPage(identifier) {
   const status = el("div", { id: "promotion-status", "aria-live": "polite" });
@@ -399,17 +428,7 @@ async function promotionsPage(identifier) {
   show(el("h1", { text: `Promotions of ${identifier}` }),
     el("p", {}, el("a", { href: `#/station/${encodeURIComponent(identifier)}`, text: "Station" })), status, body);
 
-  async function act(path, payload, text) {
-    const reason = await confirmAction(text);
-    if (reason === null) return;
-    if (reason) payload.reason = reason;
-    try {
-      const done = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
-      status.replaceChildren(el("div", { class: "notice", role: "status" },
-        `Done: the champion is now ${done.model_type} run ${done.run_id} (was ${done.previous_run_id || "none"}), recorded as ${done.actor || "?"}.`));
-      await load();
-    } catch (error) { status.replaceChildren(failure(error)); }
-  }
+  const act = async (path, payload, text) => { if (await adminAct(status, path, payload, text)) await load(); };
 
   async function load() {
     let doc;
@@ -441,17 +460,18 @@ async function promotionsPage(identifier) {
 // ------------------------------------------------------------------ data
 
 function problemRows(problems) {
-  // Problems name their file ("train: ", "test: ") and CSV lines ("line 4", "lines 4, 9 and 3 more").
+  // Problems name their file ("train: ", "test: ") and CSV lines, header = line 1
+  // ("is not numeric at 5: 'abc'", "at 4, 9, 12 and 30 more").
   return problems.map((p) => {
     const file = (p.match(/^(train|test):/) || [])[1] || "";
-    const lines = (p.match(/lines? ([0-9][0-9, ]*(?: and [0-9]+ more)?)/) || [])[1] || "";
+    const lines = (p.match(/\bat ([0-9]+(?:, [0-9]+)*(?: and [0-9]+ more)?)/) || [])[1] || "";
     return [file || "–", lines.trim() || "–", p.replace(/^(train|test):\s*/, "")];
   });
 }
 
 async function dataPage() {
-  const identifier = el("input", { id: "upload-identifier", value: "global", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.-]*" });
-  const train = el("input", { id: "upload-train", type: "file", accept: ".csv,text/csv", required: true });
+  const identifier = el("input", { id: "upload-identifier", value: "global", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}", title: "letters, digits, '_', '.' and '-', starting with a letter or digit" });
+  const train = el("input", { id: "upload-train", type: "file", accept: ".csv,text/csv", "aria-describedby": "upload-chosen" });
   const test = el("input", { id: "upload-test", type: "file", accept: ".csv,text/csv" });
   const chosen = el("p", { id: "upload-chosen", class: "muted", text: "No file chosen." });
   const result = el("div", { id: "upload-result", "aria-live": "polite" });
