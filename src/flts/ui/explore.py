@@ -85,7 +85,7 @@ def profiles(frame: pd.DataFrame, targets: list[str]) -> dict[str, Any]:
     (7 x 24 values, Monday first); ``None`` for hours without rows."""
     index = pd.DatetimeIndex(frame.index)
     hours = index.hour
-    days = index.dayofweek
+    days = index.day_of_week
     daily = frame[targets].groupby(hours).mean().reindex(range(24))
     weekly = frame[targets].groupby([days, hours]).mean()
     full = pd.MultiIndex.from_product([range(7), range(24)])

@@ -14,8 +14,9 @@ readers (never from objects read another way):
 * what has happened so far to an uploaded dataset (processed, trained, decided, promoted);
 * the exploratory view of a stored dataset (:mod:`flts.ui.explore`).
 
-The fleet is assembled once and kept for :data:`FLEET_CACHE_SECONDS`, so paging, sorting and
-filtering a fleet of thousands costs a sort of rows in memory, not thousands of reads.
+The fleet is assembled once and kept for ``gateway.ui_fleet_cache_seconds`` (3 s), so paging,
+sorting and filtering a fleet of thousands costs a sort of rows in memory, not thousands of
+reads.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_RULE
 from flts.ui.explore import DEFAULT_POINTS, explore
 
-#: How long an assembled fleet is reused (paging and sorting within it read nothing).
-FLEET_CACHE_SECONDS = 3.0
 #: Columns the fleet can be sorted by.
 FLEET_SORTS = (
     "identifier",
@@ -103,9 +102,13 @@ def _sort_key(column: str) -> Any:
 class Dashboard:
     """Read models over one service context (the gateway's)."""
 
-    def __init__(self, context: ServiceContext, cache_seconds: float = FLEET_CACHE_SECONDS) -> None:
+    def __init__(self, context: ServiceContext, cache_seconds: float | None = None) -> None:
         self.context = context
-        self.cache_seconds = cache_seconds
+        self.cache_seconds = (
+            context.settings.gateway.ui_fleet_cache_seconds
+            if cache_seconds is None
+            else cache_seconds
+        )
         # The raw pointer reader: the fleet asks nothing of the tracking server per row.
         self.pointers = PromotionStore(context.store)
         self._fleet: tuple[float, list[dict[str, Any]], str | None] | None = None
