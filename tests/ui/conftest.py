@@ -91,7 +91,9 @@ class Console:
         if message.type != "error":
             return
         for status in self.refusals:
-            if message.text.startswith(f"Failed to load resource: the server responded with a status of {status}"):
+            if message.text.startswith(
+                f"Failed to load resource: the server responded with a status of {status}"
+            ):
                 return
         self.errors.append(f"console: {message.text} ({message.location})")
 

@@ -135,7 +135,9 @@ def _data_transfer(page: Page, files: list[Path]) -> Any:
     return page.evaluate_handle(
         """(files) => {
             const transfer = new DataTransfer();
-            for (const f of files) transfer.items.add(new File([f.text], f.name, {type: "text/csv"}));
+            for (const f of files) {
+                transfer.items.add(new File([f.text], f.name, {type: "text/csv"}));
+            }
             return transfer;
         }""",
         payload,
@@ -144,7 +146,9 @@ def _data_transfer(page: Page, files: list[Path]) -> Any:
 
 @pytest.fixture
 def run() -> dict[str, Any]:
-    assert "dataset_id" in state, "needs the upload of test_an_upload_is_followed_to_its_leaderboard"
+    assert "dataset_id" in state, (
+        "needs the upload of test_an_upload_is_followed_to_its_leaderboard"
+    )
     return state
 
 
@@ -201,7 +205,9 @@ def test_promote_and_rollback_need_the_admin_scope(
     console.refusals.add(403)
     _open(page, system, f"/decisions?identifier={IDENTIFIER}", system.viewer_key)
     expect(page.locator(".decision")).to_have_count(1)
-    promote = page.get_by_role("button", name=f"Promote {other['model_type']} run {other['run_id']}")
+    promote = page.get_by_role(
+        "button", name=f"Promote {other['model_type']} run {other['run_id']}"
+    )
     promote.click()
     _confirm(page, "try the other model")
     refusal = page.locator("#decision-status [role=alert]")

@@ -3,7 +3,6 @@ retraining state, computed on the server (the page only draws one page of rows).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -19,9 +18,9 @@ COUNT = 45
 
 
 @pytest.fixture
-def seeded(context: ServiceContext) -> Iterator[tuple[Dashboard, list[str]]]:
+def seeded(context: ServiceContext) -> tuple[Dashboard, list[str]]:
     names = seed_fleet(context.store, COUNT, now=datetime(2026, 1, 1, tzinfo=UTC))
-    yield Dashboard(context, cache_seconds=0), names
+    return Dashboard(context, cache_seconds=0), names
 
 
 def test_pages_cover_the_fleet_once_in_order(seeded: tuple[Dashboard, list[str]]) -> None:
@@ -132,5 +131,7 @@ def test_bad_parameters_are_refused_with_the_reason(
         ({"outcome": {"status": "refused"}, "promoted": None}, "refused"),
     ],
 )
-def test_retraining_state_of_the_newest_trigger(trigger: dict[str, object] | None, state: str) -> None:
+def test_retraining_state_of_the_newest_trigger(
+    trigger: dict[str, object] | None, state: str
+) -> None:
     assert retraining_state(trigger) == state

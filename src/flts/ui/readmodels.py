@@ -137,8 +137,8 @@ class Dashboard:
             if key not in live or int(figure["step"]) < int(live[key]["step"]):
                 live[key] = figure  # the shortest horizon step, as flts status shows
         newest_trigger: dict[str, dict[str, Any]] = {}
-        for trigger in read_triggers(store):  # oldest first: the last one wins
-            newest_trigger[str(trigger["identifier"])] = trigger
+        for record in read_triggers(store):  # oldest first: the last one wins
+            newest_trigger[str(record["identifier"])] = record
         identifiers = set(self.pointers.identifiers())
         identifiers.update(str(m["identifier"]) for m in read_dataset_metas(store))
         rows = []
@@ -283,11 +283,7 @@ class Dashboard:
             }
         figures = (read_figures(store) or {}).get("figures", [])
         document["live"] = sorted(
-            (
-                f
-                for f in figures
-                if f["identifier"] == identifier and f["run_id"] == current.run_id
-            ),
+            (f for f in figures if f["identifier"] == identifier and f["run_id"] == current.run_id),
             key=lambda f: int(f["step"]),
         )
         return document

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import TypeAdapter, ValidationError
@@ -121,7 +120,9 @@ def ui_router(context: ServiceContext) -> APIRouter:
     def plotly() -> Response:
         path = plotly_script()
         if path is None:
-            raise NotFoundError("the charting library is not installed (pip install 'flts[server]')")
+            raise NotFoundError(
+                "the charting library is not installed (pip install 'flts[server]')"
+            )
         return FileResponse(path, media_type="text/javascript")
 
     for name, media_type in ASSETS.items():
@@ -177,5 +178,3 @@ def ui_router(context: ServiceContext) -> APIRouter:
         return _answer(board.explore(_dataset_id(dataset_id), points))
 
     return router
-
-
