@@ -1,15 +1,24 @@
-"""The dashboard's fleet read model over a seeded store: paging, sorting, filtering and the
-retraining state, computed on the server (the page only draws one page of rows)."""
+"""The dashboard's read models over a seeded store: the fleet's paging, sorting, filtering and
+retraining state, computed on the server (the page only draws one page of rows), and a
+station's series from the live sources (observations and the monitor's ledger steps)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+import orjson
+import pandas as pd
 import pytest
+from test_live_monitor import SERIES, SPEC, answer
 
 from benchmarks.ui_fleet import seed_fleet
 from flts.data.synthetic import synthetic_traffic
-from flts.exceptions import DataValidationError
+from flts.exceptions import DataValidationError, NotFoundError
+from flts.live.ledger import ForecastLedger
+from flts.live.monitor import LiveMonitor
+from flts.live.observations import ObservationLog
+from flts.promotion import Promotion, PromotionStore
 from flts.services.context import ServiceContext
 from flts.services.gateway import ingest_dataset
 from flts.ui.readmodels import Dashboard, retraining_state
@@ -135,3 +144,47 @@ def test_retraining_state_of_the_newest_trigger(
     trigger: dict[str, object] | None, state: str
 ) -> None:
     assert retraining_state(trigger) == state
+
+
+def test_a_station_series_is_its_observations_with_the_ledger_forecasts(
+    context: ServiceContext,
+) -> None:
+    """The live source: stored observations, and the champion's served step-1 forecasts with
+    their 80% band as the monitor holds them after its pass."""
+    rng = np.random.default_rng(5)
+    PromotionStore(context.store).record(
+        Promotion(run_id="r1", model_type="RIDGE", config_hash="c0ffee00", identifier="S1")
+    )
+    ObservationLog(context.store, SPEC).append("S1", SERIES.iloc[:100])
+    ledger = ForecastLedger(context.store, "replica-a")
+    answers = [answer(origin, 1, rng) for origin in range(60, 99)]
+    for item in answers:
+        ledger.record(orjson.dumps(item))
+    assert ledger.flush() is not None
+    LiveMonitor(context.store, SPEC).run_once(datetime.now(UTC))
+
+    series = Dashboard(context).series("S1", "down", points=50)
+    actuals, forecast = series["actuals"], series["forecast"]
+    assert actuals["source"] == "observations"
+    assert actuals["values"] == SERIES["down"].iloc[50:100].tolist()  # the newest 50 rows
+    assert forecast["source"] == "forecast ledger"
+    served = [a["forecast"][0] for a in answers]
+    assert forecast["values"] == pytest.approx([r["down"] for r in served])
+    assert [pd.Timestamp(t) for t in forecast["times"]] == [pd.Timestamp(r["time"]) for r in served]
+    band = forecast["bands"]["80"]
+    assert band["lower"] == pytest.approx([a["intervals"]["80"][0]["down"][0] for a in answers])
+    assert band["upper"] == pytest.approx([a["intervals"]["80"][0]["down"][1] for a in answers])
+
+
+def test_a_station_series_refuses_what_it_cannot_show(context: ServiceContext) -> None:
+    board = Dashboard(context)
+    with pytest.raises(NotFoundError, match="no champion"):
+        board.series("Nobody", "down")
+    PromotionStore(context.store).record(
+        Promotion(run_id="r1", model_type="RIDGE", config_hash="c0ffee00", identifier="S1")
+    )
+    with pytest.raises(DataValidationError, match="target must be one of"):
+        board.series("S1", "password")
+    empty = board.series("S1", "down")  # a champion with nothing logged yet: empty, not an error
+    assert empty["actuals"]["source"] is None
+    assert empty["forecast"]["values"] == []

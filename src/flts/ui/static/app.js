@@ -327,6 +327,7 @@ async function stationPage(identifier) {
     try {
       series = await api(`/ui/api/stations/${encodeURIComponent(identifier)}/series?target=${encodeURIComponent(target.value)}&points=500`);
     } catch (error) { plot.replaceChildren(failure(error)); return; }
+    plot.dataset.source = series.actuals.source || "";
     plot.dataset.actualPoints = series.actuals.values.length;
     plot.dataset.forecastPoints = series.forecast.values.length;
     const traces = [];
@@ -351,6 +352,8 @@ async function stationPage(identifier) {
   }
   target.addEventListener("change", draw);
   await draw();
+  // Live stations: draw again as observations and served forecasts arrive.
+  every(15000, () => { if (plot.dataset.source === "observations") draw(); });
 }
 
 // ------------------------------------------------------------------ decisions
