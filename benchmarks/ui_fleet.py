@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.harness import machine_load
 from flts.bus import open_bus
 from flts.events import RetrainReason
 from flts.live.monitor import FIGURES_KEY, LiveFigure
@@ -206,6 +207,7 @@ def main() -> None:
         "benchmark": "ui_fleet",
         "page": "/ui/#/fleet (50 rows per page, sorted by identifier, fleet cache off)",
         "measured": "navigation start to the fleet table's rows in the page, headless Chromium",
+        "machine": machine_load(),
         "floor": floor,
         "fleet": fleet,
         "target_median_seconds": args.target_seconds,

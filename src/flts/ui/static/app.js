@@ -655,11 +655,14 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   if (!sessionStorage.getItem(KEY_NAME)) { show(el("p", { class: "muted", text: "An API key is needed to read the dashboard." })); askKey(""); return; }
-  if (!who) { try { await whoami(); } catch (error) { show(failure(error)); return; } }
+  // Who the key belongs to is asked beside the page's own data, not before it; only the
+  // promotions page waits for it (it says whether the key may roll back).
+  const identity = who ? Promise.resolve(who) : whoami();
+  identity.catch((error) => show(failure(error)));
   try {
     if (parts[0] === "station" && parts[1]) await stationPage(parts[1]);
     else if (parts[0] === "decisions") await decisionsPage(params);
-    else if (parts[0] === "promotions" && parts[1]) await promotionsPage(parts[1]);
+    else if (parts[0] === "promotions" && parts[1]) { await identity; await promotionsPage(parts[1]); }
     else if (parts[0] === "data" && parts[1]) await explorePage(parts[1]);
     else if (parts[0] === "data") await dataPage();
     else await fleetPage();
