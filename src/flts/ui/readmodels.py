@@ -114,6 +114,7 @@ class Dashboard:
         self._fleet: tuple[float, list[dict[str, Any]], str | None] | None = None
         self._fleet_lock = threading.Lock()
         self._explored: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._explored_lock = threading.Lock()
 
     # ------------------------------------------------------------------ fleet
 
@@ -517,10 +518,11 @@ class Dashboard:
         when there is one); remembered for the few datasets looked at last."""
         if not 10 <= points <= MAX_POINTS:
             raise DataValidationError(f"points must be between 10 and {MAX_POINTS}, got {points}")
-        cached = self._explored.get((dataset_id, points))
-        if cached is not None:
-            self._explored.move_to_end((dataset_id, points))
-            return cached
+        with self._explored_lock:
+            cached = self._explored.get((dataset_id, points))
+            if cached is not None:
+                self._explored.move_to_end((dataset_id, points))
+                return cached
         meta = self._meta(dataset_id)
         spec = self.context.settings.feature_spec
         frames = []
@@ -535,7 +537,8 @@ class Dashboard:
             "identifier": meta.get("identifier"),
             **explore(frame, list(spec.inputs), list(spec.targets), points),
         }
-        self._explored[(dataset_id, points)] = document
-        while len(self._explored) > _EXPLORED:
-            self._explored.popitem(last=False)
+        with self._explored_lock:  # routes run in a thread pool
+            self._explored[(dataset_id, points)] = document
+            while len(self._explored) > _EXPLORED:
+                self._explored.popitem(last=False)
         return document
