@@ -62,6 +62,17 @@ def _api(system: System, path: str) -> Any:
     return response.json()
 
 
+def _assert_labelled(page: Page) -> None:
+    """Every form control on the page has an accessible name (a label or an aria-label)."""
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll("main input, main select, main button")]
+            .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label")
+                && !c.textContent.trim())
+            .map((c) => c.outerHTML)"""
+    )
+    assert unnamed == []
+
+
 def _confirm(page: Page, reason: str) -> None:
     dialog = page.locator("#confirm-dialog")
     expect(dialog).to_be_visible()
@@ -92,6 +103,7 @@ def test_a_broken_csv_is_refused_with_its_problem_at_its_line(
     expect(row.locator("td").nth(0)).to_have_text("train")
     expect(row.locator("td").nth(1)).to_have_text("7")
     expect(page.locator("#upload-result [role=alert]")).to_contain_text("422")
+    _assert_labelled(page)
     screenshot(page, "data-problems")
     assert _api(system, "/v1/datasets?identifier=Broken")["datasets"] == []  # nothing stored
     assert console.errors == []
@@ -124,6 +136,7 @@ def test_an_upload_is_followed_to_its_leaderboard(
     expect(page.locator("[data-step=promoted]")).to_contain_text(champion["run_id"])
     promoted = board.locator("tr.promoted")
     expect(promoted).to_have_attribute("data-model", champion["model_type"])
+    _assert_labelled(page)
     screenshot(page, "data")
     state.update(dataset_id=dataset_id, champion=champion, progress=progress)
     assert console.errors == []
@@ -161,9 +174,13 @@ def test_the_fleet_lists_the_station_with_its_champion(
     expect(row.locator("td").nth(1)).to_have_text(run["champion"]["model_type"])
     fleet = _api(system, "/ui/api/fleet")
     expect(page.locator("#fleet tbody tr")).to_have_count(len(fleet["rows"]))
-    # Sorting is the server's: the header button asks for the descending order.
+    # Sorting is the server's; the column headers are buttons, so the keyboard sorts too.
     page.get_by_role("button", name="Identifier").click()
     expect(page.locator("#fleet th[aria-sort=descending]")).to_have_count(1)
+    page.get_by_role("button", name="Eval NRMSE").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#fleet th[aria-sort=ascending]")).to_contain_text("Eval NRMSE")
+    _assert_labelled(page)
     page.get_by_label("Filter").fill("poble")
     expect(page.locator("#fleet tbody tr")).to_have_count(1)
     screenshot(page, "fleet")
@@ -192,6 +209,7 @@ def test_the_station_chart_draws_every_test_window(
     expect(page.locator("#lineage")).to_contain_text(run["champion"]["run_id"])
     expect(page.locator("#lineage")).to_contain_text(run["dataset_id"])
     expect(page.locator("#per-horizon tbody tr")).to_have_count(1)  # horizon 1: step 1
+    _assert_labelled(page)
     screenshot(page, "station")
     assert console.errors == []
 
@@ -239,6 +257,7 @@ def test_promote_and_rollback_need_the_admin_scope(
     expect(history.nth(0)).to_contain_text("rollback")
     expect(history.nth(0)).to_contain_text("operator")  # the admin key's name, as the actor
     expect(history.nth(1)).to_contain_text("manual")
+    _assert_labelled(page)
     screenshot(page, "promotions")
     # Refused attempts show in the page, not in the console.
     assert console.errors == []
@@ -257,5 +276,6 @@ def test_the_exploratory_view_summarises_every_column(
     expect(down).to_be_visible()
     for chart in ("explore-series", "explore-daily", "explore-weekly", "explore-correlation"):
         expect(page.locator(f"#{chart} .main-svg").first).to_be_visible()
+    _assert_labelled(page)
     screenshot(page, "explore")
     assert console.errors == []
