@@ -81,7 +81,8 @@ bench-live: install system-deps  ## Live operation: observations/s (gateway, bus
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.live --duration 8 --repeats 3 --json $(BUILD)/bench/live.json
 
 bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers in headless Chromium, beside a 10-identifier floor; JSON in build/bench/
-	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json $(BUILD)/bench/ui.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json $(BUILD)/bench/ui.json \
+		--screenshot $(BUILD)/bench/ui-fleet-1000.png
 
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)

@@ -118,8 +118,9 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def _loads(url: str, key: str, loads: int) -> list[float]:
-    """Seconds from navigation start to the fleet table's rows, one new tab per load."""
+def _loads(url: str, key: str, loads: int, picture: Path | None = None) -> list[float]:
+    """Seconds from navigation start to the fleet table's rows, one new tab per load;
+    ``picture``: a screenshot of the last load."""
     from playwright.sync_api import sync_playwright
 
     from servers.browser import launch_chromium
@@ -141,13 +142,16 @@ def _loads(url: str, key: str, loads: int) -> list[float]:
                 )
                 if n:
                     seconds.append(float(elapsed) / 1000)
+                if n == loads and picture is not None:
+                    picture.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(picture))
                 page.close()
         finally:
             browser.close()
     return seconds
 
 
-def measure(count: int, loads: int, root: Path) -> dict[str, Any]:
+def measure(count: int, loads: int, root: Path, picture: Path | None = None) -> dict[str, Any]:
     """Seed ``count`` stations in a fresh home, serve it and load the fleet page."""
     from servers import free_port, wait_for
 
@@ -176,7 +180,7 @@ def measure(count: int, loads: int, root: Path) -> dict[str, Any]:
             "the gateway",
             errors=(httpx.HTTPError,),
         )
-        seconds = _loads(url, key, loads)
+        seconds = _loads(url, key, loads, picture)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -198,11 +202,14 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=15)
     parser.add_argument("--target-seconds", type=float, default=1.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--screenshot", type=Path, default=None, help="PNG of the fleet page at full size"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flts-bench-ui-") as tmp:
         root = Path(tmp)
         floor = measure(args.floor, args.loads, root)
-        fleet = measure(args.identifiers, args.loads, root)
+        fleet = measure(args.identifiers, args.loads, root, args.screenshot)
     document = {
         "benchmark": "ui_fleet",
         "page": "/ui/#/fleet (50 rows per page, sorted by identifier, fleet cache off)",
