@@ -30,6 +30,8 @@ def test_the_page_and_its_files_are_served(gateway: tuple[GatewayClient, dict[st
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
     assert '<script src="/ui/static/app.js"' in page.text
     script = client.get("/ui/static/app.js")
     assert script.headers["content-type"].startswith("text/javascript")

@@ -62,8 +62,20 @@ UI_OPEN_PATHS = (
     PLOTLY_PATH,
 )
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
-#: Static files may be cached briefly; the shell never (it names the current assets).
-_NO_STORE = {"Cache-Control": "no-store"}
+#: Headers of the shell: never cached (it names the current assets), never framed by another
+#: site (its buttons promote and roll back), scripts and data from this origin only (plotly
+#: sets inline styles; its images are data: URLs).
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'"
+    ),
+}
 
 
 def _identifier(value: str) -> str:
@@ -114,7 +126,7 @@ def ui_router(context: ServiceContext) -> APIRouter:
     @router.get(f"{UI_PREFIX}/", include_in_schema=False)
     def page() -> Response:
         """The single page; the key and the page shown live in the browser."""
-        return HTMLResponse((_STATIC / "index.html").read_text(), headers=_NO_STORE)
+        return HTMLResponse((_STATIC / "index.html").read_text(), headers=_PAGE_HEADERS)
 
     @router.get(PLOTLY_PATH, include_in_schema=False)
     def plotly() -> Response:
