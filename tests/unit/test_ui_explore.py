@@ -57,6 +57,7 @@ def test_downsampling_keeps_at_most_the_asked_buckets_and_their_extremes(points:
     series = downsample(frame, ["a", "c"], points)
     buckets = len(series["times"])
     assert buckets <= points
+    assert series["gaps"] == 0  # a regular series: no break
     assert buckets == len(series["mean"]["a"]) == len(series["max"]["c"])
     if points >= len(frame):
         assert buckets == len(frame)  # nothing to reduce: every row is its own bucket
@@ -64,6 +65,20 @@ def test_downsampling_keeps_at_most_the_asked_buckets_and_their_extremes(points:
     assert max(series["max"]["c"]) == pytest.approx(frame["c"].max())
     assert min(series["min"]["c"]) == pytest.approx(frame["c"].min())
     assert series["times"][0] == frame.index[0].isoformat()
+
+
+def test_a_jump_in_time_gets_an_empty_bucket_so_the_line_breaks() -> None:
+    first = _frame(300)
+    second = _frame(300, seed=4)
+    second.index = second.index + pd.Timedelta(days=20)  # a test file three weeks later
+    series = downsample(pd.concat([first, second]), ["a"], 60)
+    assert series["gaps"] == 1
+    empty = series["mean"]["a"].index(None)
+    times = pd.DatetimeIndex(series["times"])
+    assert times[empty - 1] < times[empty] < times[empty + 1]
+    assert times[empty + 1] >= second.index[0]
+    assert len(series["min"]["a"]) == len(series["max"]["a"]) == len(times)
+    assert downsample(first, ["a"], 60)["gaps"] == 0
 
 
 def test_downsampling_refuses_zero_points() -> None:

@@ -8,7 +8,8 @@ a regular time index and float columns with missing cells still NaN), so the pag
   a model can learn nothing from);
 * the series over time, reduced on the server to at most ``points`` buckets by taking each
   bucket's mean (a file of a million rows stays a few kilobytes on the wire and a chart the
-  browser draws at once; the mean keeps the level, the bucket's min and max keep the peaks);
+  browser draws at once; the mean keeps the level, the bucket's min and max keep the peaks),
+  with an empty bucket where the rows jump days ahead (between a training and a test file);
 * the daily profile (mean by hour of day) and the weekly profile (mean by day of week and
   hour) of every target;
 * Pearson correlation of every input with every target, over rows where both are present.
@@ -57,7 +58,7 @@ def column_summary(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def downsample(frame: pd.DataFrame, columns: list[str], points: int) -> dict[str, Any]:
     """The series of ``columns`` in at most ``points`` time buckets of equal row count: each
     bucket's first time, and the mean, min and max of each column (``None`` where a bucket
-    has no present cell)."""
+    has no present cell), plus one empty bucket per jump in time (``gaps`` counts them)."""
     if points < 1:
         raise ValueError("points must be at least 1")
     n = len(frame)
@@ -70,7 +71,7 @@ def downsample(frame: pd.DataFrame, columns: list[str], points: int) -> dict[str
         return [_number(v) for v in table[name].to_numpy()]
 
     mean, low, high = groups.mean(), groups.min(), groups.max()
-    return {
+    series: dict[str, Any] = {
         "rows": n,
         "bucket_rows": size,
         "times": [t.isoformat() for t in times],
@@ -78,6 +79,28 @@ def downsample(frame: pd.DataFrame, columns: list[str], points: int) -> dict[str
         "min": {name: values(low, name) for name in columns},
         "max": {name: values(high, name) for name in columns},
     }
+    return _break_gaps(series, times)
+
+
+def _break_gaps(series: dict[str, Any], times: pd.DatetimeIndex) -> dict[str, Any]:
+    """Insert an empty bucket where the rows jump far ahead (a training file and a test file
+    days apart), so a chart breaks its line there instead of drawing one across the gap.
+    Far ahead: more than three times the usual step between buckets."""
+    series["gaps"] = 0
+    if len(times) < 3:
+        return series
+    steps = np.diff(times.asi8)  # in the index's own unit; only compared with each other
+    usual = float(np.median(steps))
+    gaps = [i + 1 for i, step in enumerate(steps) if step > 3 * usual]
+    for position in reversed(gaps):  # from the end, so earlier positions stay valid
+        before, after = times[position - 1], times[position]
+        middle = before + (after - before) / 2
+        series["times"].insert(position, middle.isoformat())
+        for kind in ("mean", "min", "max"):
+            for column in series[kind].values():
+                column.insert(position, None)
+    series["gaps"] = len(gaps)
+    return series
 
 
 def profiles(frame: pd.DataFrame, targets: list[str]) -> dict[str, Any]:
