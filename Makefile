@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live e2e deploy-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui e2e deploy-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,13 +34,15 @@ format: install  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format src tests benchmarks scripts loadtest
 
 # Debian packages: Prometheus (and its promtool) for the scrape test and the rule tests, wrk
-# (a C load generator) for the serving benchmark.
-system-deps:  ## Debian packages the tests and benchmarks need (prometheus, wrk); installs them when run as root
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v wrk >/dev/null || { \
+# (a C load generator) for the serving benchmark, Chromium for the dashboard's browser tests
+# and benchmark (Playwright drives it; it never downloads a browser of its own).
+system-deps:  ## Debian packages the tests and benchmarks need (prometheus, wrk, chromium); installs them when run as root
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v wrk >/dev/null \
+		&& command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus wrk >/dev/null \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus wrk chromium >/dev/null \
 			&& { pkill -x prometheus || true; }; \
-		else echo "install Debian's prometheus and wrk packages (sudo apt-get install prometheus wrk)" >&2; exit 1; fi; }
+		else echo "install Debian's prometheus, wrk and chromium packages (sudo apt-get install prometheus wrk chromium)" >&2; exit 1; fi; }
 
 test: install system-deps  ## Run the test suite (unit, contract on real servers, API, e2e, deploy)
 	$(BIN)/pytest --ignore=tests/faults
@@ -81,6 +83,10 @@ bench-auth: install  ## What API key authentication costs per forecast, in-proce
 
 bench-live: install system-deps  ## Live operation: observations/s (gateway, bus), ledger cost per forecast, monitor lag at 1,000 stations; JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.live --duration 8 --repeats 3 --json $(BUILD)/bench/live.json
+
+bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers in headless Chromium, beside a 10-identifier floor; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json $(BUILD)/bench/ui.json \
+		--screenshot $(BUILD)/bench/ui-fleet-1000.png
 
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)

@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flts.storage import ObjectStore
 
 DATASETS_ROOT = "datasets"
 _DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
@@ -39,3 +43,20 @@ def dataset_keys(dataset_id: str) -> dict[str, str]:
         "test": f"{prefix}/test.csv",
         "meta": meta_key(dataset_id),
     }
+
+
+def read_dataset_metas(store: ObjectStore, identifier: str | None = None) -> list[dict[str, Any]]:
+    """Metadata of every complete dataset (optionally one identifier's), newest first; one
+    removed while listing (``flts gc``) is left out."""
+    documents: list[dict[str, Any]] = []
+    for key in store.list(DATASETS_ROOT):
+        if not key.endswith("/meta.json"):
+            continue
+        try:
+            document = store.get_json(key)
+        except KeyError:
+            continue
+        if identifier is None or document.get("identifier") == identifier:
+            documents.append(document)
+    documents.sort(key=lambda d: str(d.get("uploaded_at", "")), reverse=True)
+    return documents

@@ -145,6 +145,12 @@ class GatewaySettings(_Section):
     retry_after_seconds: int = Field(
         default=5, ge=1, description="Retry-After of a 503 while the store or the bus is down."
     )
+    ui_fleet_cache_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        description="How long the dashboard reuses an assembled fleet for paging, sorting and "
+        "filtering (0: every request reads the store).",
+    )
 
 
 class RetentionSettings(_Section):

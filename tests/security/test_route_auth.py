@@ -19,7 +19,16 @@ from helpers import memory_settings
 
 from .support import AsgiClient, Keys, http_routes, make_keys
 
-GATEWAY_OPEN = {"/healthz"}
+#: The dashboard's HTML shell and static files hold no data and must load before the page can
+#: ask for a key (docs/security.md); its /ui/api data routes are in the protected list.
+GATEWAY_OPEN = {
+    "/healthz",
+    "/ui",
+    "/ui/",
+    "/ui/static/app.js",
+    "/ui/static/app.css",
+    "/ui/static/vendor/plotly.min.js",
+}
 #: The probes of the inference API, its serving protocols' included (flts.api.protocols).
 INFERENCE_OPEN = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"}
 
@@ -126,6 +135,11 @@ def test_open_routes_and_unknown_paths(
         assert client.request("GET", path).status_code not in (401, 403), path
     # A path no route serves is refused before routing: a 404 tells nobody what exists.
     assert client.request("GET", "/no/such/route").status_code == 401
+    if which == "gateway":  # the dashboard's own files are open, everything beside them not
+        assert client.request("GET", "/ui/static/app.js").status_code == 200
+        assert client.request("GET", "/ui/static/missing.js").status_code == 401
+        assert client.request("GET", "/ui/api/no-such-read-model").status_code == 401
+        assert client.request("GET", "/uix").status_code == 401
     assert client.request("GET", "/docs").status_code == 401
 
 

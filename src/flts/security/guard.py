@@ -24,7 +24,7 @@ API. ``flts up`` and the Helm chart always configure keys.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,7 +55,8 @@ class AccessPolicy:
 
     ``default`` applies to every path not listed (including unknown ones, so a 404 is no
     oracle for which routes exist); ``prefixes`` maps path prefixes to scopes, first match
-    wins.
+    wins; ``open_paths`` are further exact paths that need no key (the dashboard's HTML shell,
+    which holds no data: docs/security.md).
     """
 
     def __init__(
@@ -64,10 +65,11 @@ class AccessPolicy:
         *,
         prefixes: Mapping[str, str] | None = None,
         metrics_require_key: bool = False,
+        open_paths: Iterable[str] = (),
     ) -> None:
         self.default = default
         self.prefixes = tuple((prefixes or {}).items())
-        self.exact = dict.fromkeys(PROBES, OPEN)
+        self.exact = dict.fromkeys((*PROBES, *open_paths), OPEN)
         self.exact["/metrics"] = ANY_KEY if metrics_require_key else OPEN
 
     def required(self, path: str) -> str:
@@ -167,10 +169,14 @@ def protect(
     default: str,
     render: Render,
     prefixes: Mapping[str, str] | None = None,
+    open_paths: Iterable[str] = (),
 ) -> AuthMiddleware:
     """``app`` behind :class:`AuthMiddleware` with ``keys`` and the policy of ``security``;
     ``default`` is the scope of every path not named otherwise."""
     policy = AccessPolicy(
-        default, prefixes=prefixes, metrics_require_key=security.metrics_require_key
+        default,
+        prefixes=prefixes,
+        metrics_require_key=security.metrics_require_key,
+        open_paths=open_paths,
     )
     return AuthMiddleware(app, keys, policy, render)

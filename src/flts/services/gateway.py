@@ -14,9 +14,11 @@ Routes::
                                               live rows of a station (:mod:`flts.live.routes`)
     GET  /healthz                             liveness
     POST /v1/admin/promote, /v1/admin/rollback, GET /v1/admin/history: see flts.services.admin
+    GET  /ui/                                 the dashboard (flts.ui.routes)
 
-Every route but ``/healthz`` needs an API key (``Authorization: Bearer``): the ``upload``
-scope for the datasets, ``admin`` for the admin API (:mod:`flts.security.guard`,
+Every route but ``/healthz`` and the dashboard's page and static files needs an API key
+(``Authorization: Bearer``): the ``upload`` scope for the datasets and the dashboard's data,
+``admin`` for the admin API (:mod:`flts.security.guard`,
 docs/security.md).
 
 Upload rules:
@@ -76,7 +78,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from flts.data.hashing import content_digest
 from flts.data.spec import FeatureSpec, Recipe
-from flts.datasets import DATASETS_ROOT, dataset_keys, is_dataset_id, new_dataset_id
+from flts.datasets import dataset_keys, is_dataset_id, new_dataset_id, read_dataset_metas
 from flts.events import (
     DatasetUploaded,
     DatasetUploadedEvent,
@@ -102,6 +104,7 @@ from flts.services.admin import ADMIN_PREFIX, admin_router
 from flts.services.context import ServiceContext
 from flts.services.outbox import Outbox, Reconciler
 from flts.services.preprocess import HOLDOUT_FRACTION, build_splits, read_tables
+from flts.ui.routes import UI_OPEN_PATHS, ui_router
 
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
@@ -339,9 +342,11 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         keys=key_ring(settings.security, "gateway"),  # read now: a bad file stops the start
         default="upload",
         prefixes={ADMIN_PREFIX: "admin"},
+        open_paths=UI_OPEN_PATHS,
         render=_error_response,
     )
     app.include_router(admin_router(context))
+    app.include_router(ui_router(context))  # the dashboard at /ui/ (flts.ui.routes)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -445,14 +450,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         """Metadata of every complete dataset, newest first; optionally one identifier's."""
         if identifier is not None:
             _identifier(identifier)
-        store = context.store
-        documents = [
-            store.get_json(key) for key in store.list(DATASETS_ROOT) if key.endswith("/meta.json")
-        ]
-        if identifier is not None:
-            documents = [d for d in documents if d.get("identifier") == identifier]
-        documents.sort(key=lambda d: str(d.get("uploaded_at", "")), reverse=True)
-        return JSONResponse({"datasets": documents})
+        return JSONResponse({"datasets": read_dataset_metas(context.store, identifier)})
 
     def checked_keys(dataset_id: str) -> dict[str, str]:
         if not is_dataset_id(dataset_id):

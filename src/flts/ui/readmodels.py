@@ -1,0 +1,544 @@
+"""The dashboard's read models: what each page shows, as JSON, built from the project's own
+readers (never from objects read another way):
+
+* the fleet: every identifier with a champion pointer or a dataset (:class:`PromotionStore`,
+  :func:`flts.datasets.read_dataset_metas`), the monitor's live figures
+  (:func:`flts.live.monitor.read_figures`) and the retraining triggers with their outcome
+  (:func:`flts.live.triggers.read_triggers`), what ``flts status`` reads; sorted, filtered and
+  paginated here, so the page receives one page of rows whatever the fleet's size;
+* a station: its champion and lineage, the decision's figures per horizon step, the live
+  figures, and a series of actuals with the champion's forecasts and interval bands (stored
+  observations and the monitor's forecast steps from the ledger, or the newest batch-inference
+  log of the champion, which holds the test split's actuals and the champion's forecasts);
+* decisions (:func:`flts.promotion.list_decisions`) and promotion history;
+* what has happened so far to an uploaded dataset (processed, trained, decided, promoted);
+* the exploratory view of a stored dataset (:mod:`flts.ui.explore`).
+
+The fleet is assembled once and kept for ``gateway.ui_fleet_cache_seconds`` (3 s), so paging,
+sorting and filtering a fleet of thousands costs a sort of rows in memory, not thousands of
+reads.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from flts.data.processed import ProcessedKeys
+from flts.data.reader import read_traffic_csv
+from flts.datasets import dataset_keys, read_dataset_metas
+from flts.exceptions import DataValidationError, NotFoundError
+from flts.live.monitor import PENDING_KEY, SCORED_KEY, read_figures
+from flts.live.observations import ObservationLog
+from flts.live.triggers import read_triggers
+from flts.promotion import PromotionStore, list_decisions, read_decision
+from flts.redaction import redact
+from flts.services.batch_inference import log_prefix
+from flts.services.context import ServiceContext
+from flts.services.preprocess import HOLDOUT_RULE
+from flts.ui.explore import DEFAULT_POINTS, explore
+
+#: Columns the fleet can be sorted by.
+FLEET_SORTS = (
+    "identifier",
+    "model_type",
+    "evaluation_nrmse",
+    "live_nrmse",
+    "live_coverage",
+    "age_seconds",
+    "state",
+)
+#: Retraining states a fleet row can be in (see :func:`retraining_state`).
+FLEET_STATES = ("ok", "no champion", "retraining", "retrained", "kept", "refused")
+MAX_PAGE = 500
+MAX_POINTS = 5_000
+#: Explored datasets kept in memory (reading a CSV is the slow part of the view).
+_EXPLORED = 8
+
+
+def retraining_state(trigger: dict[str, Any] | None) -> str:
+    """The state of an identifier's newest retraining trigger, in one word: ``ok`` (none),
+    ``retraining`` (asked for, or prepared and not decided yet), ``retrained`` (a new champion
+    came of it), ``kept`` (decided without a promotion) or ``refused`` (preprocess could not
+    build the set)."""
+    if trigger is None:
+        return "ok"
+    outcome = trigger.get("outcome") or {}
+    if outcome.get("status") == "refused":
+        return "refused"
+    promoted = trigger.get("promoted")
+    if promoted is None:
+        return "retraining"
+    return "retrained" if promoted else "kept"
+
+
+def _first_step(windows: list[Any]) -> list[Any]:
+    """Step 1 of each window of a batch-inference log (its arrays are ``windows x horizon``)."""
+    return [window[0] if isinstance(window, list) else window for window in windows]
+
+
+def _age_seconds(moment: str | None, now: datetime) -> float | None:
+    if not moment:
+        return None
+    return max(0.0, (now - datetime.fromisoformat(moment)).total_seconds())
+
+
+def _sort_key(column: str) -> Any:
+    def key(row: dict[str, Any]) -> tuple[int, Any]:
+        value = row.get(column)
+        if column == "live_coverage":
+            value = min(value.values()) if value else None
+        return (1, 0) if value is None else (0, value)
+
+    return key
+
+
+class Dashboard:
+    """Read models over one service context (the gateway's)."""
+
+    def __init__(self, context: ServiceContext, cache_seconds: float | None = None) -> None:
+        self.context = context
+        self.cache_seconds = (
+            context.settings.gateway.ui_fleet_cache_seconds
+            if cache_seconds is None
+            else cache_seconds
+        )
+        # The raw pointer reader: the fleet asks nothing of the tracking server per row.
+        self.pointers = PromotionStore(context.store)
+        self._fleet: tuple[float, list[dict[str, Any]], str | None] | None = None
+        self._fleet_lock = threading.Lock()
+        self._explored: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._explored_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ fleet
+
+    def fleet_rows(self) -> tuple[list[dict[str, Any]], str | None]:
+        """Every identifier's row and when the monitor last wrote its figures (cached)."""
+        with self._fleet_lock:
+            cached = self._fleet
+            if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+                return cached[1], cached[2]
+            rows, updated = self._assemble()
+            self._fleet = (time.monotonic(), rows, updated)
+            return rows, updated
+
+    def _assemble(self) -> tuple[list[dict[str, Any]], str | None]:
+        store = self.context.store
+        now = datetime.now(UTC)
+        monitored = read_figures(store) or {"figures": [], "updated_at": None}
+        live: dict[tuple[str, str], dict[str, Any]] = {}
+        for figure in monitored["figures"]:
+            key = (figure["identifier"], figure["run_id"])
+            if key not in live or int(figure["step"]) < int(live[key]["step"]):
+                live[key] = figure  # the shortest horizon step, as flts status shows
+        newest_trigger: dict[str, dict[str, Any]] = {}
+        for record in read_triggers(store):  # oldest first: the last one wins
+            newest_trigger[str(record["identifier"])] = record
+        identifiers = set(self.pointers.identifiers())
+        identifiers.update(str(m["identifier"]) for m in read_dataset_metas(store))
+        rows = []
+        for name in sorted(identifiers):
+            current = self.pointers.current(name)
+            trigger = newest_trigger.get(name)
+            row: dict[str, Any] = {
+                "identifier": name,
+                "run_id": None,
+                "model_type": None,
+                "config_hash": None,
+                "promoted_at": None,
+                "age_seconds": None,
+                "evaluation_nrmse": None,
+                "live_nrmse": None,
+                "live_skill": None,
+                "live_n": None,
+                "live_coverage": None,
+                "state": "no champion",
+                "retraining": None,
+            }
+            if current is not None:
+                figure = live.get((name, current.run_id)) or {}
+                promoted_at = current.promoted_at.isoformat()
+                row.update(
+                    run_id=current.run_id,
+                    model_type=current.model_type,
+                    config_hash=current.config_hash,
+                    promoted_at=promoted_at,
+                    age_seconds=_age_seconds(promoted_at, now),
+                    evaluation_nrmse=current.scores.get("nrmse"),
+                    live_nrmse=figure.get("nrmse"),
+                    live_skill=figure.get("skill"),
+                    live_n=figure.get("n"),
+                    live_coverage=figure.get("coverage") or None,
+                    state=retraining_state(trigger),
+                )
+            if trigger is not None:
+                outcome = trigger.get("outcome") or {}
+                row["retraining"] = {
+                    "reason": trigger.get("reason"),
+                    "requested_at": trigger.get("requested_at"),
+                    "outcome": outcome.get("status"),
+                    "promoted": trigger.get("promoted"),
+                }
+            rows.append(row)
+        return rows, monitored.get("updated_at")
+
+    def fleet(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "identifier",
+        order: str = "asc",
+        query: str = "",
+        state: str = "",
+    ) -> dict[str, Any]:
+        """One page of the fleet: rows whose identifier or model type contains ``query``
+        (case-insensitive) and, with ``state``, in that retraining state, sorted by
+        ``sort`` (missing values last either way)."""
+        problems = []
+        if sort not in FLEET_SORTS:
+            problems.append(f"sort must be one of {', '.join(FLEET_SORTS)}, got {sort!r}")
+        if order not in ("asc", "desc"):
+            problems.append(f"order must be 'asc' or 'desc', got {order!r}")
+        if state and state not in FLEET_STATES:
+            problems.append(f"state must be one of {', '.join(FLEET_STATES)}, got {state!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            problems.append(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        if offset < 0:
+            problems.append(f"offset must not be negative, got {offset}")
+        if problems:
+            raise DataValidationError(*problems)
+        rows, updated = self.fleet_rows()
+        needle = query.strip().lower()
+        chosen = [
+            r
+            for r in rows
+            if (
+                not needle
+                or needle in r["identifier"].lower()
+                or needle in str(r["model_type"] or "").lower()
+            )
+            and (not state or r["state"] == state)
+        ]
+        present = [r for r in chosen if _sort_key(sort)(r)[0] == 0]
+        absent = [r for r in chosen if _sort_key(sort)(r)[0] == 1]
+        present.sort(key=_sort_key(sort), reverse=order == "desc")
+        ordered = present + absent
+        return {
+            "total": len(rows),
+            "matched": len(ordered),
+            "offset": offset,
+            "limit": limit,
+            "sort": sort,
+            "order": order,
+            "live_updated_at": updated,
+            "states": list(FLEET_STATES),
+            "rows": ordered[offset : offset + limit],
+        }
+
+    # ------------------------------------------------------------------ station
+
+    def station(self, identifier: str) -> dict[str, Any]:
+        """Champion, lineage, the decision's per-horizon figures and the live figures."""
+        store = self.context.store
+        current = self.context.promotions.current(identifier)
+        metas = read_dataset_metas(store, identifier)
+        if current is None and not metas:
+            raise NotFoundError(f"no champion and no dataset for identifier {identifier!r}")
+        document: dict[str, Any] = {
+            "identifier": identifier,
+            "champion": None,
+            "lineage": None,
+            "decision": None,
+            "live": [],
+            "targets": list(self.context.settings.feature_spec.targets),
+        }
+        if current is None:
+            return document
+        document["champion"] = current.model_dump(mode="json")
+        document["lineage"] = {
+            "run_id": current.run_id,
+            "model_type": current.model_type,
+            "config_hash": current.config_hash,
+            "artifact_digest": current.artifact_digest,
+            "dataset": self._dataset_of(identifier, current.config_hash, metas),
+            "mlflow_url": self._mlflow_url(current.run_id),
+        }
+        decision = read_decision(store, identifier, current.config_hash)
+        if decision is not None:
+            line = next(
+                (e for e in decision.get("leaderboard", []) if e.get("run_id") == current.run_id),
+                None,
+            )
+            document["decision"] = {
+                "decided_at": decision.get("decided_at"),
+                "reason_code": decision.get("reason_code"),
+                "champion_line": line,
+                "baseline_horizon": decision.get("baseline_horizon", {}),
+            }
+        figures = (read_figures(store) or {}).get("figures", [])
+        document["live"] = sorted(
+            (f for f in figures if f["identifier"] == identifier and f["run_id"] == current.run_id),
+            key=lambda f: int(f["step"]),
+        )
+        return document
+
+    def _dataset_of(
+        self, identifier: str, config_hash: str, metas: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """The newest dataset of ``identifier`` whose files the processed data of
+        ``config_hash`` was made from (by content digest), or ``None``."""
+        try:
+            processed = self.context.store.get_json(ProcessedKeys.for_hash(config_hash).meta_key)
+        except KeyError:
+            return None
+        digests = processed.get("input_digests") or {}
+        for meta in metas:  # newest first
+            test = meta.get("test") or {}
+            if (meta.get("train") or {}).get("digest") == digests.get("train") and test.get(
+                "digest", HOLDOUT_RULE
+            ) == digests.get("test"):
+                return {
+                    "dataset_id": meta["dataset_id"],
+                    "uploaded_at": meta.get("uploaded_at"),
+                    "filename": (meta.get("train") or {}).get("filename"),
+                    "source": meta.get("source", "upload"),
+                }
+        return None
+
+    def _mlflow_url(self, run_id: str) -> str | None:
+        """A link to the run in the MLflow UI when tracking is an MLflow server."""
+        uri = self.context.settings.tracking.uri
+        if not uri.startswith(("http://", "https://")):
+            return None
+        experiment = self.context.tracker.experiment_id
+        return redact(f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}")
+
+    def series(self, identifier: str, target: str, points: int = 500) -> dict[str, Any]:
+        """Actuals of ``target`` with the champion's step-1 forecasts and interval bands.
+
+        Actuals are the newest ``points`` stored observations; without observations, the test
+        split as the champion's newest batch-inference log holds it. Forecasts are the
+        monitor's forecast steps (from the ledger, with their bands) of the champion within
+        the actuals' time range; without any, the batch-inference log's forecasts."""
+        spec = self.context.settings.feature_spec
+        if target not in spec.targets:
+            raise DataValidationError(
+                f"target must be one of {', '.join(spec.targets)}, got {target!r}"
+            )
+        if not 1 <= points <= MAX_POINTS:
+            raise DataValidationError(f"points must be between 1 and {MAX_POINTS}, got {points}")
+        current = self.pointers.current(identifier)
+        if current is None:
+            raise NotFoundError(f"no champion for identifier {identifier!r}")
+        document: dict[str, Any] = {
+            "identifier": identifier,
+            "target": target,
+            "run_id": current.run_id,
+            "actuals": {"source": None, "times": [], "values": []},
+            "forecast": {"source": None, "times": [], "values": [], "bands": {}},
+        }
+        batch = self._batch_log(identifier, current.run_id)
+        observed = ObservationLog(self.context.store, spec).tail(identifier, points)
+        if len(observed):
+            document["actuals"] = {
+                "source": "observations",
+                "times": [t.isoformat() for t in pd.DatetimeIndex(observed.index)],
+                "values": [float(v) for v in observed[target].to_numpy()],
+            }
+        elif batch is not None:
+            times = _first_step(batch["target_times"])[-points:]
+            values = _first_step(batch["actuals"][target])[-points:]
+            document["actuals"] = {"source": "test split", "times": times, "values": values}
+        ledger = self._ledger_steps(identifier, current.run_id, target, document["actuals"])
+        if ledger is not None:
+            document["forecast"] = ledger
+        elif batch is not None:
+            times = _first_step(batch["target_times"])[-points:]
+            values = _first_step(batch["forecasts"][target])[-points:]
+            document["forecast"] = {
+                "source": "batch inference",
+                "times": times,
+                "values": values,
+                "bands": {},
+            }
+        return document
+
+    def _batch_log(self, identifier: str, run_id: str) -> dict[str, Any] | None:
+        """The newest batch-inference log of ``run_id`` (names sort by time)."""
+        store = self.context.store
+        keys = [
+            k
+            for k in store.list(log_prefix(identifier))
+            if k.endswith(".json") and f"-{run_id}" in k.rsplit("/", 1)[-1]
+        ]
+        if not keys:
+            return None
+        try:
+            document: dict[str, Any] = store.get_json(max(keys))
+        except KeyError:
+            return None
+        return document
+
+    def _ledger_steps(
+        self, identifier: str, run_id: str, target: str, actuals: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The champion's step-1 forecasts the monitor holds (scored and pending), within the
+        actuals' time range; ``None`` when there are none."""
+        frames = []
+        for key in (SCORED_KEY, PENDING_KEY):
+            try:
+                frames.append(pd.read_parquet(io.BytesIO(self.context.store.get(key))))
+            except KeyError:
+                continue
+        frames = [f for f in frames if len(f) and "identifier" in f]
+        if not frames:
+            return None
+        steps = pd.concat(frames, ignore_index=True)
+        steps = steps[
+            (steps["identifier"] == identifier) & (steps["run_id"] == run_id) & (steps["step"] == 1)
+        ]
+        if actuals["times"]:
+            first = pd.Timestamp(actuals["times"][0]).tz_localize(None)
+            steps = steps[pd.DatetimeIndex(steps["time"]) >= first]
+        steps = steps.drop_duplicates("time").sort_values("time")
+        if steps.empty:
+            return None
+        bands: dict[str, dict[str, list[float | None]]] = {}
+        for column in steps.columns:
+            if isinstance(column, str) and column.startswith(f"{target}:lower:"):
+                level = column.rsplit(":", 1)[1]
+                upper = f"{target}:upper:{level}"
+                if upper in steps:
+                    bands[level] = {
+                        "lower": [None if pd.isna(v) else float(v) for v in steps[column]],
+                        "upper": [None if pd.isna(v) else float(v) for v in steps[upper]],
+                    }
+        return {
+            "source": "forecast ledger",
+            "times": [t.isoformat() for t in pd.DatetimeIndex(steps["time"])],
+            "values": [float(v) for v in steps[target]],
+            "bands": bands,
+        }
+
+    # ------------------------------------------------------------------ decisions, promotions
+
+    def decisions(self, identifier: str | None, limit: int = 20) -> dict[str, Any]:
+        """The newest ``limit`` decisions (of one identifier or all), newest first."""
+        documents = list_decisions(self.context.store, identifier)
+        return {"decisions": list(reversed(documents))[:limit], "total": len(documents)}
+
+    def promotions(self, identifier: str) -> dict[str, Any]:
+        """The champion (valid run, as rollback sees it) and the history, newest first."""
+        promotions = self.context.promotions
+        current = promotions.current(identifier)
+        history = promotions.history(identifier)
+        if current is None and not history:
+            raise NotFoundError(f"no promotion for identifier {identifier!r}")
+        return {
+            "identifier": identifier,
+            "current": None if current is None else current.model_dump(mode="json"),
+            "history": [p.model_dump(mode="json") for p in reversed(history)],
+        }
+
+    # ------------------------------------------------------------------ datasets
+
+    def _meta(self, dataset_id: str) -> dict[str, Any]:
+        try:
+            meta: dict[str, Any] = self.context.store.get_json(dataset_keys(dataset_id)["meta"])
+        except KeyError as exc:
+            raise NotFoundError(f"no dataset {dataset_id!r}") from exc
+        return meta
+
+    def _config_hash_of(self, meta: dict[str, Any]) -> str | None:
+        """The config hash preprocessing gave ``meta``'s files (by their content digests),
+        or ``None`` before it has processed them."""
+        store = self.context.store
+        test = meta.get("test") or {}
+        wanted = {
+            "train": (meta.get("train") or {}).get("digest"),
+            "test": test.get("digest", HOLDOUT_RULE),
+        }
+        for key in store.list("processed"):
+            if not key.endswith("/meta.json"):
+                continue
+            try:
+                processed = store.get_json(key)
+            except KeyError:
+                continue
+            if processed.get("input_digests") == wanted:
+                return str(processed["config_hash"])
+        return None
+
+    def progress(self, dataset_id: str) -> dict[str, Any]:
+        """What has happened to a dataset so far: uploaded, processed (config hash), each
+        expected model type's training run, the decision and the promotion."""
+        meta = self._meta(dataset_id)
+        identifier = str(meta["identifier"])
+        expected = list(self.context.settings.evaluation.expected_models)
+        document: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "identifier": identifier,
+            "uploaded_at": meta.get("uploaded_at"),
+            "config_hash": None,
+            "expected_models": expected,
+            "runs": [],
+            "decision": None,
+            "finished": False,
+        }
+        config_hash = self._config_hash_of(meta)
+        if config_hash is None:
+            return document
+        document["config_hash"] = config_hash
+        runs = self.context.tracker.runs_for(config_hash=config_hash, identifier=identifier)
+        document["runs"] = [
+            {
+                "model_type": r.model_type,
+                "run_id": r.run_id,
+                "status": r.status,
+                "train_seconds": r.train_seconds,
+                "error": None if r.error is None else redact(r.error),
+            }
+            for r in runs
+        ]
+        decision = read_decision(self.context.store, identifier, config_hash)
+        if decision is not None:
+            document["decision"] = decision
+            document["finished"] = decision.get("state") == "done"
+        return document
+
+    def explore(self, dataset_id: str, points: int = DEFAULT_POINTS) -> dict[str, Any]:
+        """The exploratory view of a stored dataset's training file (and test file, after it,
+        when there is one); remembered for the few datasets looked at last."""
+        if not 10 <= points <= MAX_POINTS:
+            raise DataValidationError(f"points must be between 10 and {MAX_POINTS}, got {points}")
+        with self._explored_lock:
+            cached = self._explored.get((dataset_id, points))
+            if cached is not None:
+                self._explored.move_to_end((dataset_id, points))
+                return cached
+        meta = self._meta(dataset_id)
+        spec = self.context.settings.feature_spec
+        frames = []
+        for role in ("train", "test"):
+            part = meta.get(role)
+            if part:
+                data = self.context.store.get(part["key"])
+                frames.append(read_traffic_csv(io.BytesIO(data), spec).frame)
+        frame = pd.concat(frames).sort_index()
+        document = {
+            "dataset_id": dataset_id,
+            "identifier": meta.get("identifier"),
+            **explore(frame, list(spec.inputs), list(spec.targets), points),
+        }
+        with self._explored_lock:  # routes run in a thread pool
+            self._explored[(dataset_id, points)] = document
+            while len(self._explored) > _EXPLORED:
+                self._explored.popitem(last=False)
+        return document
