@@ -59,7 +59,10 @@ class TrainingFacts:
 def training_card(facts: TrainingFacts, model: Forecaster, splits: Splits, scores: Scores) -> str:
     """The training part of the card (see module doc)."""
     spec = model.spec
-    digests = ", ".join(f"{role} `{digest[:16]}`" for role, digest in sorted(facts.input_digests.items()))
+    parameters = json.dumps({"seed": model.seed, **model.params}, sort_keys=True, default=str)
+    digests = ", ".join(
+        f"{role} `{digest[:16]}`" for role, digest in sorted(facts.input_digests.items())
+    )
     lines = [
         f"# {model.model_type} for {facts.identifier}",
         "",
@@ -78,7 +81,7 @@ def training_card(facts: TrainingFacts, model: Forecaster, splits: Splits, score
         "",
         "## Recipe",
         f"- recipe: `{json.dumps(splits.recipe.model_dump(mode='json'), sort_keys=True)}`",
-        f"- parameters: `{json.dumps({'seed': model.seed, **model.params}, sort_keys=True, default=str)}`",
+        f"- parameters: `{parameters}`",
         "",
         "## Validation (trainer, informational)",
         f"- NRMSE {_figure(scores.nrmse)}, MAE5 {_figure(scores.mae5)}, "

@@ -52,7 +52,7 @@ def train_and_promote(context: ServiceContext, model_type: str, params: dict[str
     )
     data = helpers.training_event(helpers.write_data(context.store, HASH, seed=7))
     TrainService(context, model_type, params=params).handle(data)
-    [run] = [r for r in context.tracker.runs_for(config_hash=HASH, identifier="global")]
+    [run] = list(context.tracker.runs_for(config_hash=HASH, identifier="global"))
     assert run.finished, run.error
     reports: list[Event] = []
     context.bus.consume(MODEL_TRAINING, "test-reader", reports.append, max_idle=0.05)

@@ -33,7 +33,9 @@ def settings(settings: Settings) -> Settings:
 
 def reports(context: ServiceContext) -> list[Event]:
     seen: list[Event] = []
-    context.bus.consume(MODEL_TRAINING, f"reader-{uuid.uuid4().hex[:8]}", seen.append, max_idle=0.05)
+    context.bus.consume(
+        MODEL_TRAINING, f"reader-{uuid.uuid4().hex[:8]}", seen.append, max_idle=0.05
+    )
     return seen
 
 
@@ -92,7 +94,8 @@ def test_evaluator_logs_test_metrics_per_step_a_figure_and_the_card(
         artifacts = [a.path for a in client.list_artifacts(entry.run_id, "evaluation")]
         assert FIGURE_PATH in artifacts
         card = context.tracker.version_description(entry.run_id, "global")
-        assert card is not None and card.count(EVALUATION_HEADING) == 1
+        assert card is not None
+        assert card.count(EVALUATION_HEADING) == 1
         assert "## Lineage" in card  # the trainer's part stays
         verdict = "decision: promoted" if entry.promoted else "decision: not promoted"
         assert verdict in card
@@ -110,7 +113,9 @@ def test_rewriting_the_evaluation_keeps_one_section() -> None:
 
 def selected(context: ServiceContext) -> list[ModelSelectedEvent]:
     seen: list[Event] = []
-    context.bus.consume(MODEL_SELECTED, f"reader-{uuid.uuid4().hex[:8]}", seen.append, max_idle=0.05)
+    context.bus.consume(
+        MODEL_SELECTED, f"reader-{uuid.uuid4().hex[:8]}", seen.append, max_idle=0.05
+    )
     return [e for e in seen if isinstance(e, ModelSelectedEvent)]
 
 
@@ -132,7 +137,8 @@ def test_alias_moved_by_hand_is_a_recorded_promotion(context: ServiceContext) ->
     assert promotion.action == "manual"
     assert promotion.previous_run_id == champion.run_id
     current = context.promotions.current("global")
-    assert current is not None and current.run_id == other
+    assert current is not None
+    assert current.run_id == other
     last = context.promotions.history("global")[-1]
     assert (last.run_id, last.actor) == (other, REGISTRY_ACTOR)
     assert selected(context)[-1].payload.run_id == other
@@ -163,7 +169,8 @@ def test_alias_moved_to_a_failed_run_is_refused_and_put_back(
     assert "FAILED, not a trained model" in caplog.text
     assert champion_alias_run_id(context.tracker, "global") == champion.run_id
     current = context.promotions.current("global")
-    assert current is not None and current.run_id == champion.run_id
+    assert current is not None
+    assert current.run_id == champion.run_id
     assert len(context.promotions.history("global")) == 1
 
 

@@ -108,9 +108,11 @@ class FltsPyfuncModel:
         missing = [c for c in (spec.time_column, *spec.inputs) if c not in frame.columns]
         if missing:
             raise DataValidationError(f"missing columns: {missing}")
+        groups: list[tuple[Any, pd.DataFrame]]
+        ids: list[Any] | None
         if WINDOW_COLUMN in frame.columns:
             groups = [(key, part) for key, part in frame.groupby(WINDOW_COLUMN, sort=False)]
-            ids: list[Any] | None = [key for key, _ in groups]
+            ids = [key for key, _ in groups]
         else:
             groups, ids = [(None, frame)], None
         if not groups:
@@ -135,7 +137,11 @@ class FltsPyfuncModel:
             return None
         values = part[list(spec.inputs)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         if not np.isfinite(values).all():
-            bad = [c for c, ok in zip(spec.inputs, np.isfinite(values).all(axis=0)) if not ok]
+            bad = [
+                c
+                for c, ok in zip(spec.inputs, np.isfinite(values).all(axis=0), strict=False)
+                if not ok
+            ]
             problems.append(f"{where}missing or non-numeric values in {bad}")
             return None
         column = part[spec.time_column]
@@ -199,17 +205,18 @@ def signature(model: Forecaster) -> Any:
 
     spec = model.spec
     # Window ids may be numbers or names: the column is only grouped on, never computed with.
+    any_id = AnyType()  # type: ignore[no-untyped-call]  # MLflow leaves its __init__ untyped
     inputs = Schema(
         [
             ColSpec("datetime", spec.time_column),
             *(ColSpec("double", name) for name in spec.inputs),
-            ColSpec(AnyType(), WINDOW_COLUMN, required=False),
+            ColSpec(any_id, WINDOW_COLUMN, required=False),
         ]
     )
     calibrated = model.calibration is not None
     outputs = Schema(
         [
-            ColSpec(AnyType(), WINDOW_COLUMN, required=False),
+            ColSpec(any_id, WINDOW_COLUMN, required=False),
             ColSpec("long", STEP_COLUMN),
             ColSpec("datetime", spec.time_column),
             *(ColSpec("double", name) for name in spec.targets),
@@ -219,11 +226,9 @@ def signature(model: Forecaster) -> Any:
             ),
         ]
     )
-    params = (
-        ParamSchema([ParamSpec("intervals", "double", list(DEFAULT_LEVELS), (-1,))])
-        if calibrated
-        else None
-    )
+    if not calibrated:
+        return ModelSignature(inputs=inputs, outputs=outputs)
+    params = ParamSchema([ParamSpec("intervals", "double", list(DEFAULT_LEVELS), (-1,))])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from flts.data.processed import ProcessedKeys, read_splits
+from flts.data.windows import Windows
 from flts.evaluation import Bands, Scores, StepScores, score
 from flts.exceptions import DataValidationError, FLTSError, ModelError, UnavailableError
 from flts.models.baselines import Persistence
@@ -44,8 +45,6 @@ from flts.models.intervals import check_levels
 from flts.promotion.decisions import HEADLINE, Decision, HorizonFigures, LeaderboardEntry
 from flts.promotion.gate import PromotionGate, ReasonCode, Verdict
 from flts.promotion.pointer import Promotion
-
-from flts.data.windows import Windows
 
 if TYPE_CHECKING:
     from flts.data.prepare import PreparedData
