@@ -6,8 +6,12 @@ the durable record the evaluator reads its state from (docs/architecture.md, rul
 have reported for this config hash" is a query, not something held in memory.
 
 The model itself is logged as the directory :meth:`Forecaster.save` writes (feature spec,
-scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``;
+scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``,
+with MLflow's files beside it, so the same directory is the run's MLflow Model
+(:mod:`flts.models.mlflow_pyfunc`: ``mlflow.pyfunc.load_model("runs:/<run>/model")``);
 nothing here pickles anything, and loading goes back through :func:`flts.models.base.load_model`.
+Registry versions point at that model (``models:/<prefix>-<identifier>@champion`` loads), and
+their descriptions are model cards (:mod:`flts.model_card`).
 
 Backends are MLflow's URI handling (docs/architecture.md, §2): ``sqlite:///...`` in tests and the
 embedded default, ``http://mlflow:5000`` for a tracking server. Only for store URIs that are not

@@ -185,3 +185,29 @@ def test_an_alias_lagging_our_own_promotion_is_not_a_move(context: ServiceContex
     assert alias_moved(context.tracker, "global", other) is None
     promote_run(context, other, actor="test")
     assert alias_moved(context.tracker, "global", other) is None
+
+
+def test_the_deadline_tick_follows_the_registry_every_sync_interval(
+    context: ServiceContext,
+) -> None:
+    runs = train_all(context, CHEAP)
+    evaluator = decide(context)
+    champion = context.promotions.current("global")
+    assert champion is not None
+    other = next(r for r in runs.values() if r != champion.run_id)
+    name = context.tracker.registered_model_name("global")
+    version = context.tracker.register_version(other, "global")
+    context.tracker.client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+
+    off = context.settings.evaluation.model_copy(update={"registry_sync_seconds": 0.0})
+    evaluator.settings = off
+    evaluator.check_deadlines()
+    current = context.promotions.current("global")
+    assert current is not None
+    assert current.run_id == champion.run_id  # turned off: the move waits
+
+    evaluator.settings = off.model_copy(update={"registry_sync_seconds": 30.0})
+    evaluator.check_deadlines()
+    current = context.promotions.current("global")
+    assert current is not None
+    assert current.run_id == other

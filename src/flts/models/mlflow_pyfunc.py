@@ -98,8 +98,9 @@ class FltsPyfuncModel:
         asked = (params or {}).get("intervals")
         if asked is None:
             return DEFAULT_LEVELS if self.model.calibration is not None else ()
-        values = [asked] if isinstance(asked, int | float) else list(asked)
-        return check_levels(values)
+        values = [asked] if isinstance(asked, int | float | np.generic) else list(asked)
+        # MLflow may hand list parameters over as numpy scalars.
+        return check_levels([v.item() if isinstance(v, np.generic) else v for v in values])
 
     def windows(self, frame: pd.DataFrame) -> tuple[list[Any] | None, Windows]:
         """The window ids (``None`` without the column) and the windows of ``frame``; every
