@@ -4,6 +4,9 @@ inference API serves for the same window."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +158,30 @@ def test_a_short_or_off_grid_window_is_refused_with_its_reasons(context: Service
         loaded.predict(gap)
     with pytest.raises(MlflowException, match="down"):
         loaded.predict(frame.drop(columns=["down"]))
+
+
+#: Loads the champion in a fresh interpreter and says whether torch got imported on the way.
+_TORCH_FREE = """
+import sys
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+model.predict(model.input_example)
+print("torch" in sys.modules)
+"""
+
+
+def test_a_neural_champion_loads_and_predicts_without_torch(context: ServiceContext) -> None:
+    """The pyfunc loader serves the ONNX graph, as a replica does: a process that loads and
+    predicts the champion never imports torch (the serving image leaves it out)."""
+    train_and_promote(context, "LSTM", TINY_LSTM)
+    name = context.tracker.registered_model_name("global")
+    done = subprocess.run(
+        [sys.executable, "-c", _TORCH_FREE, f"models:/{name}@champion"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
