@@ -18,8 +18,10 @@ import pytest
 
 import helpers
 from flts.api import create_app
+from flts.data import FeatureSpec, split
+from flts.data.processed import write_processed
 from flts.data.spec import LTE_TARGETS
-from flts.events import MODEL_TRAINING, Event
+from flts.events import MODEL_TRAINING, Event, TrainingDataEvent
 from flts.models.mlflow_pyfunc import STEP_COLUMN, WINDOW_COLUMN, flavors
 from flts.promotion import promote_run
 from flts.services.context import ServiceContext
@@ -46,14 +48,34 @@ def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
     opened.close()
 
 
-def train_and_promote(context: ServiceContext, model_type: str, params: dict[str, Any]) -> str:
+def horizon_data(context: ServiceContext, horizon: int) -> TrainingDataEvent:
+    """Processed data of a ``horizon``-step task, as preprocessing leaves it."""
+    spec = FeatureSpec(horizon=horizon)
+    train_table, test_table = helpers.synthetic_tables(800, 600, seed=7, spec=spec)
+    keys = write_processed(
+        context.store,
+        split(train_table, test_table, spec=spec),
+        config_hash=HASH,
+        canonical_json="{}",
+        input_digests={},
+    )
+    return helpers.training_event(keys)
+
+
+def train_and_promote(
+    context: ServiceContext,
+    model_type: str,
+    params: dict[str, Any],
+    data: TrainingDataEvent | None = None,
+) -> str:
     """Train through the trainer service, judge through the evaluator and, when the gate
     keeps the model out (a two-epoch LSTM may not beat persistence), promote it by hand as
     ``flts promote`` does; return the run id."""
     context.settings = context.settings.model_copy(
         update={"evaluation": EvaluationSettings(expected_models=(model_type,))}
     )
-    data = helpers.training_event(helpers.write_data(context.store, HASH, seed=7))
+    if data is None:
+        data = helpers.training_event(helpers.write_data(context.store, HASH, seed=7))
     TrainService(context, model_type, params=params).handle(data)
     [run] = list(context.tracker.runs_for(config_hash=HASH, identifier="global"))
     assert run.finished, run.error
@@ -66,12 +88,13 @@ def train_and_promote(context: ServiceContext, model_type: str, params: dict[str
     return run.run_id
 
 
-def api_forecast(context: ServiceContext, records: list[dict[str, Any]], run_id: str) -> Any:
+def api_forecast(
+    context: ServiceContext, records: list[dict[str, Any]], run_id: str, **request: Any
+) -> Any:
+    body = {"history": records, **request}
     with LiveServer(create_app(context, follow_bus=False)) as client:
         deadline = time.monotonic() + 60.0  # first use downloads and warms the model
-        while (
-            response := client.post("/v1/forecast", json={"history": records})
-        ).status_code == 503:
+        while (response := client.post("/v1/forecast", json=body)).status_code == 503:
             assert time.monotonic() < deadline, "the promoted run was never served"
             time.sleep(0.05)
         assert response.status_code == 200, response.text
@@ -122,6 +145,26 @@ def test_registry_champion_loads_with_pyfunc_and_predicts_the_apis_numbers(
 
         graph = mlflow.onnx.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
         assert [node.name for node in graph.graph.input] == ["inputs"]
+
+
+def test_every_horizon_step_and_interval_matches_the_api(context: ServiceContext) -> None:
+    import mlflow.pyfunc
+
+    run_id = train_and_promote(context, "RIDGE", {}, horizon_data(context, 5))
+    records = history_records(12)
+    answer = api_forecast(context, records, run_id, horizon=5, intervals=[80])
+    name = context.tracker.registered_model_name("global")
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    predicted = loaded.predict(window_frame(records), params={"intervals": [80.0]})
+    assert list(predicted[STEP_COLUMN]) == [1, 2, 3, 4, 5]
+    served = np.array([[step[t] for t in LTE_TARGETS] for step in answer["forecast"]])
+    np.testing.assert_allclose(predicted[list(LTE_TARGETS)].to_numpy(), served, rtol=1e-6)
+    band = answer["intervals"]["80"]
+    for target in LTE_TARGETS:
+        lower = [step[target][0] for step in band]
+        upper = [step[target][1] for step in band]
+        np.testing.assert_allclose(predicted[f"{target}_lower_80"], lower, rtol=1e-6)
+        np.testing.assert_allclose(predicted[f"{target}_upper_80"], upper, rtol=1e-6)
 
 
 def test_several_windows_answer_in_order_with_intervals(context: ServiceContext) -> None:
