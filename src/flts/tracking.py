@@ -653,8 +653,12 @@ class Tracker:
                 # outage fails again here and propagates.
                 self.client.set_registered_model_alias(name, alias, version)
             # After the alias, never before: a reader that finds the alias differing from
-            # this tag knows someone else moved it (flts.promotion.registry).
-            self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
+            # this tag knows someone else moved it (flts.promotion.registry). Concurrent
+            # writers race on the tag row as on the alias row: set it again over theirs.
+            try:
+                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
+            except MlflowException:
+                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
         log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
 
