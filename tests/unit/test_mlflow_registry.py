@@ -12,6 +12,7 @@ import pytest
 
 import helpers
 from flts.events import MODEL_SELECTED, MODEL_TRAINING, Event, ModelSelectedEvent
+from flts.exceptions import InfrastructureError
 from flts.model_card import EVALUATION_HEADING, with_evaluation
 from flts.promotion import CHAMPION_ALIAS, champion_alias_run_id, promote_run
 from flts.promotion.registry import REGISTRY_ACTOR, alias_moved
@@ -211,3 +212,33 @@ def test_the_deadline_tick_follows_the_registry_every_sync_interval(
     current = context.promotions.current("global")
     assert current is not None
     assert current.run_id == other
+
+
+def test_a_tracking_outage_while_reporting_is_waited_out_then_reported(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report goes before the decision is recorded: an outage propagates (the consume
+    loop waits it out), nothing is decided on a half-written report, and the retry reports."""
+    train_all(context, CHEAP)
+    last = reports(context)[-1]
+    tracker = context.tracker
+    working = tracker.log_evaluation
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise InfrastructureError("tracking server: connection refused")
+
+    monkeypatch.setattr(tracker, "log_evaluation", down)
+    evaluator = EvaluateService(context)
+    with pytest.raises(InfrastructureError):
+        evaluator.handle(last)
+    assert evaluator.decision("global", HASH) is None
+    assert context.promotions.current("global") is None
+
+    monkeypatch.setattr(tracker, "log_evaluation", working)
+    evaluator.handle(last)
+    decision = evaluator.decision("global", HASH)
+    assert decision is not None
+    for entry in decision.leaderboard:
+        assert entry.run_id is not None
+        metrics = tracker.client.get_run(entry.run_id).data.metrics
+        assert metrics["test_nrmse"] == pytest.approx(entry.nrmse)
