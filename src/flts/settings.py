@@ -74,6 +74,18 @@ class EvaluationSettings(_Section):
         default=(80.0, 95.0),
         description="Interval levels (%) every candidate is scored at: coverage, width, wQL.",
     )
+    log_figures: bool = Field(
+        default=True,
+        description="Log a forecast-vs-actual figure onto each candidate's MLflow run.",
+    )
+    registry_sync_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        description=(
+            "How often the evaluator checks whether the champion alias was moved in the "
+            "MLflow registry (and promotes or refuses the move); 0 turns it off."
+        ),
+    )
 
     @field_validator("interval_levels")
     @classmethod

@@ -6,8 +6,12 @@ the durable record the evaluator reads its state from (docs/architecture.md, rul
 have reported for this config hash" is a query, not something held in memory.
 
 The model itself is logged as the directory :meth:`Forecaster.save` writes (feature spec,
-scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``;
+scaler JSON, native weights, ``model.onnx`` for LSTM/GRU) under the artifact path ``model``,
+with MLflow's files beside it, so the same directory is the run's MLflow Model
+(:mod:`flts.models.mlflow_pyfunc`: ``mlflow.pyfunc.load_model("runs:/<run>/model")``);
 nothing here pickles anything, and loading goes back through :func:`flts.models.base.load_model`.
+Registry versions point at that model (``models:/<prefix>-<identifier>@champion`` loads), and
+their descriptions are model cards (:mod:`flts.model_card`).
 
 Backends are MLflow's URI handling (docs/architecture.md, §2): ``sqlite:///...`` in tests and the
 embedded default, ``http://mlflow:5000`` for a tracking server. Only for store URIs that are not
@@ -31,7 +35,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +48,7 @@ from flts.settings import Settings
 from flts.transient import translated
 
 if TYPE_CHECKING:
+    from flts.data.windows import Windows
     from flts.evaluation import Scores
     from flts.models.base import Forecaster
 
@@ -205,6 +210,37 @@ def _run_metrics(model: Forecaster, validation: Scores | None) -> dict[str, floa
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
+def alias_tag(alias: str) -> str:
+    """The registered-model tag naming the run FLTS last pointed ``alias`` at."""
+    return f"flts.alias.{alias}"
+
+
+#: Per-epoch training curves (a neural model's ``metadata["history"]``), logged as steps.
+EPOCH_METRICS = ("train_loss", "validation_loss", "validation_nrmse")
+
+
+def _epoch_metrics(model: Forecaster, timestamp_ms: int) -> list[Any]:
+    """One metric per epoch and curve, ``step=epoch``: ``epoch_train_loss``,
+    ``epoch_validation_loss``, ``epoch_validation_nrmse`` (the prefix keeps them apart from
+    the single validation scores). Taken from the fit's own record after training, so the
+    training loop makes no tracking calls and a curve is logged in the run's one batch."""
+    from mlflow.entities import Metric
+
+    history = model.metadata.get("history")
+    if not isinstance(history, list):
+        return []
+    curves: list[Any] = []
+    for record in history:
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int | float):
+            continue
+        step = int(record["epoch"])
+        for name in EPOCH_METRICS:
+            value = record.get(name)
+            if isinstance(value, int | float) and math.isfinite(value):
+                curves.append(Metric(f"epoch_{name}", float(value), timestamp_ms, step))
+    return curves
+
+
 class Tracker:
     """Log training runs, answer "which runs exist for this config", fetch models, and move
     registry aliases (which alias, and when, is :mod:`flts.promotion`'s call).
@@ -294,8 +330,17 @@ class Tracker:
         config_hash: str,
         correlation_id: str,
         validation: Scores | None = None,
+        example: Windows | None = None,
+        describe: Callable[[str], str] | None = None,
     ) -> str:
         """Log a fitted model as a FINISHED run and return its run id.
+
+        The artifact ``model`` is the saved model directory, which is also an MLflow Model
+        (:mod:`flts.models.mlflow_pyfunc`; ``example``'s last window is its input example).
+        With ``describe`` the run is also registered as a version of ``<prefix>-<identifier>``
+        whose description (the model card) is ``describe(run_id)``, before the run is marked
+        FINISHED: a finished run always has its version, and a failure on the way leaves a
+        FAILED run that the retried event trains again.
 
         The model is saved before any run exists, so a model that cannot be saved raises
         :class:`~flts.exceptions.ModelError` and leaves no half-logged run; a tracking failure
@@ -303,12 +348,18 @@ class Tracker:
         """
         from mlflow.entities import Metric, Param
 
+        from flts.models import mlflow_pyfunc
         from flts.models.digests import write_digests
 
         with tempfile.TemporaryDirectory(prefix="flts-model-") as scratch:
             model_dir = Path(scratch) / MODEL_ARTIFACT
             try:
-                model.save(model_dir)
+                mlflow_pyfunc.save(
+                    model,
+                    model_dir,
+                    example=example,
+                    metadata={TAG_IDENTIFIER: identifier, TAG_CONFIG_HASH: config_hash},
+                )
             except FLTSError:
                 raise
             except Exception as exc:  # torch/ONNX/IO errors while saving are the model's
@@ -317,6 +368,7 @@ class Tracker:
 
             metrics = _run_metrics(model, validation)
             now_ms = int(time.time() * 1000)
+            curves = _epoch_metrics(model, now_ms)
             # The run spans the training, so the evaluator's deadline clock starts when the
             # first model of a config started training, not when it finished.
             start_ms = now_ms - int(1000 * metrics.get("train_seconds", 0.0))
@@ -339,10 +391,13 @@ class Tracker:
                 try:
                     self.client.log_batch(
                         run_id,
-                        metrics=[Metric(k, v, now_ms, 0) for k, v in sorted(metrics.items())],
+                        metrics=[Metric(k, v, now_ms, 0) for k, v in sorted(metrics.items())]
+                        + curves,
                         params=[Param(k, _param_value(v)) for k, v in sorted(params.items())],
                     )
                     self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
+                    if describe is not None:
+                        self.register_version(run_id, identifier, description=describe(run_id))
                     self.client.set_terminated(run_id, FINISHED)
                 except BaseException:
                     self._terminate_quietly(run_id, FAILED)
@@ -528,10 +583,14 @@ class Tracker:
     def registered_model_name(self, identifier: str) -> str:
         return f"{self.settings.tracking.registry_prefix}-{identifier}"
 
-    def set_alias(self, run_id: str, identifier: str, alias: str) -> str:
-        """Point the registry ``alias`` of ``<prefix>-<identifier>`` at the run's model and
-        return the model version. Idempotent: a run already registered under that name reuses
-        its version, so a resumed promotion does not add versions."""
+    def register_version(
+        self, run_id: str, identifier: str, *, description: str | None = None
+    ) -> str:
+        """The registry version of ``<prefix>-<identifier>`` for the run's model, created on
+        first use (with ``description``); an existing one is reused, so a retried trainer or
+        a resumed promotion adds no versions. Its source is the run's MLflow Model, so
+        ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` load with
+        ``mlflow.pyfunc.load_model``."""
         from mlflow.exceptions import MlflowException
 
         name = _filter_value("registered model name", self.registered_model_name(identifier))
@@ -547,12 +606,45 @@ class Tracker:
             existing = self.client.search_model_versions(query)
             if not existing:
                 self.client.create_model_version(
-                    name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
+                    name,
+                    source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+                    run_id=run_id,
+                    description=description,
                 )
-                # Two writers of one promotion may both have created a version: both settle
-                # on the oldest, so the alias ends on one version whoever is last.
+                # Two writers may both have created a version: both settle on the oldest.
                 existing = self.client.search_model_versions(query)
-            version = str(min(int(v.version) for v in existing))
+        return str(min(int(v.version) for v in existing))
+
+    def set_version_description(self, run_id: str, identifier: str, description: str) -> str:
+        """Replace the description (the model card) of the run's registry version, creating
+        the version when the run has none yet; return the version."""
+        version = self.register_version(run_id, identifier, description=description)
+        with _mlflow_call():
+            self.client.update_model_version(
+                self.registered_model_name(identifier), version, description=description
+            )
+        return version
+
+    def version_description(self, run_id: str, identifier: str) -> str | None:
+        """The description of the run's registry version (``None``: no version, or none)."""
+        name = _filter_value("registered model name", self.registered_model_name(identifier))
+        run_id = _filter_value("run_id", run_id)
+        self._ready()
+        with _mlflow_call():
+            found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if not found:
+            return None
+        oldest = min(found, key=lambda v: int(v.version))
+        return None if oldest.description is None else str(oldest.description)
+
+    def set_alias(self, run_id: str, identifier: str, alias: str) -> str:
+        """Point the registry ``alias`` of ``<prefix>-<identifier>`` at the run's model and
+        return the model version (:meth:`register_version`; idempotent)."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.registered_model_name(identifier)
+        version = self.register_version(run_id, identifier)
+        with _mlflow_call():
             try:
                 self.client.set_registered_model_alias(name, alias, version)
             except MlflowException:
@@ -560,8 +652,77 @@ class Tracker:
                 # in the store); setting an alias is idempotent, so set it over theirs. An
                 # outage fails again here and propagates.
                 self.client.set_registered_model_alias(name, alias, version)
+            # After the alias, never before: a reader that finds the alias differing from
+            # this tag knows someone else moved it (flts.promotion.registry). Concurrent
+            # writers race on the tag row as on the alias row: set it again over theirs.
+            try:
+                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
+            except MlflowException:
+                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
         log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
+
+    def alias_written(self, identifier: str, alias: str) -> str | None:
+        """The run FLTS itself last pointed ``alias`` at (the tag :meth:`set_alias` writes
+        after the alias; ``None`` when it never did)."""
+        from mlflow.exceptions import MlflowException
+
+        self._ready()
+        try:
+            with _mlflow_call():
+                model = self.client.get_registered_model(self.registered_model_name(identifier))
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        value = dict(model.tags or {}).get(alias_tag(alias))
+        return None if value is None else str(value)
+
+    def log_evaluation(
+        self,
+        run_id: str,
+        metrics: dict[str, float],
+        *,
+        timestamp: datetime,
+        figure: Any | None = None,
+        figure_path: str = "evaluation/forecast_vs_actual.png",
+    ) -> None:
+        """Log the evaluator's test figures onto a candidate's run (and a matplotlib
+        ``figure``). Safe to repeat: the timestamp is the decision's and the figure's path
+        is fixed, so a retried or second evaluator writes the same points and file again."""
+        from mlflow.entities import Metric
+
+        stamp = int(timestamp.timestamp() * 1000)
+        points = [
+            Metric(key, float(value), stamp, 0)
+            for key, value in sorted(metrics.items())
+            if math.isfinite(value)
+        ]
+        self._ready()
+        with _mlflow_call():
+            for start in range(0, len(points), _SEARCH_PAGE):
+                self.client.log_batch(run_id, metrics=points[start : start + _SEARCH_PAGE])
+            if figure is not None:
+                self.client.log_figure(run_id, figure, figure_path)
+
+    def registered_identifiers(self) -> list[str]:
+        """The identifiers with a registered model under our prefix (``<prefix>-<id>``)."""
+        prefix = f"{self.settings.tracking.registry_prefix}-"
+        self._ready()
+        names: list[str] = []
+        token: str | None = None
+        with _mlflow_call():
+            while True:
+                page = self.client.search_registered_models(
+                    filter_string=f"name LIKE '{_filter_value('prefix', prefix)}%'",
+                    max_results=_SEARCH_PAGE,
+                    page_token=token,
+                )
+                names.extend(str(m.name) for m in page)
+                token = page.token
+                if not token:
+                    break
+        return sorted(name[len(prefix) :] for name in names if name.startswith(prefix))
 
     def alias_run_id(self, identifier: str, alias: str) -> str | None:
         """The run behind the registry ``alias`` of the identifier (``None`` when unset)."""

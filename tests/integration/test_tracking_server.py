@@ -138,3 +138,81 @@ def test_trackers_share_one_experiment_on_the_server(
     run_id = _log(tracker, ridge)
     assert other.experiment_id == tracker.experiment_id
     assert [r.run_id for r in other.runs_for(config_hash=HASH, identifier="PobleSec")] == [run_id]
+
+
+def test_pyfunc_model_card_and_evaluation_on_the_server(
+    server_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trained and judged through the services against the server: the champion loads with
+    ``mlflow.pyfunc`` from ``models:/``, predicts what the run's model predicts, and the
+    evaluator's test metrics, figure and card are on the runs; a hand-moved alias is honoured."""
+    import mlflow.pyfunc
+
+    import helpers
+    from flts.data.windows import last_window
+    from flts.events import MODEL_TRAINING, Event
+    from flts.promotion.registry import REGISTRY_ACTOR
+    from flts.promotion.report import FIGURE_PATH
+    from flts.services.context import ServiceContext
+    from flts.services.evaluate import EvaluateService
+    from flts.services.train import TrainService
+    from flts.settings import EvaluationSettings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server_settings.tracking.uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server_settings.tracking.uri)
+    types = ("PERSISTENCE", "RIDGE")
+    settings = server_settings.model_copy(
+        update={"evaluation": EvaluationSettings(expected_models=types)}
+    )
+    context = ServiceContext(settings)
+    try:
+        data = helpers.training_event(helpers.write_data(context.store, HASH, seed=7))
+        for model_type in types:
+            TrainService(context, model_type).handle(data)
+        reports: list[Event] = []
+        context.bus.consume(MODEL_TRAINING, "it-reader", reports.append, max_idle=0.05)
+        evaluator = EvaluateService(context)
+        evaluator.handle(reports[-1])
+        decision = evaluator.decision("global", HASH)
+        champion = context.promotions.current("global")
+        assert decision is not None
+        assert champion is not None
+
+        name = context.tracker.registered_model_name("global")
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        example = loaded.input_example
+        assert example is not None
+        model = Tracker(settings).load_model(champion.run_id)
+        window = last_window(
+            example[list(model.spec.inputs)].to_numpy(np.float64),
+            example["time"].to_numpy(dtype="datetime64[ns]"),
+            model.spec,
+        )
+        expected = np.clip(model.predict(window), 0.0, None)
+        answer = loaded.predict(example)
+        np.testing.assert_allclose(
+            answer[list(model.spec.targets)].to_numpy(), expected[0], rtol=1e-6
+        )
+
+        client = context.tracker.client
+        for entry in decision.leaderboard:
+            assert entry.run_id is not None
+            metrics = client.get_run(entry.run_id).data.metrics
+            assert metrics["test_nrmse"] == pytest.approx(entry.nrmse)
+            assert all(f"test_nrmse_h{step}" in metrics for step in entry.horizon)
+            paths = [a.path for a in client.list_artifacts(entry.run_id, "evaluation")]
+            assert FIGURE_PATH in paths
+            card = context.tracker.version_description(entry.run_id, "global")
+            assert card is not None
+            assert "## Evaluation" in card
+            assert "## Lineage" in card
+
+        other = next(e.run_id for e in decision.leaderboard if e.run_id != champion.run_id)
+        assert other is not None
+        version = context.tracker.register_version(other, "global")
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        [promotion] = evaluator.sync_registry()
+        assert (promotion.run_id, promotion.actor) == (other, REGISTRY_ACTOR)
+        assert context.promotions.history("global")[-1].run_id == other
+    finally:
+        context.close()

@@ -9,7 +9,8 @@
 * :mod:`~flts.promotion.pointer`: the champion pointer and its append-only history;
 * :mod:`~flts.promotion.registry`: the MLflow registry alias ``champion``;
 * :mod:`~flts.promotion.announce`: carrying a promotion out (history, alias, ``model-selected``);
-* :mod:`~flts.promotion.manual`: operator promote and rollback.
+* :mod:`~flts.promotion.manual`: operator promote and rollback, and the registry alias moved
+  by hand.
 
 The evaluator service (:mod:`flts.services.evaluate`) is the state machine around these.
 :class:`~flts.promotion.judge.Judge` is imported from its module only: it brings in the data
@@ -35,7 +36,7 @@ from flts.promotion.decisions import (
     write_decision,
 )
 from flts.promotion.gate import PromotionGate, ReasonCode, ScoringPolicy, Verdict
-from flts.promotion.manual import promote_run, rollback_champion
+from flts.promotion.manual import follow_registry_alias, promote_run, rollback_champion
 from flts.promotion.pointer import PROMOTION_ROOT, Promotion, PromotionStore, Recorded
 from flts.promotion.registry import CHAMPION_ALIAS, champion_alias_run_id, move_champion_alias
 
@@ -59,6 +60,7 @@ __all__ = [
     "create_decision",
     "decision_key",
     "first_seen",
+    "follow_registry_alias",
     "list_decisions",
     "mark_pending",
     "move_champion_alias",

@@ -30,12 +30,14 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flts.data.processed import ProcessedKeys, read_splits
+from flts.data.windows import Windows
 from flts.evaluation import Bands, Scores, StepScores, score
 from flts.exceptions import DataValidationError, FLTSError, ModelError, UnavailableError
 from flts.models.baselines import Persistence
@@ -46,7 +48,6 @@ from flts.promotion.pointer import Promotion
 
 if TYPE_CHECKING:
     from flts.data.prepare import PreparedData
-    from flts.data.windows import Windows
     from flts.models.base import Forecaster
     from flts.promotion.backends import Backends
     from flts.tracking import RunRecord
@@ -137,14 +138,28 @@ def _bands(
         return {}
 
 
+@dataclass
+class TestForecasts:
+    """What the judge saw, for the evaluation report (:mod:`flts.promotion.report`): the
+    test windows and each scored candidate's forecast of them, by run id. Filled only when
+    the caller passes one to :meth:`Judge.decide`; the decision never depends on it."""
+
+    windows: Windows | None = None
+    targets: tuple[str, ...] = ()
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def _score_model(
     model: Forecaster,
     prepared: PreparedData,
     test: Windows,
     naive: np.ndarray,
     levels: tuple[float, ...],
+    keep: dict[str, np.ndarray] | None = None,
+    run_id: str | None = None,
 ) -> Scores:
-    """Score ``model`` on ``test`` against the persistence forecast ``naive``."""
+    """Score ``model`` on ``test`` against the persistence forecast ``naive`` (its forecast
+    kept in ``keep[run_id]`` when both are given)."""
     if model.spec != prepared.spec:
         raise ModelError(f"{model.model_type} was trained with a different feature spec")
     try:
@@ -152,6 +167,8 @@ def _score_model(
         bands = _bands(model, test, prediction, levels)
         if not np.all(np.isfinite(prediction)):
             raise ModelError(f"{model.model_type} predicted non-finite values")
+        if keep is not None and run_id is not None:
+            keep[run_id] = prediction
         return score(test.targets, prediction, prepared.spec.targets, baseline=naive, bands=bands)
     except FLTSError:
         raise
@@ -184,9 +201,11 @@ class Judge:
         missing: list[str],
         deadline_passed: bool,
         now: datetime,
+        forecasts: TestForecasts | None = None,
     ) -> Decision:
         """The decision for ``config_hash``: state ``promoting`` when it promotes (the
-        promotion still to be carried out), else ``done``."""
+        promotion still to be carried out), else ``done``; ``forecasts``, when given, is
+        filled with the test windows and every scored candidate's forecast."""
         store = self.backends.store
         prepared = read_splits(store, ProcessedKeys.for_hash(config_hash)).windows()
         test = prepared.test
@@ -199,6 +218,10 @@ class Judge:
             _score_model, prepared=prepared, test=test, naive=naive, levels=self.levels
         )
         baseline = score_model(persistence)
+        keep: dict[str, np.ndarray] | None = None
+        if forecasts is not None:
+            forecasts.windows, forecasts.targets = test, prepared.spec.targets
+            keep = forecasts.predictions
 
         scored: dict[str, tuple[RunRecord, Scores]] = {}
         others: list[LeaderboardEntry] = []
@@ -215,7 +238,7 @@ class Judge:
                 continue
             try:
                 model = self.backends.tracker.load_model(run.run_id, run.artifact_digest)
-                scores = score_model(model)
+                scores = score_model(model, keep=keep, run_id=run.run_id)
             except Exception as exc:
                 if not _unscorable(exc):
                     raise

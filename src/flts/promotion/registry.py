@@ -23,3 +23,24 @@ def move_champion_alias(tracker: Tracker, promotion: Promotion) -> str:
 def champion_alias_run_id(tracker: Tracker, identifier: str) -> str | None:
     """The run the registry alias ``champion`` names (``None`` before the first promotion)."""
     return tracker.alias_run_id(identifier, CHAMPION_ALIAS)
+
+
+REGISTRY_ACTOR = "mlflow-registry"
+"""The caller recorded in the history for a promotion made by moving the alias."""
+
+
+def alias_moved(tracker: Tracker, identifier: str, pointer_run_id: str | None) -> str | None:
+    """The run someone other than FLTS moved ``champion`` to, else ``None``.
+
+    The alias differs from the pointer in two cases: a writer has committed a promotion and
+    not yet moved the alias (or a rollback, the same), or a person moved it in the MLflow UI
+    or API. FLTS tags the registered model with the run it last pointed the alias at, *after*
+    moving the alias; so an alias equal to that tag is FLTS's own and merely lags the
+    pointer, and an alias that matches neither the pointer nor the tag was moved by hand.
+    """
+    alias_run = tracker.alias_run_id(identifier, CHAMPION_ALIAS)
+    if alias_run is None or alias_run == pointer_run_id:
+        return None
+    if alias_run == tracker.alias_written(identifier, CHAMPION_ALIAS):
+        return None
+    return alias_run

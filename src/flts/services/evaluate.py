@@ -25,12 +25,21 @@ the identifier was promoted meanwhile, or an operator promoted), the pointer wri
 the decision is judged again against the new champion and replaced by compare-and-swap, and
 the next tick carries it out. Inside one process a lock serialises the handler and the
 deadline ticker.
+
+MLflow is where people look (docs/operations.md): every decision's test metrics, a
+forecast-vs-actual figure and the model card's evaluation part go onto the candidates' runs
+(:mod:`flts.promotion.report`), and every ``evaluation.registry_sync_seconds`` the deadline
+tick also checks the registry: a ``champion`` alias moved by hand to a trained run of the
+identifier is promoted like ``flts promote`` (caller ``mlflow-registry``), any other move is
+refused with its reason and the alias put back (:func:`flts.promotion.follow_registry_alias`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar
@@ -39,11 +48,13 @@ from flts.events import MODEL_TRAINING, Event, ModelTrainingEvent, TrainingStatu
 from flts.exceptions import ConfigurationError, ConflictError, DataValidationError
 from flts.promotion import (
     Decision,
+    Promotion,
     PromotionGate,
     carry_out,
     clear_pending,
     create_decision,
     first_seen,
+    follow_registry_alias,
     mark_pending,
     pending,
     read_decision,
@@ -52,7 +63,8 @@ from flts.promotion import (
     selected_event_id,
     write_decision,
 )
-from flts.promotion.judge import Judge
+from flts.promotion.judge import Judge, TestForecasts
+from flts.promotion.report import report_decision
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
 
@@ -84,6 +96,7 @@ class EvaluateService:
         self.judge = Judge(context, gate, interval_levels=self.settings.interval_levels)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        self._last_sync = -math.inf
 
     # ------------------------------------------------------------------ entry points
 
@@ -116,7 +129,31 @@ class EvaluateService:
                     continue
                 if decision is not None:
                     made.append(decision)
+        self._sync_registry_when_due()
         return made
+
+    def sync_registry(self) -> list[Promotion]:
+        """Honour ``champion`` aliases moved by hand in the MLflow registry, one identifier
+        at a time (:func:`flts.promotion.follow_registry_alias`); return the promotions."""
+        made: list[Promotion] = []
+        with self._lock:
+            for identifier in self.context.tracker.registered_identifiers():
+                try:
+                    promotion = follow_registry_alias(self.context, identifier)
+                except Exception:  # one identifier must not block the others
+                    log.exception("following the registry alias of %s failed", identifier)
+                    continue
+                if promotion is not None:
+                    made.append(promotion)
+        return made
+
+    def _sync_registry_when_due(self) -> None:
+        every = self.settings.registry_sync_seconds
+        now = time.monotonic()
+        if every <= 0 or now - self._last_sync < every:
+            return
+        self._last_sync = now
+        self.sync_registry()
 
     def decision(self, identifier: str, config_hash: str) -> Decision | None:
         """The stored decision for a config hash, if any."""
@@ -174,7 +211,8 @@ class EvaluateService:
                 return None
             deadline_passed = True
             log.info("%s/%s: deadline passed without %s", identifier, config_hash[:12], missing)
-        return self.judge.decide(
+        forecasts = TestForecasts()
+        decision = self.judge.decide(
             identifier,
             config_hash,
             runs,
@@ -182,7 +220,12 @@ class EvaluateService:
             missing=missing,
             deadline_passed=deadline_passed,
             now=self._clock(),
+            forecasts=forecasts,
         )
+        # Before the decision is recorded, so an outage here is waited out and the report
+        # written on the retry; repeating it writes the same values (flts.promotion.report).
+        report_decision(self.context, decision, forecasts, figures=self.settings.log_figures)
+        return decision
 
     def _started(self, identifier: str, config_hash: str, runs: list[RunRecord]) -> datetime:
         """When the deadline clock started: the first run of the hash, else the first report."""

@@ -11,7 +11,9 @@ For one event the trainer
 3. reads the processed splits named by the claim check, builds windows within each split, fits
    ``model_class(model_type)(spec, input_scaler, target_scaler, seed=0)`` with the chronological
    validation split for early stopping;
-4. logs the run (params, validation metrics, the saved model directory) and publishes SUCCESS
+4. logs the run (params, validation metrics, per-epoch curves, the saved model directory as an
+   MLflow Model), registers it as a version whose description is the model card
+   (:mod:`flts.model_card`) and publishes SUCCESS
    with the run id; if the *model* fails (fit, predict or save raise) it logs a FAILED run and
    publishes FAILED with the error instead of raising, because retrying a deterministic model
    failure only delays the evaluator. Infrastructure errors (store, tracking) do raise, so the
@@ -41,6 +43,7 @@ from flts.events import (
     new_event,
 )
 from flts.exceptions import ConfigurationError, DataValidationError, ModelError
+from flts.model_card import TrainingFacts, training_card
 from flts.models.registry import model_class
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
@@ -149,12 +152,28 @@ class TrainService:
             "%s training started", self.model_type, extra={**context, "event": "training-started"}
         )
         started = time.perf_counter()
-        prepared = read_splits(self.context.store, processed_keys(payload)).windows()
+        keys = processed_keys(payload)
+        splits = read_splits(self.context.store, keys)
+        prepared = splits.windows()
         try:
             model, validation = self._fit(prepared)
         except Exception as exc:  # only model code runs in _fit: any error is the model's
             self._report_failure(event, exc)
             return
+        meta = self.context.store.get_json(keys.meta_key)
+        current = self.context.promotions.current(identifier)
+
+        def describe(run_id: str) -> str:
+            facts = TrainingFacts(
+                run_id=run_id,
+                identifier=identifier,
+                config_hash=payload.config_hash,
+                correlation_id=event.correlation_id,
+                input_digests={str(k): str(v) for k, v in meta.get("input_digests", {}).items()},
+                parent_run_id=None if current is None else current.run_id,
+            )
+            return training_card(facts, model, splits, validation)
+
         try:
             run_id = self.context.tracker.log_training_run(
                 model,
@@ -162,6 +181,8 @@ class TrainService:
                 config_hash=payload.config_hash,
                 correlation_id=event.correlation_id,
                 validation=validation,
+                example=prepared.validation,
+                describe=describe,
             )
         except ModelError as exc:  # the model could not be saved (tracking errors propagate)
             self._report_failure(event, exc)
