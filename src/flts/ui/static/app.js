@@ -624,8 +624,7 @@ async function explorePage(datasetId) {
     const t = target.value;
     series.replaceChildren(); daily.replaceChildren(); weekly.replaceChildren();
     chart(series, [
-      { x: x.series.times, y: x.series.min[t], mode: "lines", line: { width: 0 }, showlegend: false, hoverinfo: "skip", name: "min" },
-      { x: x.series.times, y: x.series.max[t], mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: "rgba(11, 92, 173, 0.18)", name: "bucket min–max" },
+      ...bandTraces(x.series.times, x.series.min[t], x.series.max[t]),
       { x: x.series.times, y: x.series.mean[t], mode: "lines", line: { color: "#1b1f24", width: 1.5 }, name: "bucket mean" },
     ], { yaxis: { title: { text: t } } }, `${t} over time, ${x.series.times.length} buckets`);
     chart(daily, [{ x: x.profiles.hours, y: x.profiles.daily[t], type: "bar", marker: { color: "#0b5cad" }, name: t }],
@@ -638,6 +637,25 @@ async function explorePage(datasetId) {
   chart(corr, [{ z: x.correlation.values, x: targets, y: x.correlation.inputs, type: "heatmap", zmin: -1, zmax: 1, colorscale: "RdBu",
     text: x.correlation.values.map((r) => r.map((v) => num(v, 2))), texttemplate: "%{text}", hovertemplate: "%{y} / %{x}: %{z:.3f}<extra></extra>" }],
   { margin: { l: 110, r: 20, t: 10, b: 45 } }, "Correlation of each input with each target");
+}
+
+// A filled min–max band, one pair of traces per run of buckets without a gap: plotly's
+// "tonexty" fill would otherwise bridge a gap (null) between two files with a wedge.
+function bandTraces(times, low, high) {
+  const traces = [];
+  let start = 0;
+  for (let i = 0; i <= times.length; i += 1) {
+    if (i < times.length && low[i] !== null && high[i] !== null) continue;
+    if (i > start) {
+      const first = traces.length === 0;
+      traces.push(
+        { x: times.slice(start, i), y: low.slice(start, i), mode: "lines", line: { width: 0 }, showlegend: false, hoverinfo: "skip", name: "min" },
+        { x: times.slice(start, i), y: high.slice(start, i), mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: "rgba(11, 92, 173, 0.18)", name: "bucket min–max", legendgroup: "band", showlegend: first },
+      );
+    }
+    start = i + 1;
+  }
+  return traces;
 }
 
 // ------------------------------------------------------------------ routing
