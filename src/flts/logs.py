@@ -85,18 +85,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         """StreamHandler assigns the stream in ``__init__``; the live one is always used."""
 
 
-_service: str | None = None
-
-
-def current_service() -> str | None:
-    """The service name logging was configured for (``None`` before :func:`configure_logging`)."""
-    return _service
-
-
 def configure_logging(service: str, level: str | LogLevel = LogLevel.INFO) -> None:
     """Route every logger to one JSON stream on stderr (idempotent; the last call wins)."""
-    global _service
-    _service = service
     # MLflow installs a plain-text handler on its loggers at import unless told not to.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     handler = StderrHandler()

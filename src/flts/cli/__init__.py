@@ -35,6 +35,7 @@ app = typer.Typer(
     help="FLTS: forecast cellular base-station load, from CSV to a served champion model.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 benchmark.app.registered_commands += backtest.app.registered_commands
@@ -88,6 +89,7 @@ def root(
     """FLTS: forecast cellular base-station load, from CSV to a served champion model."""
     state.debug = debug
     state.log_level = log_level
+    state.service = False
     if log_level is not None:
         # Processes started from here (flts up's children) and Settings see the same level.
         os.environ["FLTS_LOG_LEVEL"] = log_level.value

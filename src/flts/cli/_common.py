@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from flts.exceptions import ConfigurationError, FLTSError
-from flts.logs import LogLevel, current_service
+from flts.logs import LogLevel
 from flts.redaction import redact
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ class CliState:
 
     debug: bool = False
     log_level: LogLevel | None = None
+    #: A service runs (worker, serve, gateway): its stderr is a JSON log stream.
+    service: bool = False
 
 
 state = CliState()
@@ -81,7 +83,7 @@ def emit(output: OutputFormat, document: Any, render: Callable[[], None]) -> Non
 def print_error(message: str) -> None:
     """One ``error: ...`` line on stderr (secrets masked); a JSON log line instead in a
     service process, whose stderr is a log stream."""
-    if current_service() is not None:
+    if state.service:
         import logging
 
         logging.getLogger("flts").error(redact(message))
@@ -143,7 +145,7 @@ class FltsGroup(TyperGroup):
 
 
 def _unexpected(exc: Exception) -> None:
-    if current_service() is not None:
+    if state.service:
         import logging
 
         logging.getLogger("flts").critical(

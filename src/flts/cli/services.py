@@ -21,6 +21,7 @@ def _start_logging(service: str) -> str:
 
     level = (state.log_level or LogLevel.INFO).value
     configure_logging(service, level)
+    state.service = True
     return level
 
 
