@@ -84,8 +84,14 @@ bench-cli: install  ## flts --help and flts status --help start-up (median of 15
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)
 
-deploy-check: install system-deps  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml
+deploy-check: install system-deps image-check  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml; and image-check
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/deploy_check.py
+
+# A fresh virtualenv per image takes minutes (pip installs MLflow and the rest each time), too
+# slow for the test suite: CI runs it through deploy-check.
+image-check: install  ## Each image's extras alone in a fresh virtualenv, every service entry point imported; JSON in build/
+	mkdir -p $(BUILD)
+	$(BIN)/python scripts/image_check.py --json-file $(BUILD)/image-check.json
 
 lock: install  ## Refresh constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^flts' > constraints.txt
