@@ -7,7 +7,8 @@ backend URL quoted in an error never puts its password in a log line.
 
 A process writes nothing else to stderr: uvicorn is started with :func:`uvicorn_log_config`
 (its own loggers, access lines and tracebacks become JSON lines, in every worker process it
-spawns), MLflow is told not to install its plain-text handler, ``warnings`` are routed into
+spawns), MLflow is told not to install its plain-text handler nor to print run URLs to
+stdout, ``warnings`` are routed into
 logging, and an uncaught exception (main thread or any other) becomes one JSON line whose
 ``error`` field holds the traceback.
 
@@ -87,8 +88,11 @@ class StderrHandler(logging.StreamHandler[TextIO]):
 
 def configure_logging(service: str, level: str | LogLevel = LogLevel.INFO) -> None:
     """Route every logger to one JSON stream on stderr (idempotent; the last call wins)."""
-    # MLflow installs a plain-text handler on its loggers at import unless told not to.
+    # MLflow installs a plain-text handler on its loggers at import unless told not to, and
+    # writes "View run ... at: URL" lines to stdout at the end of a run against a server
+    # (stdout is where -o json puts its document).
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

@@ -86,3 +86,11 @@ def test_log_level_is_validated_from_the_environment_too(monkeypatch: pytest.Mon
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 2
     assert "chatty" in result.output
+
+
+@pytest.mark.parametrize("argv", [[], ["dlq"]])
+def test_a_group_without_its_command_shows_its_help(argv: list[str]) -> None:
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2
+    assert "Usage:" in result.output
+    assert "Commands:" in result.output

@@ -127,7 +127,9 @@ class FltsGroup(TyperGroup):
             code = result if isinstance(result, int) else 0
         except typer.TyperException as exc:  # typer's usage and parameter errors
             code = exc.exit_code
-            if type(exc).__name__ != "NoArgsIsHelpError":  # its help is printed already
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its command
+                typer.echo(exc.format_message(), err=True)  # the message is the group's help
+            else:
                 print_error(exc.format_message())
         except typer.Abort:
             print_error("aborted")
