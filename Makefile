@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui e2e deploy-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui bench-cli e2e deploy-check image-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ faults: install system-deps  ## Fault-injection suite: broken rows, outages, kil
 
 bench-accuracy: install  ## Accuracy benchmark on the Barcelona datasets (5 seeds), JSON in build/
 	$(BIN)/flts benchmark accuracy --data-dir $(DATA_DIR) --seeds $(SEEDS) \
-		--json $(BUILD)/bench/accuracy.json
+		--json-file $(BUILD)/bench/accuracy.json
 
 run: install  ## The embedded system, one process per service (DATA=train.csv [TEST=test.csv] IDENTIFIER=name)
 	$(BIN)/flts up $(if $(DATA),--data $(DATA)) $(if $(TEST),--test $(TEST)) \
@@ -62,27 +62,30 @@ bench-pipeline: install  ## flts pipeline on PobleSec with every model type (fre
 	rm -rf $(BUILD)/bench/pipeline-home
 	FLTS_HOME=$(BUILD)/bench/pipeline-home $(BIN)/flts pipeline --train $(DATA_DIR)/PobleSec.csv --test $(DATA_DIR)/PobleSec_test.csv \
 		--identifier PobleSec --models LSTM,GRU,RIDGE,PERSISTENCE,PROPHET \
-		--json $(BUILD)/bench/pipeline.json
+		--json-file $(BUILD)/bench/pipeline.json
 
 bench-serve: install system-deps  ## Serving benchmark (wrk: FLTS vs a bare ASGI floor and mlflow models serve), swap under load; JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.serve --duration 10 --repeats 3 --connections 1,8,32 \
-		--batch-forms rows,windows,encoded --json $(BUILD)/bench/serve.json
-	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 15 --json $(BUILD)/bench/swap.json
+		--batch-forms rows,windows,encoded --json-file $(BUILD)/bench/serve.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 15 --json-file $(BUILD)/bench/swap.json
 
 bench-serve-ci: install system-deps  ## Short serving benchmark: fails only on failed requests or a broken run
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.serve --duration 3 --repeats 1 --epochs 1 --check \
-		--json $(BUILD)/bench/serve-ci.json
-	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 6 --epochs 1 --check --json $(BUILD)/bench/swap-ci.json
+		--json-file $(BUILD)/bench/serve-ci.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.swap --duration 6 --epochs 1 --check --json-file $(BUILD)/bench/swap-ci.json
 
 bench-protocols: install system-deps  ## OIP v2 infer and MLflow /invocations vs /v1/forecast (wrk, one worker, 32 connections); JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.protocols --duration 5 --repeats 3 --connections 32 \
 		--json $(BUILD)/bench/protocols.json
 
 bench-auth: install  ## What API key authentication costs per forecast, in-process (median of rounds); JSON in build/bench/
-	$(BIN)/python -m benchmarks.auth_cost --rounds 21 --requests 2000 --json $(BUILD)/bench/auth.json
+	$(BIN)/python -m benchmarks.auth_cost --rounds 21 --requests 2000 --json-file $(BUILD)/bench/auth.json
 
 bench-live: install system-deps  ## Live operation: observations/s (gateway, bus), ledger cost per forecast, monitor lag at 1,000 stations; JSON in build/bench/
-	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.live --duration 8 --repeats 3 --json $(BUILD)/bench/live.json
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.live --duration 8 --repeats 3 --json-file $(BUILD)/bench/live.json
+
+bench-cli: install  ## flts --help and flts status --help start-up (median of 15 runs) beside python -c pass; JSON in build/bench/
+	$(BIN)/python -m benchmarks.cli_startup --runs 15 --json-file $(BUILD)/bench/cli.json
 
 bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers in headless Chromium, beside a 10-identifier floor; JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json $(BUILD)/bench/ui.json \
@@ -91,8 +94,14 @@ bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)
 
-deploy-check: install system-deps  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml
+deploy-check: install system-deps image-check  ## Offline k8s checks: helm lint/template, kubernetes-validate, promtool; build/k8s/rendered.yaml; and image-check
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/deploy_check.py
+
+# A fresh virtualenv per image takes minutes (pip installs MLflow and the rest each time), too
+# slow for the test suite: CI runs it through deploy-check.
+image-check: install  ## Each image's extras alone in a fresh virtualenv, every service entry point imported; JSON in build/
+	mkdir -p $(BUILD)
+	$(BIN)/python scripts/image_check.py --json-file $(BUILD)/image-check.json
 
 lock: install  ## Refresh constraints.txt from the current virtualenv
 	$(BIN)/pip freeze --exclude-editable | grep -v '^flts' > constraints.txt

@@ -8,7 +8,7 @@ entry, without sockets, once without a keys file and once with one and a valid
 the mean time per request, and the rounds alternate between the two configurations so that
 machine noise hits both alike::
 
-    PYTHONPATH=src python -m benchmarks.auth_cost --rounds 15 --requests 2000 [--json out.json]
+    PYTHONPATH=src python -m benchmarks.auth_cost --rounds 15 --requests 2000 [--json-file out.json]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json-file", dest="json", type=Path, help="Write the result here.")
     args = parser.parse_args(argv)
     result = measure(args.rounds, args.requests)
     print(json.dumps(result, indent=2))

@@ -45,7 +45,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="Benchmark FLTS_HOME.")
     parser.add_argument("--fresh", action="store_true", help="Empty the home first (retrain).")
     parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS, help="LSTM epochs.")
-    parser.add_argument("--json", type=Path, default=None, help="Write the report here.")
+    parser.add_argument(
+        "--json-file", dest="json", type=Path, default=None, help="Write the report here."
+    )
 
 
 def prepare_home(home: Path, *, fresh: bool) -> Path:

@@ -14,7 +14,7 @@ forecast ledger costs a replica, and how far the monitor lags behind a fleet.
    a pass after one more row and forecast per station: the lag behind a fleet reporting
    every 2 minutes.
 
-Medians of ``--repeats`` runs; JSON with ``--json``.
+Medians of ``--repeats`` runs; JSON with ``--json-file``.
 """
 
 from __future__ import annotations

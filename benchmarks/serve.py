@@ -25,7 +25,7 @@ Targets (reported, never asserted): FLTS at least 40% of the floor's requests/s,
 15 ms at 1,500 requests/s offered, at least 10x ``mlflow models serve``, batch at least 50,000
 windows/s. ``--check`` fails only on failed requests or a broken run (CI).
 
-Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.serve --json OUT``
+Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.serve --json-file OUT``
 (``make bench-serve``; ``tests`` holds the process helpers).
 """
 

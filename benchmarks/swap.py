@@ -7,7 +7,7 @@ the swap window of ``p99_ms_during_swap`` is from that start to one second after
 new answer. Locust is the load client here because every answer's ``X-Model-Run-Id`` is
 recorded.
 
-Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.swap [--check] [--json OUT]``
+Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.swap [--check] [--json-file OUT]``
 (``make bench-serve``).
 """
 

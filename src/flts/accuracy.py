@@ -216,9 +216,11 @@ def run_accuracy_benchmark(
     horizons: Sequence[int] | None = None,
     levels: Sequence[float] = DEFAULT_LEVELS,
     progress: Progress | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the JSON document (protocol, results, summary); each of
-    ``horizons`` (default: ``spec``'s own) is trained and scored as its own task."""
+    ``horizons`` (default: ``spec``'s own) is trained and scored as its own task.
+    ``progress`` gets a line per step, ``on_result`` each scored (model, seed) row."""
     if seeds < 1:
         raise ConfigurationError("seeds must be at least 1")
     say = progress or (lambda _msg: None)
@@ -249,6 +251,8 @@ def run_accuracy_benchmark(
                 for seed in range(seeds):
                     row = evaluate_model(prepared, model_type, seed, naive=naive, levels=levels)
                     results.append({"station": station.name, **row})
+                    if on_result is not None:
+                        on_result(results[-1])
                     say(
                         f"  {row['model']:<15} seed {seed}: NRMSE at step {task.horizon} "
                         f"{row['nrmse']:.4f}  train {row['train_seconds']:.1f}s"

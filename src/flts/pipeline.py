@@ -34,6 +34,21 @@ from flts.settings import Settings
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class StageUpdate:
+    """One stage of a run moved: ``stage`` is ``upload``, ``preprocess``, ``train`` (with
+    ``model_type``) or ``evaluate``; ``status`` is ``running``, ``done`` or ``failed``. For a
+    progress display (the CLI's bars); ``message`` is the same line :data:`Progress` gets."""
+
+    stage: str
+    status: str
+    message: str
+    model_type: str | None = None
+
+
+StageCallback = Callable[[StageUpdate], None]
+
+
 @dataclass
 class PipelineResult:
     seconds: float
@@ -43,6 +58,13 @@ class PipelineResult:
     champion: dict[str, Any] | None = None
     leaderboard: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def reason(self) -> str:
+        """Why the best candidate was or was not promoted: the gate's reason on the best
+        line of the leaderboard, else the decision's reason code."""
+        best = self.leaderboard[0] if self.leaderboard else {}
+        return str(best.get("reason") or self.decision.get("reason_code") or "no candidate")
+
     def to_json(self) -> dict[str, Any]:
         """The result as JSON: leaderboard lines carry their figures per summary horizon step
         (``horizon``), pooled MASE, wQL, coverage and width, beside persistence's."""
@@ -51,6 +73,9 @@ class PipelineResult:
             "config_hash": self.config_hash,
             "identifier": self.identifier,
             "champion": self.champion,
+            "promoted": self.champion is not None,
+            "reason_code": self.decision.get("reason_code"),
+            "reason": self.reason,
             "interval_levels": self.decision.get("interval_levels", []),
             "baseline": self.decision.get("baseline", {}),
             "baseline_horizon": self.decision.get("baseline_horizon", {}),
@@ -61,9 +86,12 @@ class PipelineResult:
 class _Watcher:
     """Follows one correlation id's events on its own consumer group (progress output)."""
 
-    def __init__(self, correlation_id: str, progress: Progress) -> None:
+    def __init__(
+        self, correlation_id: str, progress: Progress, on_stage: StageCallback | None = None
+    ) -> None:
         self.correlation_id = correlation_id
         self.progress = progress
+        self.on_stage = on_stage
         self.config_hash: str | None = None
         self.seen_hash = threading.Event()
 
@@ -73,7 +101,7 @@ class _Watcher:
         if isinstance(event, TrainingDataEvent):
             self.config_hash = event.payload.config_hash
             self.seen_hash.set()
-            self.progress(f"preprocessed: config {event.payload.config_hash[:12]}")
+            self.say("preprocess", "done", f"preprocessed: config {event.payload.config_hash[:12]}")
         elif isinstance(event, ModelTrainingEvent):
             p = event.payload
             detail = {
@@ -81,13 +109,21 @@ class _Watcher:
                 "SUCCESS": f"trained in {p.train_seconds or 0:.1f}s (run {p.run_id})",
                 "FAILED": f"FAILED: {p.error}",
             }.get(p.status.value, p.status.value)
-            self.progress(f"{p.model_type:<15} {detail}")
+            status = {"RUNNING": "running", "SUCCESS": "done"}.get(p.status.value, "failed")
+            self.say("train", status, f"{p.model_type:<15} {detail}", p.model_type)
         elif isinstance(event, ModelSelectedEvent):
             selected = event.payload
             nrmse = selected.scores.get("nrmse", float("nan"))
-            self.progress(
-                f"promoted {selected.model_type} run {selected.run_id} (NRMSE {nrmse:.4f})"
+            self.say(
+                "evaluate",
+                "done",
+                f"promoted {selected.model_type} run {selected.run_id} (NRMSE {nrmse:.4f})",
             )
+
+    def say(self, stage: str, status: str, message: str, model_type: str | None = None) -> None:
+        self.progress(message)
+        if self.on_stage is not None:
+            self.on_stage(StageUpdate(stage, status, message, model_type))
 
 
 def _decision(context: ServiceContext, identifier: str, config_hash: str) -> dict[str, Any] | None:
@@ -118,8 +154,10 @@ def run_pipeline(
     timeout: float = 1800.0,
     horizon: int | None = None,
     lags: int | None = None,
+    on_stage: StageCallback | None = None,
 ) -> PipelineResult:
-    """Upload ``train_csv``/``test_csv``, run every service until the evaluator decides."""
+    """Upload ``train_csv``/``test_csv``, run every service until the evaluator decides;
+    ``progress`` gets a line per step, ``on_stage`` the same steps as :class:`StageUpdate`."""
     from flts.services.gateway import ingest_dataset
 
     started = time.perf_counter()
@@ -154,8 +192,12 @@ def run_pipeline(
             horizon=horizon,
             lags=lags,
         )
-        progress(f"uploaded {train_csv.name} + {test_csv.name} as {event.payload.dataset_id}")
-        watcher = _Watcher(event.correlation_id, progress)
+        watcher = _Watcher(event.correlation_id, progress, on_stage)
+        watcher.say(
+            "upload",
+            "done",
+            f"uploaded {train_csv.name} + {test_csv.name} as {event.payload.dataset_id}",
+        )
         watch_context = ServiceContext(settings)
         contexts.append(watch_context)
         threads.append(
@@ -180,6 +222,8 @@ def run_pipeline(
             if not all(t.is_alive() for t in threads):
                 raise PipelineError("a service stopped unexpectedly; see the log above")
             time.sleep(0.2)
+        if on_stage is not None and decision.get("champion") is None:
+            on_stage(StageUpdate("evaluate", "done", "evaluated: nothing promoted"))
         return PipelineResult(
             seconds=time.perf_counter() - started,
             config_hash=watcher.config_hash,

@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from flts.data.spec import FeatureSpec, Recipe
 from flts.exceptions import DataValidationError
+from flts.logs import LogLevel
 from flts.models.intervals import check_levels
 from flts.models.registry import MODEL_TYPES
 from flts.redaction import MASK, redact
@@ -513,6 +514,18 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path(".flts"), description="Where embedded state lives.")
+    log_level: LogLevel | None = Field(
+        default=None,
+        description="FLTS_LOG_LEVEL (or flts --log-level): debug, info, warning, error or "
+        "critical; unset, services log at info and other commands at warning.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: Any) -> Any:
+        """``INFO`` like ``info``, as on the command line."""
+        return value.lower() if isinstance(value, str) else value
+
     bus: BusSettings = BusSettings()
     storage: StorageSettings = StorageSettings()
     tracking: TrackingSettings = TrackingSettings()

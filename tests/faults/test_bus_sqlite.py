@@ -109,9 +109,9 @@ def test_damaged_rows_mid_pipeline_end_in_the_dlq_and_the_pipeline_completes(
     assert len({letter.group for letter in letters[TRAINING_DATA]}) >= len(MODELS)
     assert "evaluate" in {letter.group for letter in letters[MODEL_TRAINING]}
 
-    listed = CliRunner().invoke(dlq_app, ["list", "--json", "--bus-url", bus_url])
+    listed = CliRunner().invoke(dlq_app, ["list", "-o", "json", "--bus-url", bus_url])
     assert listed.exit_code == 0, listed.output
-    rows = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
+    rows = json.loads(listed.stdout)
     assert len(rows) == sum(len(found) for found in letters.values())
     assert any("headers are not JSON" in row["error"] for row in rows)
 

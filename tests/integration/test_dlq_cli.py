@@ -52,9 +52,9 @@ def test_list_then_replay_by_id_and_all(bus_url: str) -> None:
     assert handled == [0, 3]
 
     runner = CliRunner()
-    listed = runner.invoke(app, ["list", "--topic", topic, "--json", "--bus-url", bus_url])
+    listed = runner.invoke(app, ["list", "--topic", topic, "-o", "json", "--bus-url", bus_url])
     assert listed.exit_code == 0, listed.output
-    rows = [json.loads(line) for line in listed.output.splitlines() if line.strip()]
+    rows = json.loads(listed.stdout)
     assert [r["error"] for r in rows] == [
         "RuntimeError: cannot handle 1",
         "RuntimeError: cannot handle 2",

@@ -287,9 +287,9 @@ def test_cli_dry_run_lists_and_deletes_nothing_then_gc_deletes(
     }
     runner = CliRunner()
     before = present(store, "")
-    dry = runner.invoke(app, ["gc", "--dry-run", "--json"], env=env)
+    dry = runner.invoke(app, ["gc", "--dry-run", "-o", "json"], env=env)
     assert dry.exit_code == 0, dry.output
-    document = json.loads(dry.output)
+    document = json.loads(dry.stdout)
     assert document["dry_run"] is True
     targets = {d["target"] for d in document["would_delete"]}
     assert {"datasets/ds-c/", "processed/hc/", str(populated["run-e"])} <= targets
@@ -307,4 +307,5 @@ def test_cli_dry_run_lists_and_deletes_nothing_then_gc_deletes(
     assert populated["run-b"].exists()
 
     wrong = runner.invoke(app, ["gc", "--only", "everything"], env=env)
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 2  # a usage error, naming the kinds there are
+    assert "model-cache" in wrong.output

@@ -104,7 +104,8 @@ def test_cli_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "ci" in listed.stdout
     assert key not in listed.stdout
     bad = runner.invoke(cli, ["keys", "create", "x", "--scope", "root"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a usage error: root is not a scope
+    assert "root" in bad.output
     assert runner.invoke(cli, ["keys", "revoke", "ci"]).exit_code == 0
     assert runner.invoke(cli, ["keys", "revoke", "ci"]).exit_code == 1
     assert KeyRing(path).authenticate(key) is None

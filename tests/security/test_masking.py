@@ -56,7 +56,11 @@ def test_config_show_masks_bus_url_credentials(
     monkeypatch.setenv("FLTS_TRACKING_URI", f"http://mlflow:{SECRET}@mlflow:5000")
     monkeypatch.setenv("FLTS_S3_ACCESS_KEY_ID", "id")
     monkeypatch.setenv("FLTS_S3_SECRET_ACCESS_KEY", SECRET)
-    shown = CliRunner().invoke(cli, ["config", "show"])
+    table = CliRunner().invoke(cli, ["config", "show"])
+    assert table.exit_code == 0, table.output
+    assert SECRET not in table.output
+    assert "FLTS_BUS__URL" in table.output
+    shown = CliRunner().invoke(cli, ["config", "show", "-o", "json"])
     assert shown.exit_code == 0, shown.output
     assert SECRET not in shown.output
     document = json.loads(shown.stdout)
@@ -126,7 +130,7 @@ def test_dead_letter_errors_are_masked_in_flts_dlq(tmp_path: Path) -> None:
     with open_bus(url) as bus:
         bus.publish("jobs", training_event(1))
         bus.consume("jobs", "workers", handler, max_messages=1, max_idle=10, retry=FAST)
-    listed = CliRunner().invoke(dlq, ["list", "--topic", "jobs", "--json", "--bus-url", url])
+    listed = CliRunner().invoke(dlq, ["list", "--topic", "jobs", "-o", "json", "--bus-url", url])
     assert listed.exit_code == 0, listed.output
     assert SECRET not in listed.output
     assert "postgresql://u:****@db/x" in listed.output

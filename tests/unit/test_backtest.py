@@ -216,7 +216,7 @@ def test_cli_writes_the_json_and_prints_the_ranking(data_dir: Path, tmp_path: Pa
             "2",
             "--candidates",
             str(candidates),
-            "--json",
+            "--json-file",
             str(out),
         ],
     )

@@ -72,7 +72,7 @@ def test_cli_writes_json_and_prints_a_table(data_dir: Path, tmp_path: Path) -> N
             "persistence,ridge",
             "--seeds",
             "1",
-            "--json",
+            "--json-file",
             str(out),
         ],
     )
@@ -146,7 +146,7 @@ def test_horizons_and_intervals_give_figures_at_the_last_step(
             "1,5",
             "--intervals",
             "80,95",
-            "--json",
+            "--json-file",
             str(out),
         ],
     )

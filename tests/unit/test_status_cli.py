@@ -1,4 +1,4 @@
-"""``flts status --json``: the champion's evaluation figure next to the live figures the
+"""``flts status -o json``: the champion's evaluation figure next to the live figures the
 monitor computed from served forecasts and the actuals that followed them."""
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def test_status_shows_the_live_figures_of_the_champion(
     [figure] = LiveMonitor(context.store, spec).run_once().figures
     context.close()
 
-    result = CliRunner().invoke(app, ["status", "--json"])
+    result = CliRunner().invoke(app, ["status", "-o", "json"])
     assert result.exit_code == 0, result.output
-    [champion] = json.loads(result.output)["champions"]
+    [champion] = json.loads(result.stdout)["champions"]
     assert champion["champion"]["run_id"] == run_id
     [live] = champion["live"]
     assert live["n"] == 20
@@ -93,9 +93,9 @@ def test_flts_retrain_publishes_a_manual_request_that_status_shows(
     assert (event.payload.note, event.payload.champion_run_id) == ("new antenna", "run-1")
     context.close()
 
-    status = CliRunner().invoke(app, ["status", "--json"])
+    status = CliRunner().invoke(app, ["status", "-o", "json"])
     assert status.exit_code == 0, status.output
-    [entry] = json.loads(status.output)["retraining"]
+    [entry] = json.loads(status.stdout)["retraining"]
     assert (entry["event_id"], entry["outcome"]) == (event.event_id, None)
     tables = CliRunner().invoke(app, ["status"])
     assert "Retraining" in tables.output

@@ -221,8 +221,13 @@ def serve(
     *,
     replica_id: str | None = None,
     workers: int = 1,
+    log_level: str = "info",
 ) -> None:
     """Run uvicorn until SIGINT/SIGTERM, then close the context.
+
+    uvicorn's own log lines (start-up, shutdown, errors with their tracebacks) are JSON
+    lines at ``log_level`` like the service's, in every worker process
+    (:func:`flts.logs.uvicorn_log_config`).
 
     One worker serves this process's ``context`` (and ``replica_id``). ``workers > 1`` starts
     that many worker processes (one per core is the sweet spot), each loading its own copy
@@ -230,8 +235,11 @@ def serve(
     """
     import uvicorn
 
+    from flts.logs import uvicorn_log_config
+
     serving = context.settings.serving
     options: Any = uvicorn_options(serving.request_timeout)
+    options.update(log_level=log_level, log_config=uvicorn_log_config("serve", log_level))
     bind: Any = {"host": host or serving.host, "port": port or serving.port}
     try:
         if workers > 1:

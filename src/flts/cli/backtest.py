@@ -5,14 +5,26 @@ then scores the chosen defaults once on the test files."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-from rich.table import Table
 
-from flts.cli._common import console, err_console, user_errors, write_json
+from flts.cli._common import (
+    JsonFileOption,
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    user_errors,
+    write_json,
+)
+from flts.cli._progress import epoch_bars, progress_bar, show_progress
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(help="Rolling-origin backtest inside the training files.")
 
@@ -37,7 +49,8 @@ def backtest(
         str, typer.Option(help="'default' or a JSON list of {name, model, params}.")
     ] = "default",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per candidate and fold.")] = 1,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    json_file: JsonFileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Rank configurations by backtest NRMSE on the training files (test files never read)."""
     from flts.backtest import load_candidates, run_backtest
@@ -46,27 +59,26 @@ def backtest(
     with user_errors():
         chosen = load_candidates(candidates)
         total = len(names) * folds * len(chosen) * seeds
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as progress:
-            task = progress.add_task("backtest", total=total)
+        bars = show_progress(output)
+        progress = progress_bar() if bars else None
+        with progress or nullcontext(), epoch_bars(progress) if progress else nullcontext():
+            task = progress.add_task("backtest", total=total) if progress else None
 
             def advance(row: dict[str, Any]) -> None:
+                line = (
+                    f"{row['station']:<10} fold {row['fold']} seed {row['seed']} "
+                    f"{row['candidate']:<32} NRMSE {row['nrmse']:.4f}  "
+                    f"train {row['train_seconds']:.1f}s"
+                )
+                if progress is None or task is None:
+                    err_console.print(line, highlight=False)
+                    return
                 progress.update(
                     task,
                     advance=1,
                     description=f"{row['station']} fold {row['fold']} {row['candidate']}",
                 )
-                progress.console.print(
-                    f"{row['station']:<10} fold {row['fold']} seed {row['seed']} "
-                    f"{row['candidate']:<32} NRMSE {row['nrmse']:.4f}  "
-                    f"train {row['train_seconds']:.1f}s",
-                    highlight=False,
-                )
+                progress.console.print(line, highlight=False)
 
             document = run_backtest(
                 data_dir,
@@ -77,12 +89,14 @@ def backtest(
                 block_fraction=block_fraction,
                 on_result=advance,
             )
-    console.print(_ranking_table(document))
-    if json_out is not None:
-        write_json(json_out, document)
+    emit(output, document, lambda: console.print(_ranking_table(document)))
+    if json_file is not None:
+        write_json(json_file, document)
 
 
 def _ranking_table(document: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     stations = list(document["protocol"]["recipes"])
     table = Table(title="Backtest NRMSE (mean over folds; lower is better)")
     for name in ("rank", "candidate", *stations, "mean", "MAE5", "RMSE5"):

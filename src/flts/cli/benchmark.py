@@ -4,13 +4,27 @@ Serving benchmarks are not product commands: they live in the checkout's ``bench
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from flts.cli._common import console, err_console, user_errors, write_json
+from flts.cli._choices import ModelsOption, model_list
+from flts.cli._common import (
+    JsonFileOption,
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    user_errors,
+    write_json,
+)
+from flts.cli._progress import epoch_bars, progress_bar, show_progress
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(help="Benchmarks: accuracy on held-out data.", no_args_is_help=True)
 
@@ -42,7 +56,7 @@ def accuracy(
     stations: Annotated[
         str, typer.Option(help="Comma-separated station names.")
     ] = DEFAULT_STATIONS,
-    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = DEFAULT_MODELS,
+    models: ModelsOption = DEFAULT_MODELS,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per model and station.")] = 5,
     horizons: Annotated[
         str | None,
@@ -51,31 +65,51 @@ def accuracy(
     intervals: Annotated[
         str, typer.Option(help="Comma-separated interval levels (%) to score; '' for none.")
     ] = DEFAULT_INTERVALS,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results here.")] = None,
+    json_file: JsonFileOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Train and score every model on every station's held-out test file; each row reports
     the figures at the last step of its horizon."""
     from flts.accuracy import run_accuracy_benchmark
-    from flts.models import parse_model_types
 
     steps = None if horizons is None else _numbers(horizons, "--horizons", int)
     levels = _numbers(intervals, "--intervals", float)
-    with user_errors():
+    chosen, names = model_list(models), _split(stations)
+    progress = progress_bar() if show_progress(output) else None
+    with (
+        user_errors(),
+        progress or nullcontext(),
+        epoch_bars(progress) if progress else nullcontext(),
+    ):
+        # Every (station, horizon, model, seed) is one training: the bar's unit.
+        total = len(names) * len(steps or [1]) * len(chosen) * seeds
+        task = progress.add_task("benchmark", total=total) if progress else None
+
+        def say(message: str) -> None:
+            (progress.console if progress else err_console).print(message, highlight=False)
+
+        def advance(row: dict[str, Any]) -> None:
+            if progress is not None and task is not None:
+                progress.update(task, advance=1, description=f"{row['station']} {row['model']}")
+
         document = run_accuracy_benchmark(
             data_dir,
-            stations=_split(stations),
-            models=parse_model_types(models),
+            stations=names,
+            models=chosen,
             seeds=seeds,
             horizons=steps,
             levels=levels,
-            progress=lambda msg: err_console.print(msg, highlight=False),
+            progress=say,
+            on_result=advance,
         )
-    console.print(_summary_table(document))
-    if json_out is not None:
-        write_json(json_out, document)
+    emit(output, document, lambda: console.print(_summary_table(document)))
+    if json_file is not None:
+        write_json(json_file, document)
 
 
 def _summary_table(document: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     levels = [f"{level:g}" for level in document["protocol"]["interval_levels"]]
     table = Table(
         title="Test NRMSE at the last step of each horizon (mean ± std over seeds; lower is "

@@ -10,17 +10,27 @@ makes that harmless once one copy succeeded.
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, TypedDict
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import typer
-from rich.table import Table
 
-from flts.bus import Bus, DeadLetter, open_bus
-from flts.cli._common import console, err_console, load_settings, user_errors
-from flts.events import DLQ_PREFIX
+from flts.cli._common import (
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    load_settings,
+    user_errors,
+)
 from flts.exceptions import ConfigurationError
 from flts.redaction import redact
+
+if TYPE_CHECKING:
+    from flts.bus import Bus, DeadLetter
+
+#: :data:`flts.events.DLQ_PREFIX`, repeated so ``flts --help`` does not import pydantic.
+DLQ_PREFIX = "dlq."
 
 app = typer.Typer(help="Inspect and replay dead letters (dlq.<topic>).", no_args_is_help=True)
 
@@ -34,6 +44,8 @@ BusOption = Annotated[
 
 
 def _open(bus_url: str | None) -> Bus:
+    from flts.bus import open_bus
+
     return open_bus(bus_url or load_settings().bus.url)
 
 
@@ -41,25 +53,28 @@ def _open(bus_url: str | None) -> Bus:
 def list_letters(
     topic: TopicOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Newest N per DLQ topic.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     bus_url: BusOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """List dead letters with their provenance (source, group, attempts, error)."""
+    """List dead letters with their provenance (source, group, attempts, error); -o json
+    prints them as one JSON array."""
     with user_errors():
         bus = _open(bus_url)
         try:
             letters = bus.dead_letters(topic, limit=limit)
         finally:
             bus.close()
-    if as_json:
-        for letter in letters:
-            typer.echo(json.dumps(_summary(letter)))
-        return
-    table = Table(title=f"Dead letters ({len(letters)})")
+    rows = [_summary(letter) for letter in letters]
+    emit(output, rows, lambda: _print_letters(rows))
+
+
+def _print_letters(rows: list[_Row]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Dead letters ({len(rows)})")
     for name in ("id", "source", "event", "group", "attempts", "failed at", "error"):
         table.add_column(name, overflow="fold")
-    for letter in letters:
-        row = _summary(letter)
+    for row in rows:
         table.add_row(
             row["id"],
             row["source"],
@@ -86,6 +101,7 @@ def replay(
     topic: TopicOption = None,
     limit: Annotated[int, typer.Option(min=1, help="How far back to look, per DLQ.")] = 1000,
     bus_url: BusOption = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Re-publish dead letters to their source topic."""
     with user_errors():
@@ -103,7 +119,11 @@ def replay(
                 err_console.print(f"replayed {letter.letter_id} -> {letter.source_topic}")
         finally:
             bus.close()
-    console.print(f"replayed {len(chosen)} dead letter(s)")
+    emit(
+        output,
+        {"replayed": [{"id": d.letter_id, "topic": d.source_topic} for d in chosen]},
+        lambda: console.print(f"replayed {len(chosen)} dead letter(s)"),
+    )
 
 
 def _full_id(raw: str, topic: str | None) -> str:

@@ -1,19 +1,21 @@
 """``flts gc``: apply the retention rules (:mod:`flts.retention`, ``FLTS_RETENTION__*``).
 
-``--dry-run`` lists what would go without deleting anything; ``--json`` prints one document
+``--dry-run`` lists what would go without deleting anything; ``-o json`` prints one document
 (``dry_run``, ``deleted`` or ``would_delete``, ``kept``, ``notes``) for scripts and cron jobs.
 Run it where the model cache lives too (each replica's ``<home>/cache/models``) to prune that.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from flts.cli._common import console, load_settings, user_errors
+from flts.cli._choices import RetentionKind
+from flts.cli._common import OutputFormat, OutputOption, console, emit, load_settings, user_errors
+
+if TYPE_CHECKING:
+    from flts.retention import Item
 
 app = typer.Typer()
 
@@ -24,10 +26,8 @@ def gc(
         bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")
     ] = False,
     only: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--only", help="bus, datasets, processed, logs or model-cache (repeatable); all."
-        ),
+        list[RetentionKind] | None,
+        typer.Option("--only", help="Only this kind (repeatable); default: every kind."),
     ] = None,
     dead_letters: Annotated[
         bool | None,
@@ -36,12 +36,11 @@ def gc(
             help="Delete old dead letters too (default: FLTS_RETENTION__DEAD_LETTERS, off).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete old bus rows, datasets, processed data, inference logs and cached models that
     no champion or promotion history needs."""
     from flts import retention
-    from flts.exceptions import ConfigurationError
     from flts.storage import ObjectStore
 
     with user_errors():
@@ -49,29 +48,24 @@ def gc(
         if dead_letters is not None:
             rules = settings.retention.model_copy(update={"dead_letters": dead_letters})
             settings = settings.model_copy(update={"retention": rules})
-        unknown = sorted(set(only or ()) - set(retention.KINDS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown kinds {unknown}; choose from {', '.join(retention.KINDS)}"
-            )
-        kinds = [k for k in retention.KINDS if not only or k in only]
+        wanted = {kind.value for kind in only or ()}
+        kinds = [k for k in retention.KINDS if not wanted or k in wanted]
         store = ObjectStore(settings.storage.url, **settings.storage.options())
         planned = retention.plan(settings, store, kinds=kinds)
         deleted = planned.deletions if dry_run else retention.apply(settings, store, planned)
     kept = [i for i in planned.items if i.action == "keep"]
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "dry_run": dry_run,
-                    "would_delete" if dry_run else "deleted": [i.summary() for i in deleted],
-                    "kept": [i.summary() for i in kept],
-                    "notes": planned.notes,
-                },
-                indent=2,
-            )
-        )
-        return
+    document = {
+        "dry_run": dry_run,
+        "would_delete" if dry_run else "deleted": [i.summary() for i in deleted],
+        "kept": [i.summary() for i in kept],
+        "notes": planned.notes,
+    }
+    emit(output, document, lambda: _print_table(dry_run, deleted, kept, planned.notes))
+
+
+def _print_table(dry_run: bool, deleted: list[Item], kept: list[Item], notes: list[str]) -> None:
+    from rich.table import Table
+
     verb = "would delete" if dry_run else "deleted"
     table = Table(title=f"flts gc{' --dry-run' if dry_run else ''}")
     for name in ("kind", "action", "target", "objects", "why"):
@@ -81,6 +75,6 @@ def gc(
     for item in kept:
         table.add_row(item.kind, "[green]kept[/]", item.target, str(item.count), item.reason)
     console.print(table)
-    for note in planned.notes:
+    for note in notes:
         console.print(f"note: {note}", highlight=False)
     console.print(f"{verb} {len(deleted)} item(s) ({sum(i.count for i in deleted)} objects/rows)")

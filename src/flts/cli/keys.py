@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from flts.cli._common import console, err_console, load_settings, user_errors
+from flts.cli._choices import KeyScope
+from flts.cli._common import (
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    load_settings,
+    print_error,
+    user_errors,
+)
 
 app = typer.Typer(help="Manage the API keys of the gateway and the inference API.")
 
@@ -37,41 +46,61 @@ def keys_path(option: Path | None = None) -> Path:
 def create(
     name: Annotated[str, typer.Argument(help="Who holds the key; recorded as the actor.")],
     scope: Annotated[
-        list[str],
-        typer.Option("--scope", "-s", help="forecast, upload or admin (repeat for several)."),
+        list[KeyScope],
+        typer.Option("--scope", "-s", help="What the key may do (repeat for several)."),
     ],
     keys_file: KeysFileOption = None,
     replace: Annotated[
         bool, typer.Option(help="Replace an existing key of that name (it stops working).")
     ] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Create a key, store its salted hash and print the key: the only time it is shown."""
     from flts.security import create_key
 
+    scopes = [s.value for s in scope]
     with user_errors():
         path = keys_path(keys_file)
-        key = create_key(path, name, scope, replace=replace)
-    err_console.print(f"key {name!r} ({', '.join(scope)}) added to {path}; it is shown once:")
-    console.print(key, highlight=False, soft_wrap=True)
+        key = create_key(path, name, scopes, replace=replace)
+    err_console.print(f"key {name!r} ({', '.join(scopes)}) added to {path}; it is shown once:")
+    emit(
+        output,
+        {"name": name, "scopes": scopes, "keys_file": str(path), "key": key},
+        lambda: console.print(key, highlight=False, soft_wrap=True),
+    )
 
 
 @app.command("list")
-def list_keys(keys_file: KeysFileOption = None) -> None:
+def list_keys(keys_file: KeysFileOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
     """The keys of the file: names, scopes, creation times (never the keys)."""
     from flts.security import read_keys
 
     with user_errors():
         path = keys_path(keys_file)
         document = read_keys(path)
-    table = Table(title=str(path))
+    rows: list[dict[str, Any]] = [
+        {
+            "name": entry.name,
+            "scopes": list(entry.scopes),
+            "key_id": entry.key_id,
+            "created_at": entry.created_at.isoformat(timespec="seconds"),
+        }
+        for entry in document.keys
+    ]
+    emit(output, rows, lambda: _print_keys(str(path), rows))
+
+
+def _print_keys(title: str, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
     for column in ("name", "scopes", "key id", "created"):
         table.add_column(column)
-    for entry in document.keys:
+    for row in rows:
+        scopes = row["scopes"]
+        assert isinstance(scopes, list)
         table.add_row(
-            entry.name,
-            ", ".join(entry.scopes),
-            entry.key_id,
-            entry.created_at.isoformat(timespec="seconds"),
+            str(row["name"]), ", ".join(scopes), str(row["key_id"]), str(row["created_at"])
         )
     console.print(table)
 
@@ -87,6 +116,6 @@ def revoke(
     with user_errors():
         path = keys_path(keys_file)
         if not revoke_key(path, name):
-            err_console.print(f"[bold red]error:[/] no key named {name!r} in {path}")
+            print_error(f"no key named {name!r} in {path}")
             raise typer.Exit(code=1)
     err_console.print(f"revoked {name!r} in {path}")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from flts.cli._common import console, load_settings, user_errors
+from flts.cli._common import OutputFormat, OutputOption, console, emit, load_settings, user_errors
 from flts.redaction import redact
+
+if TYPE_CHECKING:
+    from flts.promotion import Promotion
 
 app = typer.Typer()
 
@@ -17,9 +18,7 @@ app = typer.Typer()
 @app.command("status")
 def status(
     identifier: Annotated[str | None, typer.Option(help="Only this station or tenant.")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
-    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Champion per identifier with its evaluation, batch and live error, recent decisions,
     retraining triggers and their outcome, pending events and dead letters."""
@@ -60,29 +59,30 @@ def status(
             retraining = read_triggers(context.store, identifier)[-10:]
             backlog = [lag for lag in context.bus.lag() if lag.pending]
             letters = context.bus.dead_letters(limit=10)
-            if as_json:
-                document = {
-                    "champions": champions,
-                    "live_updated_at": monitored["updated_at"],
-                    "decisions": decisions,
-                    "retraining": retraining,
-                    "pending": [
-                        {"group": g.group, "topic": g.topic, "pending": g.pending} for g in backlog
-                    ],
-                    "dead_letters": [
-                        {
-                            "topic": d.source_topic,
-                            "group": d.group,
-                            "attempts": d.attempts,
-                            "failed_at": d.failed_at,
-                            "error": redact(d.error),
-                        }
-                        for d in letters
-                    ],
-                }
-                typer.echo(json.dumps(document, indent=2, default=str))
-                return
-            _print_status(champions, decisions, retraining, backlog, letters)
+            document = {
+                "champions": champions,
+                "live_updated_at": monitored["updated_at"],
+                "decisions": decisions,
+                "retraining": retraining,
+                "pending": [
+                    {"group": g.group, "topic": g.topic, "pending": g.pending} for g in backlog
+                ],
+                "dead_letters": [
+                    {
+                        "topic": d.source_topic,
+                        "group": d.group,
+                        "attempts": d.attempts,
+                        "failed_at": d.failed_at,
+                        "error": redact(d.error),
+                    }
+                    for d in letters
+                ],
+            }
+            emit(
+                output,
+                document,
+                lambda: _print_status(champions, decisions, retraining, backlog, letters),
+            )
     finally:
         context.close()
 
@@ -94,6 +94,8 @@ def _print_status(
     backlog: Any,
     letters: Any,
 ) -> None:
+    from rich.table import Table
+
     table = Table(title="Champions")
     columns = ("identifier", "model", "run", "config", "eval NRMSE", "batch NRMSE")
     for name in (*columns, "live NRMSE", "live skill", "scored", "since"):
@@ -210,6 +212,7 @@ def _number(value: object) -> str:
 def promote(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a trained model.")],
     reason: Annotated[str, typer.Option(help="Recorded in the history.")] = "manual promotion",
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Make RUN_ID the champion of its identifier (recorded like automatic promotions)."""
     from flts.promotion import promote_run
@@ -221,9 +224,17 @@ def promote(
             promotion = promote_run(context, run_id, reason=reason, actor=_cli_actor())
         finally:
             context.close()
-    console.print(
-        f"{promotion.identifier}: champion is now {promotion.model_type} run {promotion.run_id} "
-        f"(was {promotion.previous_run_id})"
+    _print_promotion(promotion, output)
+
+
+def _print_promotion(promotion: Promotion, output: OutputFormat) -> None:
+    emit(
+        output,
+        promotion.model_dump(mode="json"),
+        lambda: console.print(
+            f"{promotion.identifier}: champion is now {promotion.model_type} run "
+            f"{promotion.run_id} (was {promotion.previous_run_id})"
+        ),
     )
 
 
@@ -231,6 +242,7 @@ def promote(
 def rollback(
     identifier: Annotated[str, typer.Option(help="Station or tenant.")] = "global",
     reason: Annotated[str, typer.Option(help="Recorded in the history.")] = "manual rollback",
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Restore the previous champion of IDENTIFIER."""
     from flts.promotion import rollback_champion
@@ -242,10 +254,7 @@ def rollback(
             promotion = rollback_champion(context, identifier, reason=reason, actor=_cli_actor())
         finally:
             context.close()
-    console.print(
-        f"{identifier}: champion is now {promotion.model_type} run {promotion.run_id} "
-        f"(was {promotion.previous_run_id})"
-    )
+    _print_promotion(promotion, output)
 
 
 @app.command("retrain")
@@ -254,6 +263,7 @@ def retrain(
     reason: Annotated[
         str | None, typer.Option(help="Why, in words: recorded with the request.")
     ] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Ask for a retraining of IDENTIFIER (a retrain-requested event): preprocess builds a
     training set from its stored observations and the pipeline trains, judges and swaps."""
@@ -291,6 +301,17 @@ def retrain(
             )
         finally:
             context.close()
-    console.print(
-        f"{identifier}: retraining requested (event {event.event_id}, champion {champion.run_id})"
+    emit(
+        output,
+        {
+            "identifier": identifier,
+            "event_id": event.event_id,
+            "champion_run_id": champion.run_id,
+            "reason": "manual",
+            "note": reason,
+        },
+        lambda: console.print(
+            f"{identifier}: retraining requested (event {event.event_id}, "
+            f"champion {champion.run_id})"
+        ),
     )

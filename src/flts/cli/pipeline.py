@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from flts.cli._common import console, err_console, load_settings, user_errors, write_json
-from flts.settings import DEFAULT_MODEL_TYPES
+from flts.cli._choices import DEFAULT_MODELS, ModelsOption, model_list
+from flts.cli._common import (
+    JsonFileOption,
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    load_settings,
+    print_error,
+    user_errors,
+    write_json,
+)
+from flts.cli._progress import epoch_bars, progress_bar, show_progress
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from flts.pipeline import PipelineResult, StageUpdate
+    from flts.settings import Settings
 
 app = typer.Typer()
 
@@ -19,10 +37,8 @@ def pipeline(
     train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training CSV.")],
     test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Held-out test CSV.")],
     identifier: Annotated[str, typer.Option(help="Station or tenant name.")] = "global",
-    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = ",".join(
-        DEFAULT_MODEL_TYPES
-    ),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+    models: ModelsOption = DEFAULT_MODELS,
+    json_file: JsonFileOption = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
     horizon: Annotated[
         int | None, typer.Option(min=1, help="Steps ahead to forecast (default: feature spec).")
@@ -30,25 +46,62 @@ def pipeline(
     lags: Annotated[
         int | None, typer.Option(min=1, help="Input rows per window (default: feature spec).")
     ] = None,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Upload TRAIN/TEST, train every model type in parallel, evaluate, promote; print the
-    leaderboard."""
-    from flts.models import parse_model_types
-    from flts.pipeline import run_pipeline
-
+    leaderboard. Exits with status 1, saying why, when nothing was promoted."""
     with user_errors():
         settings = load_settings()
-        result = run_pipeline(
-            settings,
-            train_csv=train,
-            test_csv=test,
-            identifier=identifier,
-            models=parse_model_types(models),
-            progress=lambda msg: err_console.print(msg, highlight=False),
-            timeout=timeout,
-            horizon=horizon,
-            lags=lags,
+        kwargs: dict[str, Any] = {
+            "train_csv": train,
+            "test_csv": test,
+            "identifier": identifier,
+            "models": model_list(models),
+            "timeout": timeout,
+            "horizon": horizon,
+            "lags": lags,
+        }
+        result = _run(settings, kwargs, show_progress(output))
+    emit(output, result.to_json(), lambda: _print_result(result))
+    if json_file is not None:
+        write_json(json_file, result.to_json())
+    if result.champion is None:
+        print_error(f"nothing was promoted for {result.identifier}: {result.reason}")
+        raise typer.Exit(code=1)
+
+
+def _run(settings: Settings, kwargs: dict[str, Any], bars: bool) -> PipelineResult:
+    """The pipeline with a bar over its stages (upload, preprocess, one per model, evaluate)
+    and one per training model's epochs; plain progress lines without a terminal."""
+    from flts.pipeline import run_pipeline
+
+    if not bars:
+        return run_pipeline(
+            settings, progress=lambda msg: err_console.print(msg, highlight=False), **kwargs
         )
+    with progress_bar() as progress, epoch_bars(progress):
+        stages = progress.add_task("pipeline: uploading", total=3 + len(kwargs["models"]))
+        return run_pipeline(
+            settings,
+            progress=lambda _msg: None,
+            on_stage=lambda update: _advance(progress, stages, update),
+            **kwargs,
+        )
+
+
+def _advance(progress: Progress, task: Any, update: StageUpdate) -> None:
+    if update.status != "running":
+        progress.advance(task)
+    next_step = {"upload": "preprocessing", "preprocess": "training", "evaluate": "decided"}
+    if update.stage == "train":
+        progress.console.print(update.message, highlight=False)
+        description = "pipeline: training, then evaluating"
+    else:
+        description = f"pipeline: {next_step.get(update.stage, update.stage)}"
+    progress.update(task, description=description)
+
+
+def _print_result(result: PipelineResult) -> None:
     console.print(leaderboard_table(result.leaderboard, title=f"config {result.config_hash[:12]}"))
     per_horizon = horizon_table(result.to_json())
     if per_horizon is not None:
@@ -60,10 +113,8 @@ def pipeline(
             f"(run {champion.get('run_id')}, NRMSE {champion.get('nrmse', float('nan')):.4f})"
         )
     else:
-        console.print(f"no new champion for {result.identifier}")
+        console.print(f"no new champion for {result.identifier}: {result.reason}")
     console.print(f"pipeline finished in {result.seconds:.1f}s")
-    if json_out is not None:
-        write_json(json_out, result.to_json())
 
 
 def _number(value: Any, fmt: str) -> str:
@@ -73,6 +124,8 @@ def _number(value: Any, fmt: str) -> str:
 def horizon_table(result: dict[str, Any]) -> Table | None:
     """Test NRMSE at each summary step and coverage of each interval level (pooled over
     steps), persistence first; ``None`` for a one-step task, which the leaderboard covers."""
+    from rich.table import Table
+
     baseline = result.get("baseline_horizon", {})
     steps = sorted(int(step) for step in baseline)
     if len(steps) < 2:
@@ -102,6 +155,8 @@ def horizon_table(result: dict[str, Any]) -> Table | None:
 
 
 def leaderboard_table(rows: list[dict[str, Any]], *, title: str) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"Leaderboard ({title}; test NRMSE, lower is better)")
     for name in ("model", "NRMSE", "MAE5", "RMSE5", "train s", "promoted", "reason"):
         table.add_column(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from flts.cli._common import console, err_console, load_settings, user_errors
+from flts.cli._common import (
+    OutputFormat,
+    OutputOption,
+    console,
+    emit,
+    err_console,
+    load_settings,
+    user_errors,
+)
+from flts.cli._progress import progress_bar, show_progress
 
 app = typer.Typer()
 
@@ -40,11 +49,9 @@ def replay(
         str | None,
         typer.Option(envvar="FLTS_API_KEY", help="Key with the upload scope (or FLTS_API_KEY)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Send the rows of CSV to POST /v1/observations at SPEED times their own cadence."""
-    from rich.progress import Progress
-
     from flts.live.replay import replay as run_replay
     from flts.live.replay import replay_rows
 
@@ -62,8 +69,9 @@ def replay(
         f"replaying {len(rows)} rows of {csv.name} as {identifier!r} into {url} at {speed:g}x"
         + (f", x{scale:g} from row {shift_after}" if shift_after is not None else "")
     )
-    with user_errors(), Progress(console=err_console, disable=as_json) as progress:
-        task = progress.add_task("rows", total=len(rows))
+    progress = progress_bar() if show_progress(output) else None
+    with user_errors(), progress or nullcontext():
+        task = progress.add_task("rows", total=len(rows)) if progress else None
         report = run_replay(
             rows,
             identifier=identifier,
@@ -72,12 +80,13 @@ def replay(
             speed=speed,
             max_rows_per_request=settings.live.max_rows_per_request,
             time_column=settings.feature_spec.time_column,
-            on_sent=lambda n: progress.advance(task, n),
+            on_sent=lambda n: progress.advance(task, n) if progress and task is not None else None,
         )
-    if as_json:
-        typer.echo(json.dumps(report.as_dict()))
-    else:
-        console.print(
+    emit(
+        output,
+        report.as_dict(),
+        lambda: console.print(
             f"sent {report.rows} rows in {report.requests} requests ({report.seconds:.1f} s): "
             f"{report.accepted} new, {report.duplicates} already stored, {report.retries} retries"
-        )
+        ),
+    )

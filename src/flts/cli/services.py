@@ -7,22 +7,32 @@ from typing import Annotated
 
 import typer
 
-from flts.cli._common import load_settings, user_errors
+from flts.cli._choices import ModelType, WorkerName
+from flts.cli._common import load_settings, state, user_errors
+from flts.logs import LogLevel
 
 app = typer.Typer()
 
 
+def _start_logging(service: str) -> str:
+    """JSON logs from the first line on (a configuration error is a JSON line too); the
+    level is ``--log-level`` / ``FLTS_LOG_LEVEL``, else info. Returns the level for uvicorn."""
+    from flts.logs import configure_logging
+
+    level = (state.log_level or LogLevel.INFO).value
+    configure_logging(service, level)
+    state.service = True
+    return level
+
+
 @app.command("worker")
 def worker(
-    name: Annotated[
-        str,
-        typer.Argument(
-            help="preprocess | train | evaluate | batch-inference | observations | monitor | "
-            "forecaster"
-        ),
-    ],
+    name: Annotated[WorkerName, typer.Argument(help="The worker to run.")],
     model: Annotated[
-        str | None, typer.Option("--model", help="Model type for a trainer (or FLTS_MODEL_TYPE).")
+        ModelType | None,
+        typer.Option(
+            "--model", case_sensitive=False, help="Model type for a trainer (or FLTS_MODEL_TYPE)."
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None,
@@ -40,7 +50,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run one pipeline worker until SIGTERM/Ctrl-C."""
-    from flts.logs import configure_logging
+    model_type = model.value if model is not None else None
+    _start_logging(f"worker-{name.value}" + (f"-{model_type.lower()}" if model_type else ""))
     from flts.services.context import ServiceContext
     from flts.services.health import HealthServer, HealthState
     from flts.services.runner import build_service, install_stop_signals, run_service
@@ -48,8 +59,8 @@ def worker(
     with user_errors():
         settings = load_settings()
         context = ServiceContext(settings)
-        service = build_service(name, context, model)  # config errors stop here, at start-up
-    configure_logging(f"worker-{name}" + (f"-{model.lower()}" if model else ""))
+        # Configuration errors stop here, at start-up.
+        service = build_service(name.value, context, model_type)
     stop = threading.Event()
     install_stop_signals(stop)
     port = metrics_port or settings.worker.metrics_port
@@ -80,13 +91,12 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the champion over HTTP and follow promotions."""
+    level = _start_logging("serve")
     from flts.api import serve as run_api
-    from flts.logs import configure_logging
     from flts.services.context import ServiceContext
 
     with user_errors():
         settings = load_settings()
-    configure_logging("serve")
     serving = settings.serving
     run_api(
         ServiceContext(settings),
@@ -94,6 +104,7 @@ def serve(
         port=port or serving.port,
         replica_id=replica_id,
         workers=workers,
+        log_level=level,
     )
 
 
@@ -103,22 +114,26 @@ def gateway(
     port: Annotated[int | None, typer.Option(help="Port (FLTS_GATEWAY__PORT).")] = None,
 ) -> None:
     """Accept dataset uploads over HTTP and publish them to the pipeline."""
+    level = _start_logging("gateway")
     import uvicorn
 
-    from flts.logs import configure_logging
+    from flts.logs import uvicorn_log_config
     from flts.services.context import ServiceContext
     from flts.services.gateway import create_gateway_app
 
     with user_errors():
         settings = load_settings()
-    configure_logging("gateway")
     context = ServiceContext(settings)
     try:
         uvicorn.run(
             create_gateway_app(context),
             host=host or settings.gateway.host,
             port=port or settings.gateway.port,
-            log_level="warning",
+            # uvicorn's own lines (start-up, errors and their tracebacks) as JSON; warning
+            # and up only unless asked: the gateway's own logs say what it does.
+            log_config=uvicorn_log_config(
+                "gateway", level, uvicorn_level=state.log_level or LogLevel.WARNING
+            ),
         )
     finally:
         context.close()

@@ -6,14 +6,20 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flts.cli._common import console, err_console, load_settings, user_errors
+from flts.cli._choices import DEFAULT_MODELS, ModelsOption, model_list
+from flts.cli._common import console, err_console, load_settings, print_error, user_errors
 from flts.exceptions import ConfigurationError, FLTSError
-from flts.settings import DEFAULT_MODEL_TYPES, Settings
-from flts.supervisor import DEFAULT_HEALTHY_AFTER, Supervisor
+
+if TYPE_CHECKING:
+    from flts.settings import Settings
+    from flts.supervisor import Supervisor
+
+#: :data:`flts.supervisor.DEFAULT_HEALTHY_AFTER`, repeated so ``flts --help`` stays light.
+DEFAULT_HEALTHY_AFTER = 60.0
 
 app = typer.Typer()
 
@@ -91,9 +97,7 @@ def up(
         Path | None, typer.Option(exists=True, dir_okay=False, help="Its held-out test CSV.")
     ] = None,
     identifier: Annotated[str, typer.Option(help="Station or tenant name.")] = "global",
-    models: Annotated[str, typer.Option(help="Comma-separated model types.")] = ",".join(
-        DEFAULT_MODEL_TYPES
-    ),
+    models: ModelsOption = DEFAULT_MODELS,
     exit_when_ready: Annotated[
         bool, typer.Option(help="Stop everything once a champion is served (smoke test).")
     ] = False,
@@ -121,12 +125,11 @@ def up(
     until Ctrl-C. Exits with status 1 if a process keeps crashing (its restarts run out)."""
     import os
 
-    from flts.models import parse_model_types
-    from flts.supervisor import service_specs
+    from flts.supervisor import Supervisor, service_specs
 
     with user_errors():
         settings = load_settings()
-        model_types = parse_model_types(models)
+        model_types = model_list(models)
     if test is not None and data is None:
         raise typer.BadParameter("--test needs --data")
     if data is None:
@@ -286,5 +289,5 @@ def _stop_on_sigterm() -> None:
 
 
 def _fail(message: str) -> int:
-    err_console.print(f"[bold red]error:[/] {message}")
+    print_error(message)
     return 1

@@ -27,6 +27,7 @@ torch module; ``model.onnx`` is the same network for serving with ONNX Runtime w
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -44,6 +45,9 @@ from flts.evaluation import score
 from flts.exceptions import ConfigurationError, ModelError
 from flts.models.base import Forecaster
 from flts.models.onnx_runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
+from flts.models.progress import EpochProgress, report_epoch
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state_dict.pt"
 #: ONNX opset for export; 17 is supported by every onnxruntime >= 1.18 we allow.
@@ -241,6 +245,7 @@ class TorchForecaster(Forecaster):
             history.append({k: round(v, 6) for k, v in record.items()})
             if self.on_epoch is not None:
                 self.on_epoch(epoch, record)
+            self._report(epoch, record)
             if record["validation_nrmse"] < best[0]:
                 state = {k: v.detach().clone() for k, v in module.state_dict().items()}
                 best = (record["validation_nrmse"], epoch, state)
@@ -256,6 +261,7 @@ class TorchForecaster(Forecaster):
                     group["lr"] *= 0.5
                 since_decay = 0
         module.load_state_dict(best[2])
+        self._report(len(history), history[-1], finished=True)
         best_record = (
             history[best[1] - 1]
             if best[1] > 0
@@ -274,6 +280,21 @@ class TorchForecaster(Forecaster):
             parameters=sum(t.numel() for t in module.parameters()),
             history=history,
         )
+
+    def _report(self, epoch: int, record: dict[str, float], *, finished: bool = False) -> None:
+        """Log the epoch (a service's progress) and tell the epoch observers (a CLI's bar)."""
+        max_epochs = int(self.params["max_epochs"])
+        if not finished:
+            log.info(
+                "%s epoch %d/%d: train loss %.5f, validation NRMSE %.4f",
+                self.model_type,
+                epoch,
+                max_epochs,
+                record["train_loss"],
+                record["validation_nrmse"],
+                extra={"event": "epoch", "model_type": self.model_type},
+            )
+        report_epoch(EpochProgress(self.model_type, epoch, max_epochs, record, finished))
 
     def _run_epoch(
         self,
