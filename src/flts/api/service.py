@@ -41,6 +41,7 @@ from flts.exceptions import (
     FLTSError,
     ModelError,
     ModelUnavailableError,
+    NotFoundError,
     OverloadedError,
 )
 from flts.live.ledger import ForecastLedger
@@ -126,6 +127,24 @@ class ForecastService:
             f"identifier is required: models are loaded for {sorted(models)} and none for 'global'"
         )
 
+    async def serving(self, identifier: str | None) -> LoadedModel:
+        """:meth:`resolve`, an identifier nothing was ever promoted for told apart: that is a
+        404 (no such model), while one whose champion is still loading stays a 503 with
+        ``Retry-After`` (docs/architecture.md, rule 8). The promotion store is asked only when
+        no model is loaded for the identifier, in a worker thread."""
+        try:
+            return self.resolve(identifier)
+        except ModelUnavailableError:
+            if identifier is None:
+                raise
+            known = await anyio.to_thread.run_sync(self.holder.source.identifiers)
+            if identifier not in known:
+                raise NotFoundError(
+                    f"no model for identifier {identifier!r}: nothing has been promoted for "
+                    "it (GET /v1/models lists the models this replica serves)"
+                ) from None
+            raise
+
     def _spec(self, identifier: str | None) -> FeatureSpec:
         return self.resolve(identifier).spec
 
@@ -140,7 +159,7 @@ class ForecastService:
         if call.history is None:
             call = await self._from_observations(call)
         forms.check_history(len(call.rows), self.settings.max_history_rows)
-        loaded = self._champion(call.identifier, diagnose_forecast, body, served)
+        loaded = await self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
             if loaded.inline and loaded.model.batch_invariant:
@@ -164,7 +183,7 @@ class ForecastService:
             )
         if self.observations is None:
             raise DataValidationError("history: required (this replica reads no observations)")
-        spec = self.resolve(call.identifier).spec  # 503 while no model is loaded for it
+        spec = (await self.serving(call.identifier)).spec  # 503 while its model loads
         log, identifier = self.observations, call.identifier
         tail = await self.run(lambda: log.tail(identifier, spec.lags))
         return msgspec.structs.replace(call, history=forms.stored_history(tail, spec, identifier))
@@ -218,7 +237,7 @@ class ForecastService:
                     "serve single forecasts only)"
                 )
             forms.check_history(len(call.history), limit, f"requests[{index}].")
-        models = [self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
+        models = [await self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
         served.model_type = ",".join(sorted({m.promotion.model_type for m in models}))
         # One validation and one model call per model (usually one for the whole batch).
         groups: dict[int, tuple[LoadedModel, list[int]]] = {}
@@ -248,7 +267,7 @@ class ForecastService:
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
         forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
-        loaded = self._champion(call.identifier, diagnose_batch, body, served)
+        loaded = await self._champion(call.identifier, diagnose_batch, body, served)
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)
         if len(windows) == 1 and loaded.inline and loaded.model.batch_invariant:
@@ -269,13 +288,13 @@ class ForecastService:
 
     # ------------------------------------------------------------------ refusals
 
-    def _champion(
+    async def _champion(
         self, identifier: str | None, diagnose: Diagnose, body: bytes, served: Served
     ) -> LoadedModel:
-        """:meth:`resolve`; when it fails, a body with wrong keys or types is a 422 first
+        """:meth:`serving`; when it fails, a body with wrong keys or types is a 422 first
         (those are the client's to fix whether or not a model is loaded)."""
         try:
-            loaded = self.resolve(identifier)
+            loaded = await self.serving(identifier)
         except FLTSError as exc:
             try:
                 diagnose(body, self.settings.max_history_rows, None)
