@@ -143,7 +143,9 @@ def schemathesis(served: Served, tmp_path: Path) -> subprocess.CompletedProcess[
         str(tmp_path),
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False
+    )
 
 
 @pytest.mark.parametrize("app", ["inference", "gateway"])

@@ -37,8 +37,8 @@ from flts.events import Identifier
 
 _JSON = "application/json"
 #: What a forecast route can refuse (docs/architecture.md, rule 8): too large, bad input,
-#: overloaded, no model yet, timed out; 404 for an identifier nothing was promoted for.
-FORECAST_REFUSALS = (404, 413, 422, 429, 503, 504)
+#: overloaded, no model yet (for that identifier), timed out.
+FORECAST_REFUSALS = (413, 422, 429, 503, 504)
 
 
 def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
@@ -141,10 +141,10 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
     @router.get(
         "/v1/models/champion",
         summary="The champion serving an identifier",
-        responses=problem_responses(404, 422, 503),
+        responses=problem_responses(422, 503),
     )
     async def champion(identifier: Identifier | None = Query(default=None)) -> Response:  # noqa: B008
-        return _json(_describe(await service.serving(identifier)))
+        return _json(_describe(service.resolve(identifier)))
 
     @router.get("/v1/models", summary="Every model this replica serves")
     async def models() -> Response:

@@ -128,10 +128,11 @@ class ForecastService:
         )
 
     async def serving(self, identifier: str | None) -> LoadedModel:
-        """:meth:`resolve`, an identifier nothing was ever promoted for told apart: that is a
-        404 (no such model), while one whose champion is still loading stays a 503 with
-        ``Retry-After`` (docs/architecture.md, rule 8). The promotion store is asked only when
-        no model is loaded for the identifier, in a worker thread."""
+        """:meth:`resolve` as the serving protocols need it: a model name nothing was ever
+        promoted for is a 404 (an unknown model, as their clients expect), one whose champion
+        is still loading stays a 503 with ``Retry-After``. The native routes keep the 503 for
+        both (a station's first promotion may arrive any moment; docs/architecture.md, rule
+        8). The promotion store is asked only when no model is loaded, in a worker thread."""
         try:
             return self.resolve(identifier)
         except ModelUnavailableError:
@@ -159,7 +160,7 @@ class ForecastService:
         if call.history is None:
             call = await self._from_observations(call)
         forms.check_history(len(call.rows), self.settings.max_history_rows)
-        loaded = await self._champion(call.identifier, diagnose_forecast, body, served)
+        loaded = self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
             if loaded.inline and loaded.model.batch_invariant:
@@ -183,7 +184,7 @@ class ForecastService:
             )
         if self.observations is None:
             raise DataValidationError("history: required (this replica reads no observations)")
-        spec = (await self.serving(call.identifier)).spec  # 503 while its model loads
+        spec = self.resolve(call.identifier).spec  # 503 while no model is loaded for it
         log, identifier = self.observations, call.identifier
         tail = await self.run(lambda: log.tail(identifier, spec.lags))
         return msgspec.structs.replace(call, history=forms.stored_history(tail, spec, identifier))
@@ -237,7 +238,7 @@ class ForecastService:
                     "serve single forecasts only)"
                 )
             forms.check_history(len(call.history), limit, f"requests[{index}].")
-        models = [await self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
+        models = [self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
         served.model_type = ",".join(sorted({m.promotion.model_type for m in models}))
         # One validation and one model call per model (usually one for the whole batch).
         groups: dict[int, tuple[LoadedModel, list[int]]] = {}
@@ -267,7 +268,7 @@ class ForecastService:
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
         forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
-        loaded = await self._champion(call.identifier, diagnose_batch, body, served)
+        loaded = self._champion(call.identifier, diagnose_batch, body, served)
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)
         if len(windows) == 1 and loaded.inline and loaded.model.batch_invariant:
@@ -288,13 +289,13 @@ class ForecastService:
 
     # ------------------------------------------------------------------ refusals
 
-    async def _champion(
+    def _champion(
         self, identifier: str | None, diagnose: Diagnose, body: bytes, served: Served
     ) -> LoadedModel:
-        """:meth:`serving`; when it fails, a body with wrong keys or types is a 422 first
+        """:meth:`resolve`; when it fails, a body with wrong keys or types is a 422 first
         (those are the client's to fix whether or not a model is loaded)."""
         try:
-            loaded = await self.serving(identifier)
+            loaded = self.resolve(identifier)
         except FLTSError as exc:
             try:
                 diagnose(body, self.settings.max_history_rows, None)
