@@ -53,7 +53,7 @@ from flts.api.protocols.schemas import InferRequest, InferResponse, ModelMetadat
 from flts.api.routes import _body_schema, _documentation_only
 from flts.api.service import ForecastService, Served
 from flts.events import IDENTIFIER_SCHEMA
-from flts.exceptions import FLTSError, ModelUnavailableError, RequestError
+from flts.exceptions import DataValidationError, FLTSError, ModelUnavailableError, RequestError
 
 INFER = "/v2/models/{name}/infer"
 INFER_PATTERN = re.compile(r"/v2/models/(?P<name>[^/]+)/infer")
@@ -230,7 +230,11 @@ async def infer(service: ForecastService, name: str, body: bytes, served: Served
         columns = list(loaded.spec.inputs)
     native = {"identifier": name, "columns": columns, "end_times": end_times, "windows": windows}
     native.update(parameters)  # horizon, intervals: validated by the native form
-    answer = orjson.loads(await service.forecast_batch(orjson.dumps(native), served))
+    try:
+        body = orjson.dumps(native)
+    except orjson.JSONEncodeError as exc:  # an integer past 64 bits, which JSON allows
+        raise DataValidationError(f"parameters: {exc}") from exc
+    answer = orjson.loads(await service.forecast_batch(body, served))
     return orjson.dumps(_response(name, request.id, answer, single, wanted))
 
 
