@@ -104,6 +104,7 @@ IDENTIFIER_SCHEMA = {
     "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
     "minLength": 1,
     "maxLength": 64,
+    "examples": ["global"],
 }
 
 Identifier = Annotated[
