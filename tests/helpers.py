@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from flts.data import FeatureSpec, TrafficTable, split, validate_frame
 from flts.data.processed import ProcessedKeys, write_processed
@@ -77,7 +77,7 @@ class GatewayClient:
     httpx, and warnings are errors here). The app runs in the test's own event loop, so the
     request body is streamed to it lazily, as from a socket."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

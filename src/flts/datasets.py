@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from flts.storage import ObjectStore
 
 DATASETS_ROOT = "datasets"
-_DATASET_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
+#: The form of a dataset id (UTC time, random hex), also the OpenAPI pattern of the routes.
+DATASET_ID_PATTERN = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$"
+_DATASET_ID = re.compile(DATASET_ID_PATTERN)
 
 
 def new_dataset_id(now: datetime | None = None, token: str | None = None) -> str:

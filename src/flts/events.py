@@ -33,6 +33,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -96,7 +97,19 @@ def _check_key(value: str) -> str:
     return value
 
 
-Identifier = Annotated[str, AfterValidator(_check_identifier)]
+#: The identifier rule as a JSON schema, so an OpenAPI document states it exactly (a request
+#: the schema allows is one the check accepts; the check's own message stays the one answered).
+IDENTIFIER_SCHEMA = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "minLength": 1,
+    "maxLength": 64,
+    "examples": ["global"],
+}
+
+Identifier = Annotated[
+    str, AfterValidator(_check_identifier), WithJsonSchema(dict(IDENTIFIER_SCHEMA))
+]
 """Station or tenant name, safe as an object-key segment; ``"global"`` when none."""
 
 ObjectKey = Annotated[str, AfterValidator(_check_key)]

@@ -226,6 +226,8 @@ def test_oip_refusals_carry_their_reasons(harness: Harness) -> None:
     refused(few, 422, "too few rows at windows[0]", "lags")
     refused(_infer_body([window], ["yesterday"]), 422, "end_times[0]")
     refused(_infer_body([window], end, parameters={"horizon": 3}), 422, "horizon 3")
+    # JSON numbers have no size limit; one past 64 bits is bad input, never a server error
+    refused(_infer_body([window], end, parameters={"horizon": 2**64 + 1}), 422, "parameters")
     binary = _infer_body([window], end)
     binary["inputs"][0]["parameters"] = {"binary_data_size": 880}
     refused(binary, 400, "binary")
@@ -275,6 +277,8 @@ def test_invocations_refusals_carry_their_reasons(harness: Harness) -> None:
     missing[3]["down"] = None
     refused(422, "BAD_REQUEST", "'down'", "history[3]", json={"dataframe_records": missing})
     refused(422, "BAD_REQUEST", "lags", json={"dataframe_records": records[:4]})
+    huge = {"dataframe_records": records, "params": {"horizon": 2**64 + 1}}
+    refused(422, "BAD_REQUEST", "params", json=huge)
     unknown = {"dataframe_records": records, "params": {"identifier": "ElBorn"}}
     refused(404, "RESOURCE_DOES_NOT_EXIST", "'ElBorn'", json=unknown)
 

@@ -102,9 +102,10 @@ def test_every_gateway_route_needs_a_key_of_its_scope(
             401,
             403,
         )
-    # Error bodies keep the gateway's own shape.
-    body = client.request("GET", "/v1/datasets").json()
-    assert set(body) == {"detail", "problems"}
+    # Refusals are the problem documents of every other error (one shape on both apps).
+    refused = client.request("GET", "/v1/datasets")
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert set(refused.json()) == {"type", "title", "status", "detail", "problems"}
 
 
 def test_every_inference_route_needs_a_forecast_key(

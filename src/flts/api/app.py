@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from flts.api import heap
 from flts.api.asgi import InferenceApp
-from flts.api.errors import install_error_handlers
+from flts.api.errors import document_contract, install_error_handlers
 from flts.api.holder import LoadedModel, LoadListener, ModelHolder
 from flts.api.metrics import ApiMetrics
 from flts.api.protocols import mlflow_scoring, oip
@@ -180,6 +180,7 @@ def create_app(
     document_forecast_routes(framework, app.routes)
     oip.register(framework, app)
     mlflow_scoring.register(framework, app)
+    document_contract(framework, app.guards)  # after the protocols added their open probes
     return app
 
 

@@ -193,6 +193,11 @@ class InferenceApp:
         and orchestrators send no credentials: docs/architecture.md, rule 15)."""
         self._auth.policy.exact[path] = OPEN
 
+    def guards(self, path: str) -> bool:
+        """Whether the auth layer asks a key on ``path`` (an OpenAPI path template): what
+        documents 401 and 403 for its operations."""
+        return self._auth.policy.required(path) != OPEN
+
     def add_error_style(self, matches: Callable[[str], bool], render: Render) -> None:
         """Refusals of paths ``matches`` accepts, the auth layer's included, are rendered by
         ``render`` (a protocol's clients parse their own error body); first match wins."""

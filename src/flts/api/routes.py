@@ -5,6 +5,9 @@ The forecast routes are answered by :class:`~flts.api.asgi.ForecastRoute` (see
 :mod:`flts.api.asgi`); :func:`document_forecast_routes` declares them here so ``/docs`` shows
 their bodies (the pydantic models of :mod:`flts.api.schemas`) and other methods get a 405,
 and makes those same :class:`~flts.api.asgi.ForecastRoute` objects their ASGI apps.
+
+Every route declares the refusals it can answer (:func:`~flts.api.errors.problem_responses`);
+401 and 403 are added to every guarded operation by :func:`~flts.api.errors.document_contract`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.routing import APIRoute
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
-from flts.api.errors import problem_response
+from flts.api.errors import problem_response, problem_responses
 from flts.api.holder import LoadedModel
 from flts.api.metrics import ApiMetrics
 from flts.api.schemas import (
@@ -33,6 +36,9 @@ from flts.api.service import ForecastService
 from flts.events import Identifier
 
 _JSON = "application/json"
+#: What a forecast route can refuse (docs/architecture.md, rule 8): too large, bad input,
+#: overloaded, no model yet (for that identifier), timed out.
+FORECAST_REFUSALS = (413, 422, 429, 503, 504)
 
 
 def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
@@ -75,6 +81,7 @@ def document_forecast_routes(app: FastAPI, routes: Mapping[str, ASGIApp]) -> Non
         _documentation_only,
         methods=["POST"],
         response_model=ForecastResponse,
+        responses=problem_responses(*FORECAST_REFUSALS),
         openapi_extra=_body_schema(ForecastRequest),
         summary="Forecast the next steps from recent history",
     )
@@ -83,6 +90,7 @@ def document_forecast_routes(app: FastAPI, routes: Mapping[str, ASGIApp]) -> Non
         _documentation_only,
         methods=["POST"],
         response_model=BatchForecastResponse | WindowBatchResponse,
+        responses=problem_responses(*FORECAST_REFUSALS),
         openapi_extra=_body_schema(BatchForecastRequest, WindowBatchRequest),
         summary="Several forecasts in one call (all succeed or the call fails)",
         description=(
@@ -106,7 +114,11 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
     async def healthz() -> Response:
         return _json({"status": "alive"})
 
-    @router.get("/readyz", summary="Readiness: a champion is loaded and warmed up")
+    @router.get(
+        "/readyz",
+        summary="Readiness: a champion is loaded and warmed up",
+        responses=problem_responses(503),
+    )
     async def readyz() -> Response:
         models = holder.snapshot()
         if not models:
@@ -126,7 +138,11 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
             }
         )
 
-    @router.get("/v1/models/champion", summary="The champion serving an identifier")
+    @router.get(
+        "/v1/models/champion",
+        summary="The champion serving an identifier",
+        responses=problem_responses(422, 503),
+    )
     async def champion(identifier: Identifier | None = Query(default=None)) -> Response:  # noqa: B008
         return _json(_describe(service.resolve(identifier)))
 
@@ -134,7 +150,11 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
     async def models() -> Response:
         return _json({"models": [_describe(m) for m in holder.snapshot().values()]})
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+    )
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 

@@ -41,6 +41,7 @@ from flts.exceptions import (
     FLTSError,
     ModelError,
     ModelUnavailableError,
+    NotFoundError,
     OverloadedError,
 )
 from flts.live.ledger import ForecastLedger
@@ -125,6 +126,25 @@ class ForecastService:
         raise DataValidationError(
             f"identifier is required: models are loaded for {sorted(models)} and none for 'global'"
         )
+
+    async def serving(self, identifier: str | None) -> LoadedModel:
+        """:meth:`resolve` as the serving protocols need it: a model name nothing was ever
+        promoted for is a 404 (an unknown model, as their clients expect), one whose champion
+        is still loading stays a 503 with ``Retry-After``. The native routes keep the 503 for
+        both (a station's first promotion may arrive any moment; docs/architecture.md, rule
+        8). The promotion store is asked only when no model is loaded, in a worker thread."""
+        try:
+            return self.resolve(identifier)
+        except ModelUnavailableError:
+            if identifier is None:
+                raise
+            known = await anyio.to_thread.run_sync(self.holder.source.identifiers)
+            if identifier not in known:
+                raise NotFoundError(
+                    f"no model for identifier {identifier!r}: nothing has been promoted for "
+                    "it (GET /v1/models lists the models this replica serves)"
+                ) from None
+            raise
 
     def _spec(self, identifier: str | None) -> FeatureSpec:
         return self.resolve(identifier).spec

@@ -11,6 +11,8 @@
 Errors: 404 for an identifier with no champion yet, 413 over ``live.max_rows_per_request`` rows
 (or a body over what that many rows could take), 415 for another content type, 422 with every
 problem otherwise (cells, grid, late window, conflicting re-sends); nothing is stored then.
+They are problem documents (:mod:`flts.api.errors`), declared with both bodies in the
+gateway's OpenAPI document.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import io
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from flts.api.errors import problem_responses
+from flts.api.routes import _body_schema
 from flts.data.reader import read_observation_csv
-from flts.events import Identifier, ObservationCell
+from flts.events import IDENTIFIER_SCHEMA, Identifier, ObservationCell
 from flts.exceptions import DataValidationError, PayloadTooLargeError, UnsupportedMediaError
 from flts.live.ingest import ObservationIngest
 from flts.live.observations import cell_value
@@ -79,9 +83,26 @@ def observation_router(ingest: ObservationIngest) -> APIRouter:
     router = APIRouter()
     limit = ingest.max_rows * BYTES_PER_ROW
 
-    @router.post("/v1/observations", response_model=None)
+    body = _body_schema(ObservationBatch)
+    body["requestBody"]["content"]["text/csv"] = {
+        "schema": {"type": "string", "description": "A header row and the rows (as uploaded)."}
+    }
+
+    @router.post(
+        "/v1/observations",
+        response_model=None,
+        responses=problem_responses(404, 413, 415, 422, 503),
+        openapi_extra=body,
+    )
     async def post_observations(
-        request: Request, identifier: Annotated[str | None, Query()] = None
+        request: Request,
+        identifier: Annotated[
+            str | None,
+            Query(
+                description="The station of a text/csv body (a JSON body names its own).",
+                json_schema_extra=IDENTIFIER_SCHEMA,
+            ),
+        ] = None,
     ) -> JSONResponse:
         """Append a station's new rows (idempotent on identifier and time)."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -108,11 +129,15 @@ def observation_router(ingest: ObservationIngest) -> APIRouter:
             )
         return JSONResponse(done.summary())
 
-    @router.get("/v1/observations/{identifier}", response_model=None)
+    @router.get(
+        "/v1/observations/{identifier}",
+        response_model=None,
+        responses=problem_responses(422, 503),
+    )
     async def get_observations(
-        identifier: str,
-        start: Annotated[str | None, Query()] = None,
-        end: Annotated[str | None, Query()] = None,
+        identifier: Annotated[str, Path(json_schema_extra=IDENTIFIER_SCHEMA)],
+        start: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
+        end: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1_000,
     ) -> JSONResponse:
         """A station's stored rows, oldest first (the newest ``limit`` of the range)."""
@@ -139,4 +164,7 @@ def _time(value: str | None, field: str) -> pd.Timestamp | None:
     parsed = pd.to_datetime(value, format="ISO8601", errors="coerce", utc=True)
     if pd.isna(parsed):
         raise DataValidationError(f"{field}: {value!r} is not an ISO 8601 time")
-    return pd.Timestamp(parsed).tz_convert(None)
+    # Any ISO 8601 time is a valid bound (the OpenAPI document says date-time); stored rows
+    # lie within the nanosecond range, so a bound beyond it means the same as that range's end.
+    moment = pd.Timestamp(parsed).tz_convert(None)
+    return min(max(moment, pd.Timestamp.min), pd.Timestamp.max).as_unit("ns")

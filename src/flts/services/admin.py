@@ -13,13 +13,15 @@ says who promoted what. Both writes answer the recorded promotion.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from flts.api.errors import problem_responses
+from flts.api.routes import _body_schema
 from flts.events import Identifier
 from flts.exceptions import DataValidationError
 from flts.promotion import promote_run, rollback_champion
@@ -27,7 +29,6 @@ from flts.security.guard import principal_of
 from flts.services.context import ServiceContext
 
 ADMIN_PREFIX = "/v1/admin"
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
@@ -63,7 +64,16 @@ def admin_router(context: ServiceContext) -> APIRouter:
     """The admin routes over ``context``'s promotion store, tracker and bus."""
     router = APIRouter(prefix=ADMIN_PREFIX)
 
-    @router.post("/promote", response_model=None)
+    # Both writes fail with 422 for a run the tracking store does not have or an identifier
+    # with nothing to roll back to, and with 503 while a backend cannot be reached.
+    refusals = problem_responses(422, 503)
+
+    @router.post(
+        "/promote",
+        response_model=None,
+        responses=refusals,
+        openapi_extra=_body_schema(PromoteRequest),
+    )
     async def promote(request: Request) -> Response:
         """Make a trained run the champion of its identifier."""
         body = await _body(request, PromoteRequest)
@@ -73,7 +83,12 @@ def admin_router(context: ServiceContext) -> APIRouter:
         )
         return JSONResponse(promotion.model_dump(mode="json"))
 
-    @router.post("/rollback", response_model=None)
+    @router.post(
+        "/rollback",
+        response_model=None,
+        responses=refusals,
+        openapi_extra=_body_schema(RollbackRequest),
+    )
     async def rollback(request: Request) -> Response:
         """Restore the previous valid champion of an identifier."""
         body = await _body(request, RollbackRequest)
@@ -83,13 +98,9 @@ def admin_router(context: ServiceContext) -> APIRouter:
         )
         return JSONResponse(promotion.model_dump(mode="json"))
 
-    @router.get("/history", response_model=None)
-    def history(identifier: str = "global") -> Response:
+    @router.get("/history", response_model=None, responses=problem_responses(422, 503))
+    def history(identifier: Annotated[Identifier, Query()] = "global") -> Response:
         """The champion of ``identifier`` and its promotion history, oldest first."""
-        try:
-            identifier = _IDENTIFIER.validate_python(identifier)
-        except ValidationError as exc:
-            raise _problems(exc) from exc
         promotions = context.promotions
         current = promotions.current(identifier)
         document: dict[str, Any] = {

@@ -21,6 +21,12 @@ Every route but ``/healthz`` and the dashboard's page and static files needs an 
 ``admin`` for the admin API (:mod:`flts.security.guard`,
 docs/security.md).
 
+Errors are problem documents (``application/problem+json`` with ``problems``), rendered by
+:mod:`flts.api.errors` exactly as on the inference API, the auth layer's refusals and
+FastAPI's own 404, 405 (with the path's ``Allow``) and 422 included; every route documents
+the statuses, bodies and content types it answers in ``/openapi.json`` (docs/clients.md,
+"HTTP contract").
+
 Upload rules:
 
 * **Size.** The body is read as a stream and counted; past ``gateway.max_upload_bytes`` (plus a
@@ -67,19 +73,32 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from flts.api.errors import (
+    document_contract,
+    error_response,
+    install_error_handlers,
+    problem_responses,
+)
 from flts.data.hashing import content_digest
 from flts.data.spec import FeatureSpec, Recipe
-from flts.datasets import dataset_keys, is_dataset_id, new_dataset_id, read_dataset_metas
+from flts.datasets import (
+    DATASET_ID_PATTERN,
+    dataset_keys,
+    is_dataset_id,
+    new_dataset_id,
+    read_dataset_metas,
+)
 from flts.events import (
+    IDENTIFIER_SCHEMA,
     DatasetUploaded,
     DatasetUploadedEvent,
     Identifier,
@@ -97,8 +116,7 @@ from flts.exceptions import (
 )
 from flts.live.ingest import ObservationIngest
 from flts.live.routes import observation_router
-from flts.redaction import redact
-from flts.security.guard import key_ring, protect
+from flts.security.guard import OPEN, AccessPolicy, key_ring, protect
 from flts.security.spreadsheet import escape_formulas
 from flts.services.admin import ADMIN_PREFIX, admin_router
 from flts.services.context import ServiceContext
@@ -117,6 +135,65 @@ _READ_BLOCK = 1 << 20
 Content = bytes | IO[bytes]
 
 
+#: A dataset id path segment, documented with its form (the route answers 422 for another).
+DatasetId = Annotated[str, Path(json_schema_extra={"pattern": DATASET_ID_PATTERN})]
+
+
+class CSVResponse(Response):
+    """A stored CSV file."""
+
+    media_type = "text/csv"
+
+
+#: The upload's multipart body as the OpenAPI document states it (the route parses the
+#: stream itself, so FastAPI cannot infer it): the fields :data:`_FIELDS`, nothing else.
+UPLOAD_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["train"],
+                "additionalProperties": False,
+                "properties": {
+                    "train": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The training CSV (time column and the feature spec's "
+                        "columns on its grid).",
+                    },
+                    "test": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "Optional test CSV; without it the last rows of `train` "
+                        "are held out.",
+                    },
+                    "identifier": {
+                        **IDENTIFIER_SCHEMA,
+                        "default": "global",
+                        "description": "Station or tenant the dataset is for.",
+                    },
+                    "horizon": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "Steps to forecast (default: the deployment's).",
+                    },
+                    "lags": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "Rows of history per forecast (default: the deployment's).",
+                    },
+                },
+            },
+            "encoding": {
+                "train": {"contentType": "text/csv"},
+                "test": {"contentType": "text/csv"},
+            },
+        }
+    },
+}
+
+
 class _BodyTooLargeError(Exception):
     """The request stream went past the byte limit."""
 
@@ -128,13 +205,6 @@ def sanitize_filename(name: str | None, default: str) -> str:
     base = re.split(r"[\\/]", name or "")[-1]
     cleaned = _UNSAFE_NAME.sub("_", base).lstrip("._-")[:128]
     return cleaned or default
-
-
-def _error_response(exc: FLTSError) -> JSONResponse:
-    """The one translation of an error into an answer: status and headers from its class."""
-    problems = [redact(problem) for problem in exc.problems]
-    body = {"detail": "; ".join(problems), "problems": problems}
-    return JSONResponse(body, status_code=exc.http_status, headers=exc.headers())
 
 
 def _identifier(value: str) -> str:
@@ -328,32 +398,51 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
     app = FastAPI(title="FLTS gateway", version="1", lifespan=lifespan)
     app.state.reconciler = reconciler
 
-    async def on_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FLTSError)
+    def prepare(exc: FLTSError) -> None:
         if isinstance(exc, InfrastructureError):  # the configured Retry-After, not a default
             exc.retry_after = retry_after
-        return _error_response(exc)
 
-    app.add_exception_handler(FLTSError, on_error)
+    install_error_handlers(app, prepare)
     app.include_router(observation_router(ObservationIngest(context)))
+    prefixes = {ADMIN_PREFIX: "admin"}
     app.add_middleware(
         protect,
         security=settings.security,
         keys=key_ring(settings.security, "gateway"),  # read now: a bad file stops the start
         default="upload",
-        prefixes={ADMIN_PREFIX: "admin"},
+        prefixes=prefixes,
         open_paths=UI_OPEN_PATHS,
-        render=_error_response,
+        render=error_response,
     )
     app.include_router(admin_router(context))
     app.include_router(ui_router(context))  # the dashboard at /ui/ (flts.ui.routes)
+    # The same policy the auth layer applies: which operations document 401 and 403.
+    policy = AccessPolicy(
+        "upload",
+        prefixes=prefixes,
+        open_paths=UI_OPEN_PATHS,
+        metrics_require_key=settings.security.metrics_require_key,
+    )
+    document_contract(app, lambda path: policy.required(path) != OPEN)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.post("/v1/datasets", status_code=201, response_model=None)
+    @app.post(
+        "/v1/datasets",
+        status_code=201,
+        response_model=None,
+        responses={
+            201: {
+                "description": "Stored and announced: the dataset's metadata (`Location`: its URL)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **problem_responses(413, 415, 422, 503),
+        },
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
     async def upload(request: Request) -> Response:
         """Store a dataset and publish ``dataset-uploaded``; see the module docstring."""
         content_type = request.headers.get("content-type", "")
@@ -445,11 +534,9 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             meta, status_code=201, headers={"Location": f"/v1/datasets/{dataset_id}"}
         )
 
-    @app.get("/v1/datasets", response_model=None)
-    def list_datasets(identifier: str | None = None) -> Response:
+    @app.get("/v1/datasets", response_model=None, responses=problem_responses(422, 503))
+    def list_datasets(identifier: Identifier | None = None) -> Response:
         """Metadata of every complete dataset, newest first; optionally one identifier's."""
-        if identifier is not None:
-            _identifier(identifier)
         return JSONResponse({"datasets": read_dataset_metas(context.store, identifier)})
 
     def checked_keys(dataset_id: str) -> dict[str, str]:
@@ -463,8 +550,10 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             raise NotFoundError(f"no dataset {dataset_id!r}")
         return keys
 
-    @app.get("/v1/datasets/{dataset_id}", response_model=None)
-    def get_dataset(dataset_id: str) -> Response:
+    found = problem_responses(404, 422, 503)
+
+    @app.get("/v1/datasets/{dataset_id}", response_model=None, responses=found)
+    def get_dataset(dataset_id: DatasetId) -> Response:
         """One dataset's metadata (404 for an unknown id, 422 for a malformed one)."""
         keys = checked_keys(dataset_id)
         return JSONResponse(context.store.get_json(keys["meta"]))
@@ -476,22 +565,21 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             data = context.store.get(keys[role])
         except KeyError as exc:
             raise NotFoundError(f"dataset {dataset_id!r} has no {role} file") from exc
-        return Response(
+        return CSVResponse(
             escape_formulas(data),
-            media_type="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="{dataset_id}-{role}.csv"',
                 "X-Content-Type-Options": "nosniff",
             },
         )
 
-    @app.get("/v1/datasets/{dataset_id}/train.csv", response_model=None)
-    def download_train(dataset_id: str) -> Response:
+    @app.get("/v1/datasets/{dataset_id}/train.csv", response_class=CSVResponse, responses=found)
+    def download_train(dataset_id: DatasetId) -> Response:
         """The stored training CSV (formula cells escaped)."""
         return download(dataset_id, "train")
 
-    @app.get("/v1/datasets/{dataset_id}/test.csv", response_model=None)
-    def download_test(dataset_id: str) -> Response:
+    @app.get("/v1/datasets/{dataset_id}/test.csv", response_class=CSVResponse, responses=found)
+    def download_test(dataset_id: DatasetId) -> Response:
         """The stored test CSV (404 when the upload had none; formula cells escaped)."""
         return download(dataset_id, "test")
 

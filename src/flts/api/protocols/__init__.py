@@ -16,47 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
-from flts.api.errors import PROBLEM_JSON
-from flts.api.holder import LoadedModel
-from flts.api.service import ForecastService
-from flts.exceptions import ModelUnavailableError, NotFoundError
-
-
-async def serving_model(service: ForecastService, identifier: str | None) -> LoadedModel:
-    """The model serving ``identifier`` (the service's resolution), told apart when missing:
-    an identifier the promotion store has never heard of is a 404 (an unknown model, as
-    protocol clients expect), one with a champion still loading a 503 with ``Retry-After``."""
-    try:
-        return service.resolve(identifier)
-    except ModelUnavailableError:
-        if identifier is None:
-            raise
-        known = await anyio.to_thread.run_sync(service.holder.source.identifiers)
-        if identifier not in known:
-            raise NotFoundError(
-                f"no model named {identifier!r}: nothing has been promoted for that identifier "
-                "(GET /v1/models lists the models this replica serves)"
-            ) from None
-        raise
+from flts.api.errors import problem_responses
 
 
 def error_responses(schema: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` of a protocol route's refusals: problem documents with the
     members of ``schema``."""
-    document = schema.model_json_schema()
-    return {
-        code: {
-            "description": "Refused (the reasons in `problems`)",
-            "content": {PROBLEM_JSON: {"schema": document}},
-        }
-        for code in codes
-    }
+    return problem_responses(*codes, schema=schema.model_json_schema())
 
 
 def answered_by(framework: FastAPI, path: str, route: ASGIApp) -> None:

@@ -37,11 +37,17 @@ from starlette.types import Scope
 from flts.api.asgi import Answer, ForecastRoute, InferenceApp
 from flts.api.errors import problem_response
 from flts.api.forms import _where
-from flts.api.protocols import answered_by, error_responses, serving_model
+from flts.api.protocols import answered_by, error_responses
 from flts.api.protocols.schemas import SCORING_FORMS, MlflowError, Ping, Predictions
 from flts.api.routes import _body_schema, _documentation_only
 from flts.api.service import ForecastService, Served
-from flts.exceptions import FLTSError, ModelUnavailableError, RequestError, UnsupportedMediaError
+from flts.exceptions import (
+    DataValidationError,
+    FLTSError,
+    ModelUnavailableError,
+    RequestError,
+    UnsupportedMediaError,
+)
 
 INVOCATIONS = "/invocations"
 PING = "/ping"
@@ -185,10 +191,13 @@ async def invocations(
         raise _refuse(f"unknown params {unknown}; the params are {list(PARAMS)}")
     identifier = params.get("identifier")
     if isinstance(identifier, str):
-        await serving_model(service, identifier)  # 404 for a name never promoted
+        await service.serving(identifier)  # 404 for a name never promoted
     native = b'{"history":' + history
     if params:
-        native += b"," + orjson.dumps(params)[1:-1]
+        try:
+            native += b"," + orjson.dumps(params)[1:-1]
+        except orjson.JSONEncodeError as exc:  # an integer past 64 bits, which JSON allows
+            raise DataValidationError(f"params: {exc}") from exc
     native += b"}"
     answer = orjson.loads(await service.forecast(native, served))
     return orjson.dumps({"predictions": predictions(answer)})

@@ -48,11 +48,12 @@ from flts.api.asgi import Answer, ForecastRoute, InferenceApp
 from flts.api.errors import problem_response
 from flts.api.forms import _where
 from flts.api.holder import LoadedModel
-from flts.api.protocols import answered_by, error_responses, serving_model
+from flts.api.protocols import answered_by, error_responses
 from flts.api.protocols.schemas import InferRequest, InferResponse, ModelMetadata, V2Error
 from flts.api.routes import _body_schema, _documentation_only
 from flts.api.service import ForecastService, Served
-from flts.exceptions import FLTSError, ModelUnavailableError, RequestError
+from flts.events import IDENTIFIER_SCHEMA
+from flts.exceptions import DataValidationError, FLTSError, ModelUnavailableError, RequestError
 
 INFER = "/v2/models/{name}/infer"
 INFER_PATTERN = re.compile(r"/v2/models/(?P<name>[^/]+)/infer")
@@ -66,6 +67,14 @@ FLOATS = ("FP32", "FP64")
 #: Request parameters, passed on to the native form (which validates their values).
 PARAMETERS = ("horizon", "intervals", "columns")
 _JSON = "application/json"
+#: The documented path parameter of the infer route (its documentation endpoint takes none).
+NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The model: an identifier (`global`, a station).",
+    "schema": dict(IDENTIFIER_SCHEMA),
+}
 
 
 # ----------------------------------------------------------------------------- request
@@ -215,13 +224,17 @@ async def infer(service: ForecastService, name: str, body: bytes, served: Served
         wanted.append(output.name)
     windows, single = _window(tensors[WINDOW])
     end_times = _end_times(tensors[END_TIME], len(windows))
-    loaded = await serving_model(service, name)
+    loaded = await service.serving(name)
     columns = parameters.pop("columns", None)
     if columns is None:  # the champion's own order (the metadata's parameters.columns)
         columns = list(loaded.spec.inputs)
     native = {"identifier": name, "columns": columns, "end_times": end_times, "windows": windows}
     native.update(parameters)  # horizon, intervals: validated by the native form
-    answer = orjson.loads(await service.forecast_batch(orjson.dumps(native), served))
+    try:
+        body = orjson.dumps(native)
+    except orjson.JSONEncodeError as exc:  # an integer past 64 bits, which JSON allows
+        raise DataValidationError(f"parameters: {exc}") from exc
+    answer = orjson.loads(await service.forecast_batch(body, served))
     return orjson.dumps(_response(name, request.id, answer, single, wanted))
 
 
@@ -359,7 +372,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     )
     async def model_metadata(name: str) -> Response:
         try:
-            loaded = await serving_model(service, name)
+            loaded = await service.serving(name)
         except FLTSError as exc:
             return error(exc)
         return _json(metadata(name, loaded))
@@ -371,7 +384,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     )
     async def model_ready(name: str) -> Response:
         try:
-            await serving_model(service, name)
+            await service.serving(name)
         except FLTSError as exc:
             return error(exc)
         return _json({"name": name, "ready": True})
@@ -382,7 +395,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         _documentation_only,
         methods=["POST"],
         response_model=InferResponse,
-        openapi_extra=_body_schema(InferRequest),
+        openapi_extra={**_body_schema(InferRequest), "parameters": [NAME_PARAMETER]},
         responses=error_responses(V2Error, 400, 401, 403, 404, 413, 422, 429, 503, 504),
         summary="v2 inference: forecasts of one or more windows",
         tags=["Open Inference Protocol v2"],

@@ -40,6 +40,11 @@ class EndTimeTensor(_Strict):
     data: list[Any] = Field(description="One ISO 8601 time per window: its last row's time.")
 
 
+def _named(name: str) -> dict[str, Any]:
+    """JSON schema: the array holds a tensor called ``name``."""
+    return {"contains": {"type": "object", "properties": {"name": {"const": name}}}}
+
+
 class InferParameters(_Strict):
     horizon: int = Field(default=1, ge=1, description="Steps to forecast.")
     intervals: Levels
@@ -57,7 +62,15 @@ class RequestedOutput(_Strict):
 class InferRequest(_Strict):
     """A v2 inference request: the inputs `window` and `end_time` (docs/clients.md)."""
 
-    inputs: Annotated[list[WindowTensor | EndTimeTensor], Field(min_length=2, max_length=2)]
+    inputs: Annotated[
+        list[WindowTensor | EndTimeTensor],
+        Field(
+            min_length=2,
+            max_length=2,
+            description="`window` and `end_time`, each once, in either order.",
+            json_schema_extra={"allOf": [_named("window"), _named("end_time")]},
+        ),
+    ]
     id: str | None = None
     parameters: InferParameters | None = None
     outputs: list[RequestedOutput] | None = None
