@@ -80,6 +80,8 @@ class ChampionWatcher:
         for identifier in source.identifiers():
             if self._stop.is_set():
                 return
+            if not self.holder.owns(identifier):  # another shard's: not even its pointer
+                continue
             etag = source.etag(identifier)  # read before the pointer: never skip a change
             if identifier in self._applied and self._applied[identifier] == etag:
                 continue
@@ -101,7 +103,8 @@ class ChampionWatcher:
 
     def _on_model_selected(self, event: Event) -> None:
         # Never raise: a failed load is counted and retried by the poller; dead-lettering a
-        # wake-up call would help nobody.
+        # wake-up call would help nobody. Another shard's promotion is ignored (refresh
+        # refuses it without reading the store).
         self.holder.refresh(event.identifier)
 
     def _bus_loop(self) -> None:
