@@ -152,3 +152,31 @@ def test_s3_settings_only_apply_to_s3_urls(aws_env: pytest.MonkeyPatch) -> None:
 def test_half_a_key_pair_is_a_startup_error(aws_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="FLTS_S3_ACCESS_KEY_ID and FLTS_S3_SECRET"):
         Settings(storage_url="s3://b", s3_access_key_id="only-the-key")
+
+
+def test_an_unchanged_conditional_read_is_one_request_without_a_body(
+    seaweedfs: SeaweedFS, prefix_url: str
+) -> None:
+    """What a replica's promotion discovery costs per poll: one ``GetObject`` with
+    ``If-None-Match`` answered ``304``, however large the index."""
+    store = ObjectStore(prefix_url, **seaweedfs.credentials.storage_options())
+    key = "model-promotion-index.json"
+    store.put_if_absent(key, b"x" * 200_000)
+    tag = store.get_versioned(key).tag
+    calls: list[tuple[str, dict[str, Any]]] = []
+    real = store.fs._call_s3
+
+    async def spy(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, kwargs))
+        return await real(method, *args, **kwargs)
+
+    store.fs._call_s3 = spy
+    try:
+        assert store.get_if_changed(key, tag) is None
+        assert [(m, k.get("IfNoneMatch")) for m, k in calls] == [("get_object", tag)]
+        assert store.put_if_match(key, b"y" * 10, tag)
+        changed = store.get_if_changed(key, tag)
+    finally:
+        del store.fs._call_s3  # the instance is cached by fsspec: restore the class method
+    assert changed is not None
+    assert changed.data == b"y" * 10

@@ -93,7 +93,8 @@ class ServingCore:
             )
         watcher = ChampionWatcher(
             holder,
-            poll_seconds=settings.serving.pointer_poll_seconds,
+            poll_seconds=serving.pointer_poll_seconds,
+            full_listing_seconds=serving.full_listing_seconds,
             bus=(lambda: context.bus) if group else None,
             group=group,
         )
