@@ -143,6 +143,7 @@ def create_app(
         ) from exc
 
     metrics = ApiMetrics()
+    settle = heap.SettleThrottle()
 
     def on_load(
         identifier: str,
@@ -152,7 +153,7 @@ def create_app(
     ) -> None:
         metrics.on_load(identifier, promotion, loaded, error)
         if manage_heap and loaded is not None:
-            heap.settle_heap()
+            settle()
 
     core = ServingCore.build(
         context,
