@@ -166,8 +166,10 @@ class ModelHolder:
     """Per-identifier champions with atomic, warmed swaps.
 
     Reads (:meth:`get`, :meth:`snapshot`) take no lock: they read one reference to an
-    immutable dict. Refreshes are serialised by a lock so the poller and the bus follower
-    never load the same run twice at once.
+    immutable dict. Refreshes of one identifier are serialised by its own lock, so the
+    poller, the bus follower and a cold load never load it twice at once, while a slow load
+    (a download) of one identifier never holds up another's; publishing a new table (and
+    evicting) takes one short lock.
     """
 
     def __init__(
@@ -186,7 +188,9 @@ class ModelHolder:
         self.max_resident_bytes = max_resident_bytes or None
         self.shard = shard or Shard()
         self._models: dict[str, LoadedModel] = {}
-        self._refresh_lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._table_lock = threading.Lock()
         #: identifier -> tick of its last request (LRU order); written without a lock by
         #: readers (one dict store; ``next`` on a count is atomic), copied by eviction.
         self._used: dict[str, int] = {}
@@ -307,7 +311,7 @@ class ModelHolder:
         """
         if not self.shard.owns(identifier):
             return RefreshOutcome.NOT_OWNED
-        with self._refresh_lock:
+        with self._lock_for(identifier):
             if (
                 not cold
                 and self.max_resident_bytes is not None
@@ -404,17 +408,25 @@ class ModelHolder:
                 return
         log.error("%r: neither champion %s nor any fallback loads", identifier, champion.run_id)
 
+    def _lock_for(self, identifier: str) -> threading.Lock:
+        with self._locks_lock:
+            lock = self._locks.get(identifier)
+            if lock is None:
+                lock = self._locks[identifier] = threading.Lock()
+            return lock
+
     def _install(self, identifier: str, loaded: LoadedModel) -> None:
-        # Copy-on-write: one reference assignment publishes the new table.
-        self._models = {**self._models, identifier: loaded}
-        if self.max_resident_bytes is not None:
-            self._used[identifier] = next(self._tick)
-            self._dropped.discard(identifier)
-            self._evict(self.max_resident_bytes, keep=identifier)
+        with self._table_lock:
+            # Copy-on-write: one reference assignment publishes the new table.
+            self._models = {**self._models, identifier: loaded}
+            if self.max_resident_bytes is not None:
+                self._used[identifier] = next(self._tick)
+                self._dropped.discard(identifier)
+                self._evict(self.max_resident_bytes, keep=identifier)
 
     def _evict(self, budget: int, keep: str) -> None:
         """Drop least recently used champions (never ``keep``) until the rest fit
-        ``budget``; called with the refresh lock held."""
+        ``budget``; called with the table lock held."""
         models = self._models
         total = sum(loaded.size_bytes for loaded in models.values())
         if total <= budget:
