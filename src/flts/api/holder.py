@@ -167,9 +167,11 @@ class ModelHolder:
 
     Reads (:meth:`get`, :meth:`snapshot`) take no lock: they read one reference to an
     immutable dict. Refreshes of one identifier are serialised by its own lock, so the
-    poller, the bus follower and a cold load never load it twice at once, while a slow load
-    (a download) of one identifier never holds up another's; publishing a new table (and
-    evicting) takes one short lock.
+    poller, the bus follower and a cold load never load it twice at once, and pointer reads
+    of different identifiers run side by side; publishing a new table (and evicting) takes
+    one short lock. Building models stays one at a time (``_build_lock``): two threads
+    loading saved models at once hit "AST constructor recursion depth mismatch" in CPython's
+    ``ast`` (which numpy's array-header parsing uses) on this interpreter.
     """
 
     def __init__(
@@ -191,6 +193,7 @@ class ModelHolder:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._table_lock = threading.Lock()
+        self._build_lock = threading.Lock()
         #: identifier -> tick of its last request (LRU order); written without a lock by
         #: readers (one dict store; ``next`` on a count is atomic), copied by eviction.
         self._used: dict[str, int] = {}
@@ -351,8 +354,9 @@ class ModelHolder:
         """Load, warm and install ``promotion``; the error if that failed (nothing changed)."""
         started = time.perf_counter()
         try:
-            model = self.source.load(promotion)
-            warm_up(model)
+            with self._build_lock:
+                model = self.source.load(promotion)
+                warm_up(model)
         except Exception as exc:
             log.warning("loading run %s for %r failed: %s", promotion.run_id, identifier, exc)
             self._notify(identifier, promotion, None, exc)
