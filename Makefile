@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui bench-cli e2e deploy-check image-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui bench-cli bench-fleet-serving e2e deploy-check image-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -76,7 +76,7 @@ bench-serve-ci: install system-deps  ## Short serving benchmark: fails only on f
 
 bench-protocols: install system-deps  ## OIP v2 infer and MLflow /invocations vs /v1/forecast (wrk, one worker, 32 connections); JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.protocols --duration 5 --repeats 3 --connections 32 \
-		--json $(BUILD)/bench/protocols.json
+		--json-file $(BUILD)/bench/protocols.json
 
 bench-auth: install  ## What API key authentication costs per forecast, in-process (median of rounds); JSON in build/bench/
 	$(BIN)/python -m benchmarks.auth_cost --rounds 21 --requests 2000 --json-file $(BUILD)/bench/auth.json
@@ -88,8 +88,12 @@ bench-cli: install  ## flts --help and flts status --help start-up (median of 15
 	$(BIN)/python -m benchmarks.cli_startup --runs 15 --json-file $(BUILD)/bench/cli.json
 
 bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers in headless Chromium, beside a 10-identifier floor; JSON in build/bench/
-	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json $(BUILD)/bench/ui.json \
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.ui_fleet --identifiers 1000 --floor 10 --loads 15 --json-file $(BUILD)/bench/ui.json \
 		--screenshot $(BUILD)/bench/ui-fleet-1000.png
+
+bench-fleet-serving: install system-deps  ## One replica serving 1,000 identifiers: RSS with and without the LRU bound, p50/p99 at 32 connections (random identifiers), cold loads, discovery requests at 100 vs 1,000; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_serving --identifiers 1000 --duration 10 \
+		--discovery 100,1000 --json-file $(BUILD)/bench/fleet_serving.json
 
 e2e: install  ## The distributed system on real Kafka-API, S3, PostgreSQL and MLflow servers
 	$(WITH_TEST_SERVERS) $(BIN)/python scripts/e2e_distributed.py --data-dir $(DATA_DIR)

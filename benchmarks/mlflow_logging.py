@@ -13,7 +13,7 @@ The figures per model type are medians over ``--rounds`` of the added seconds an
 bytes, and, for context, the median of a whole :meth:`Tracker.log_training_run` (SQLite store,
 local artifacts: the upload of the extra bytes is in it)::
 
-    PYTHONPATH=src:tests python -m benchmarks.mlflow_logging --rounds 5 [--json out.json]
+    PYTHONPATH=src:tests python -m benchmarks.mlflow_logging --rounds 5 [--json-file out.json]
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def measure(rounds: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--json-file", dest="json", type=Path, default=None, help="Write the report here."
+    )
     args = parser.parse_args()
     results = measure(args.rounds)
     text = json.dumps(results, indent=2, sort_keys=True)

@@ -9,7 +9,7 @@ The champion, the server and the load generator are the serving benchmark's
 each protocol's requests/s as a fraction of the native route's. Nothing is asserted: ``--check``
 fails only on failed requests or a broken run.
 
-Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.protocols --json OUT``.
+Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.protocols --json-file OUT``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ fleet cache is set to 0 s, so every load assembles the fleet from the store (the
 The JSON has the median and p90 of both, and the in-process cost of assembling the fleet::
 
     PYTHONPATH=src:tests python -m benchmarks.ui_fleet --identifiers 1000 --loads 15 \\
-        --json build/bench/ui.json
+        --json-file build/bench/ui.json
 """
 
 from __future__ import annotations
@@ -201,7 +201,9 @@ def main() -> None:
     parser.add_argument("--floor", type=int, default=10)
     parser.add_argument("--loads", type=int, default=15)
     parser.add_argument("--target-seconds", type=float, default=1.0)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--json-file", dest="json", type=Path, default=None, help="Write the report here."
+    )
     parser.add_argument(
         "--screenshot", type=Path, default=None, help="PNG of the fleet page at full size"
     )

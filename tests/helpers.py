@@ -1,12 +1,14 @@
 """Helpers shared by the unit and API tests: per-test settings on fresh memory:// backends,
-validated synthetic tables, processed data as preprocessing leaves it, and its claim check."""
+validated synthetic tables, processed data as preprocessing leaves it, and its claim check;
+an object store that counts its requests."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from starlette.types import ASGIApp
@@ -17,7 +19,7 @@ from flts.data.synthetic import synthetic_traffic
 from flts.events import TrainingDataEvent, new_event
 from flts.services.preprocess import processed_payloads
 from flts.settings import Settings
-from flts.storage import ObjectStore
+from flts.storage import ObjectStore, Versioned
 
 
 def memory_settings(home: Path, **overrides: Any) -> Settings:
@@ -93,3 +95,54 @@ class GatewayClient:
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", url, **kwargs)
+
+
+class CountingStore(ObjectStore):
+    """An object store that records every request its callers make (method and key) and
+    forwards it to ``inner``: what promotion discovery costs, counted on any backend."""
+
+    def __init__(self, inner: ObjectStore) -> None:  # no super().__init__: nothing to open
+        self.inner = inner
+        self.url, self.fs, self.root, self.local = inner.url, inner.fs, inner.root, inner.local
+        self.calls: list[tuple[str, str]] = []
+
+    def reads(self) -> list[tuple[str, str]]:
+        """The calls so far, then forget them."""
+        calls, self.calls = self.calls, []
+        return calls
+
+    def get(self, key: str) -> bytes:
+        self.calls.append(("get", key))
+        return self.inner.get(key)
+
+    def get_versioned(self, key: str) -> Versioned:
+        self.calls.append(("get_versioned", key))
+        return self.inner.get_versioned(key)
+
+    def get_if_changed(self, key: str, tag: str | None) -> Versioned | None:
+        self.calls.append(("get_if_changed", key))
+        return self.inner.get_if_changed(key, tag)
+
+    def exists(self, key: str) -> bool:
+        self.calls.append(("exists", key))
+        return self.inner.exists(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        self.calls.append(("list", prefix))
+        return self.inner.list(prefix)
+
+    def put(self, key: str, data: bytes | IO[bytes]) -> None:
+        self.calls.append(("put", key))
+        self.inner.put(key, data)
+
+    def put_atomic(self, key: str, data: bytes) -> None:
+        self.calls.append(("put_atomic", key))
+        self.inner.put_atomic(key, data)
+
+    def put_if_match(self, key: str, data: bytes, tag: str | None) -> bool:
+        self.calls.append(("put_if_match", key))
+        return self.inner.put_if_match(key, data, tag)
+
+    def delete(self, key: str) -> None:
+        self.calls.append(("delete", key))
+        self.inner.delete(key)

@@ -13,6 +13,7 @@ class alone (``http_status``, ``problems``, ``headers()``), never by matching te
     │   ├── AuthenticationError     no API key, or one that is not valid              401
     │   ├── PermissionDeniedError   a valid API key without the route's scope         403
     │   ├── NotFoundError           the named resource does not exist                 404
+    │   ├── MisdirectedError        an identifier another inference shard serves      421
     │   ├── PayloadTooLargeError    body or batch over a configured limit             413
     │   ├── UnsupportedMediaError   a body in a content type the route does not take  415
     │   ├── OverloadedError         too many requests in flight (Retry-After)         429
@@ -53,6 +54,7 @@ __all__ = [
     "FLTSError",
     "FeatureMismatchError",
     "InfrastructureError",
+    "MisdirectedError",
     "ModelError",
     "ModelNotFittedError",
     "ModelUnavailableError",
@@ -149,6 +151,13 @@ class NotFoundError(RequestError):
     """The named resource (dataset, run, identifier) does not exist."""
 
     http_status = 404
+
+
+class MisdirectedError(RequestError):
+    """A request for an identifier this inference replica does not own (``serving.shard``):
+    another shard serves it, so sending it elsewhere is the fix, not retrying here."""
+
+    http_status = 421
 
 
 class PayloadTooLargeError(RequestError):

@@ -31,11 +31,12 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flts.data.spec import FeatureSpec, Recipe
-from flts.exceptions import DataValidationError
+from flts.exceptions import ConfigurationError, DataValidationError
 from flts.logs import LogLevel
 from flts.models.intervals import check_levels
 from flts.models.registry import MODEL_TYPES
 from flts.redaction import MASK, redact
+from flts.shards import Shard
 
 #: Model types the pipeline trains when nothing else is configured.
 DEFAULT_MODEL_TYPES = ("PERSISTENCE", "RIDGE", "LSTM", "GRU", "PROPHET")
@@ -125,6 +126,40 @@ class ServingSettings(_Section):
     max_history_rows: int = Field(
         default=10_000, ge=1, description="Longest history accepted per forecast, in rows."
     )
+    max_resident_bytes: int | None = Field(
+        default=2**30,
+        ge=0,
+        description="Champions kept in memory, by the bytes of their saved model directories; "
+        "past it the least recently used is evicted and loaded again on demand (0 or null: "
+        "unbounded, every champion is loaded).",
+    )
+    cold_load_wait_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request for a champion that is not in memory waits for its "
+        "load before it is answered 503 with Retry-After (the load goes on).",
+    )
+    shard: str | None = Field(
+        default=None,
+        description="Identifiers this replica serves: 'k/n' (shard k of n by sha1 of the "
+        "identifier) or a comma-separated list; others are answered 421. Unset: all.",
+    )
+    full_listing_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often a replica lists every promotion pointer to repair a lost "
+        "update of the promotion index (also whenever the index is missing or damaged; "
+        "0: only then).",
+    )
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        try:
+            Shard.parse(value)  # refuse a malformed shard at start-up, with its reason
+        except ConfigurationError as exc:
+            raise ValueError("; ".join(exc.problems)) from exc
+        return value
 
 
 class GatewaySettings(_Section):

@@ -119,6 +119,17 @@ def _lost_race(exc: BaseException) -> bool:
     return code in _S3_LOST_RACE or status in (409, 412)
 
 
+def _not_modified(exc: BaseException) -> bool:
+    """Whether an S3 error is the ``304 Not Modified`` of a conditional read (s3fs turns it
+    into a bare ``OSError`` whose cause carries the response)."""
+    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 304 or code in ("304", "NotModified")
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if every ``/``-separated part is a safe name, else raise.
 
@@ -199,13 +210,32 @@ class ObjectStore:
 
     def get_versioned(self, key: str) -> Versioned:
         """The object's bytes and their version tag (``KeyError`` when absent)."""
+        found = self.get_if_changed(key, None)
+        assert found is not None  # without a tag there is nothing to be unchanged from
+        return found
+
+    def get_if_changed(self, key: str, tag: str | None) -> Versioned | None:
+        """The object's bytes and version tag, or ``None`` if its version is still ``tag``
+        (``KeyError`` when absent). On S3 this is one ``GetObject`` with
+        ``If-None-Match: <ETag>``: an unchanged object answers ``304 Not Modified`` with no
+        body, so a poller of a growing object pays one small request per poll. Memory and
+        files read and compare the content tag (no request to save there)."""
         if self._kind != "s3":
             data = self.get(key)
-            return Versioned(data, _content_tag(data))
+            content = _content_tag(data)
+            return None if content == tag else Versioned(data, content)
         bucket, name, _ = self.fs.split_path(self._path(key))
+        condition = {} if tag is None else {"IfNoneMatch": tag}
 
-        async def read() -> Versioned:
-            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=name)
+        async def read() -> Versioned | None:
+            try:
+                response = await self.fs._call_s3(
+                    "get_object", Bucket=bucket, Key=name, **condition
+                )
+            except OSError as exc:
+                if tag is not None and _not_modified(exc):
+                    return None
+                raise
             body = response["Body"]
             try:
                 data = await body.read()

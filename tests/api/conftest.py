@@ -13,7 +13,7 @@ import pytest
 from flts.api import PromotionModelSource, create_app
 from flts.data import FeatureSpec, prepare, validate_frame
 from flts.data.synthetic import synthetic_traffic
-from flts.models import model_class
+from flts.models import Forecaster, model_class
 from flts.promotion import PromotionStore
 from flts.services.context import ServiceContext
 
@@ -48,13 +48,19 @@ def runs(saved_models: dict[str, Path]) -> Runs:
 
 @pytest.fixture
 def harness_factory(tmp_path: Path, runs: Runs) -> Iterator[Callable[..., Harness]]:
-    """Build and start an app; ``follow_bus`` and serving settings are per test."""
+    """Build and start an app; ``follow_bus``, the run loader (default ``runs.load``) and
+    serving settings are per test."""
     opened: list[tuple[LiveServer, ServiceContext]] = []
 
-    def build(*, follow_bus: bool = False, **serving: Any) -> Harness:
+    def build(
+        *,
+        follow_bus: bool = False,
+        load: Callable[[str], Forecaster] | None = None,
+        **serving: Any,
+    ) -> Harness:
         context = ServiceContext(make_settings(tmp_path, **serving))
         promotions = PromotionStore(context.store, run_exists=runs.exists)
-        source = PromotionModelSource(promotions, runs.load)
+        source = PromotionModelSource(promotions, load or runs.load)
         app = create_app(context, replica_id="test", follow_bus=follow_bus, source=source)
         server = LiveServer(app)
         client = server.__enter__()

@@ -233,6 +233,22 @@ class StorageContract:
         assert store.get(POINTER) == b"v2"
         assert list(store.list("model-promotion")) == [POINTER]  # no lock files or temporaries
 
+    def test_conditional_read_answers_only_a_changed_version(self, store: ObjectStore) -> None:
+        key = "model-promotion-index.json"
+        with pytest.raises(KeyError):
+            store.get_if_changed(key, "any-version")
+        assert store.put_if_absent(key, b"v1")
+        first = store.get_if_changed(key, None)  # no tag: always the object
+        assert first is not None
+        assert first.data == b"v1"
+        assert first == store.get_versioned(key)
+        assert store.get_if_changed(key, first.tag) is None  # unchanged since that read
+        assert store.put_if_match(key, b"v2", first.tag)
+        second = store.get_if_changed(key, first.tag)
+        assert second is not None
+        assert second.data == b"v2"
+        assert store.get_if_changed(key, second.tag) is None
+
     def test_concurrent_compare_and_swap_loses_no_update(self, store_factory: StoreFactory) -> None:
         """Read-modify-write loops in several store objects: with compare-and-swap every
         increment survives (a blind overwrite would lose some)."""

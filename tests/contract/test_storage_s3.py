@@ -6,6 +6,7 @@ variables or FLTS settings (and which wins), and rejected credentials."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 
 import flts.storage
 from flts.exceptions import DataValidationError
+from flts.promotion import Promotion, PromotionStore
+from flts.promotion.index import read_index
 from flts.settings import Settings
 from flts.storage import ObjectStore
 from servers.s3 import SeaweedFS
@@ -152,3 +155,66 @@ def test_s3_settings_only_apply_to_s3_urls(aws_env: pytest.MonkeyPatch) -> None:
 def test_half_a_key_pair_is_a_startup_error(aws_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="FLTS_S3_ACCESS_KEY_ID and FLTS_S3_SECRET"):
         Settings(storage_url="s3://b", s3_access_key_id="only-the-key")
+
+
+def test_an_unchanged_conditional_read_is_one_request_without_a_body(
+    seaweedfs: SeaweedFS, prefix_url: str
+) -> None:
+    """What a replica's promotion discovery costs per poll: one ``GetObject`` with
+    ``If-None-Match`` answered ``304``, however large the index."""
+    store = ObjectStore(prefix_url, **seaweedfs.credentials.storage_options())
+    key = "model-promotion-index.json"
+    store.put_if_absent(key, b"x" * 200_000)
+    tag = store.get_versioned(key).tag
+    calls: list[tuple[str, dict[str, Any]]] = []
+    real = store.fs._call_s3
+
+    async def spy(method: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((method, kwargs))
+        return await real(method, *args, **kwargs)
+
+    store.fs._call_s3 = spy
+    try:
+        assert store.get_if_changed(key, tag) is None
+        assert [(m, k.get("IfNoneMatch")) for m, k in calls] == [("get_object", tag)]
+        assert store.put_if_match(key, b"y" * 10, tag)
+        changed = store.get_if_changed(key, tag)
+    finally:
+        del store.fs._call_s3  # the instance is cached by fsspec: restore the class method
+    assert changed is not None
+    assert changed.data == b"y" * 10
+
+
+def test_promotions_keep_the_index_a_replica_polls_on_s3(
+    seaweedfs: SeaweedFS, prefix_url: str
+) -> None:
+    """The pointer writer's index on a real S3 server: ETag compare-and-swap on write, and a
+    replica's conditional read that answers "unchanged" until the next promotion."""
+    promotions = PromotionStore(ObjectStore(prefix_url, **seaweedfs.credentials.storage_options()))
+    for identifier, run_id in (("north", "run-1"), ("south", "run-2")):
+        promotions.record(
+            Promotion(
+                run_id=run_id,
+                model_type="RIDGE",
+                config_hash="abcdef0123456789",
+                identifier=identifier,
+                promoted_at=datetime(2026, 1, 1, tzinfo=UTC),
+            )
+        )
+    first = read_index(promotions.store)
+    assert first is not None
+    assert first.entries == {name: promotions.etag(name) for name in ("north", "south")}
+    assert read_index(promotions.store, first.tag) is None
+    promotions.record(
+        Promotion(
+            run_id="run-3",
+            model_type="RIDGE",
+            config_hash="abcdef0123456789",
+            identifier="north",
+            promoted_at=datetime(2026, 1, 2, tzinfo=UTC),
+        )
+    )
+    second = read_index(promotions.store, first.tag)
+    assert second is not None
+    assert second.entries["north"] == promotions.etag("north") != first.entries["north"]
+    assert second.entries["south"] == first.entries["south"]

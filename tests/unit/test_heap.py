@@ -4,6 +4,7 @@ replaced model still freed."""
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -60,3 +61,19 @@ def test_a_few_survivors_are_left_to_the_collector() -> None:
     gc.collect()
     collectable = {id(o) for o in gc.get_objects()}
     assert all(id(o) in collectable for o in in_flight)
+
+
+def test_settling_is_throttled_with_one_trailing_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[float] = []
+    monkeypatch.setattr(heap, "settle_heap", lambda: runs.append(time.monotonic()))
+    throttle = heap.SettleThrottle(interval=0.3)
+    for _ in range(20):  # a burst of swaps: cold loads and evictions of a fleet
+        throttle()
+    assert len(runs) == 1
+    deadline = time.monotonic() + 5
+    while len(runs) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(runs) == 2  # the burst's end is settled too, once
+    assert runs[1] - runs[0] >= 0.29
+    time.sleep(0.4)
+    assert len(runs) == 2

@@ -26,8 +26,8 @@ PUBLIC: dict[str, set[str]] = {
         "AuthenticationError", "BusError", "ConfigurationError", "ConflictError",
         "DataValidationError", "DeadlineExceededError", "DependencyMissingError",
         "EventValidationError", "FLTSError", "FeatureMismatchError", "InfrastructureError",
-        "ModelError", "ModelNotFittedError", "ModelUnavailableError", "NotFoundError",
-        "OverloadedError", "PayloadTooLargeError", "PipelineError", "RequestError",
+        "MisdirectedError", "ModelError", "ModelNotFittedError", "ModelUnavailableError",
+        "NotFoundError", "OverloadedError", "PayloadTooLargeError", "PipelineError", "RequestError",
         "UnavailableError", "UnsupportedMediaError", "PermissionDeniedError",
     },
     "flts.promotion": {

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from flts.api import heap
 from flts.api.asgi import InferenceApp
 from flts.api.errors import document_contract, install_error_handlers
-from flts.api.holder import LoadedModel, LoadListener, ModelHolder
+from flts.api.holder import ColdLoadListener, LoadedModel, LoadListener, ModelHolder
 from flts.api.metrics import ApiMetrics
 from flts.api.protocols import mlflow_scoring, oip
 from flts.api.routes import build_router, document_forecast_routes
@@ -36,6 +36,7 @@ from flts.live.ledger import ForecastLedger
 from flts.live.observations import ObservationLog
 from flts.promotion import Promotion
 from flts.services.context import ServiceContext
+from flts.shards import Shard
 
 
 def default_replica_id() -> str:
@@ -64,12 +65,20 @@ class ServingCore:
         *,
         source: ModelSource | None = None,
         on_load: LoadListener | None = None,
+        on_cold_load: ColdLoadListener | None = None,
         group: str | None = None,
     ) -> ServingCore:
         """Parts of one replica named ``replica``; ``group``: follow promotions on the bus
         in that consumer group (None: pointer polling only)."""
         settings = context.settings
-        holder = ModelHolder(source or TrackingModelSource(context), on_load=on_load)
+        serving = settings.serving
+        holder = ModelHolder(
+            source or TrackingModelSource(context),
+            on_load=on_load,
+            max_resident_bytes=serving.max_resident_bytes,
+            shard=Shard.parse(serving.shard),
+            on_cold_load=on_cold_load,
+        )
         # read-only here: forecasts from the rows stations reported (POST /v1/observations)
         observations = ObservationLog(context.store, settings.feature_spec)
         live = settings.live
@@ -84,7 +93,8 @@ class ServingCore:
             )
         watcher = ChampionWatcher(
             holder,
-            poll_seconds=settings.serving.pointer_poll_seconds,
+            poll_seconds=serving.pointer_poll_seconds,
+            full_listing_seconds=serving.full_listing_seconds,
             bus=(lambda: context.bus) if group else None,
             group=group,
         )
@@ -99,6 +109,7 @@ class ServingCore:
     def stop(self) -> None:
         """Stop following promotions, then write the forecasts still in the ledger."""
         self.watcher.stop()
+        self.holder.close()
         if self.ledger is not None:
             self.ledger.stop()
 
@@ -132,6 +143,7 @@ def create_app(
         ) from exc
 
     metrics = ApiMetrics()
+    settle = heap.SettleThrottle()
 
     def on_load(
         identifier: str,
@@ -141,10 +153,15 @@ def create_app(
     ) -> None:
         metrics.on_load(identifier, promotion, loaded, error)
         if manage_heap and loaded is not None:
-            heap.settle_heap()
+            settle()
 
     core = ServingCore.build(
-        context, replica, source=source, on_load=on_load, group=group if follow_bus else None
+        context,
+        replica,
+        source=source,
+        on_load=on_load,
+        on_cold_load=metrics.on_cold_load,
+        group=group if follow_bus else None,
     )
     holder, service, watcher = core.holder, core.service, core.watcher
     metrics.watch_holder(holder)

@@ -12,6 +12,11 @@ Series::
     flts_model_load_failures_total{identifier,model_type}                 failed loads/warm-ups
     flts_serving_model_info{identifier,run_id,model_type,config_hash}     1 per served model
     flts_model_degraded{identifier,champion_run_id,serving_run_id}        1 per fallback served
+    flts_model_cold_load_seconds                                          histogram: first
+                                                                          request to served
+    flts_models_resident, flts_models_resident_bytes                      gauges (the cache)
+    flts_models_resident_limit_bytes                                      serving bound (0: none)
+    flts_model_evictions_total                                            champions evicted
 
 ``route`` is the route *template* (``/v1/forecast``), never the raw path, so a scanner
 hitting random URLs cannot blow up the series count (unknown paths are ``unmatched``).
@@ -25,7 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -47,6 +52,8 @@ ROUTE_SCOPE_KEY = "flts.route"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BUCKET_BOUNDS = (*(str(bound) for bound in _BUCKETS), "+Inf")
 _REQUEST_LABELS = ("route", "method", "status", "model_type")
+#: Cold loads: a RIDGE directory in milliseconds, an ONNX session or a download in seconds.
+_COLD_LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class RequestStats(Collector):
@@ -124,6 +131,12 @@ class ApiMetrics:
             ("identifier", "model_type"),
             registry=self.registry,
         )
+        self.cold_load = Histogram(
+            "flts_model_cold_load_seconds",
+            "Time from the first request for a champion not in memory to its being served.",
+            buckets=_COLD_LOAD_BUCKETS,
+            registry=self.registry,
+        )
         self.serving = Info(
             "flts_serving_model",
             "The model serving each identifier.",
@@ -151,9 +164,16 @@ class ApiMetrics:
             }
         )
 
+    def on_cold_load(self, identifier: str, seconds: float) -> None:
+        """:class:`~flts.api.holder.ModelHolder` cold-load listener (not per identifier:
+        a fleet's thousands of identifiers would be thousands of series)."""
+        self.cold_load.observe(seconds)
+
     def watch_holder(self, holder: ModelHolder) -> None:
-        """Export ``flts_model_degraded`` from the holder at scrape time."""
+        """Export ``flts_model_degraded`` and the cache's residency from the holder at
+        scrape time."""
         self.registry.register(_DegradedCollector(holder))
+        self.registry.register(_ResidencyCollector(holder))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -234,3 +254,35 @@ class _DegradedCollector(Collector):
                 champion = loaded.degraded.champion.run_id
                 family.add_metric((identifier, champion, loaded.promotion.run_id), 1.0)
         yield family
+
+
+class _ResidencyCollector(Collector):
+    """The bounded champion cache: models and bytes in memory, its bound, evictions."""
+
+    def __init__(self, holder: ModelHolder) -> None:
+        self.holder = holder
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        holder = self.holder
+        models = holder.snapshot()
+        yield GaugeMetricFamily(
+            "flts_models_resident", "Champions in this replica's memory.", value=len(models)
+        )
+        yield GaugeMetricFamily(
+            "flts_models_resident_bytes",
+            "Bytes of the saved directories of the champions in memory.",
+            value=sum(loaded.size_bytes for loaded in models.values()),
+        )
+        yield GaugeMetricFamily(
+            "flts_models_resident_limit_bytes",
+            "serving.max_resident_bytes (0: unbounded).",
+            value=holder.max_resident_bytes or 0,
+        )
+        yield CounterMetricFamily(
+            "flts_model_evictions",
+            "Champions evicted from memory to stay within serving.max_resident_bytes.",
+            value=holder.evictions,
+        )

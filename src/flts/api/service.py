@@ -17,7 +17,8 @@ release the GIL, so big batches use both cores while the loop decodes the next r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ from flts.exceptions import (
     DataValidationError,
     DeadlineExceededError,
     FLTSError,
+    MisdirectedError,
     ModelError,
     ModelUnavailableError,
     NotFoundError,
@@ -102,18 +104,28 @@ class ForecastService:
         """The model for ``identifier``; when omitted, ``global`` or the only one loaded.
 
         An identifier without a champion is a 503 (its promotion may arrive any moment), not a
-        silent fallback to another station's model.
+        silent fallback to another station's model; one another shard serves is a 421
+        (:mod:`flts.shards`). A champion the bounded cache dropped starts loading here (for
+        callers that cannot wait: the serving protocols); the forecast routes wait for it
+        first (:meth:`ensure`).
         """
-        models = self.holder.snapshot()
         if identifier is not None:
-            loaded = models.get(identifier)
+            loaded = self.holder.get(identifier)
             if loaded is None:
+                self._check_owned(identifier)
+                if self.holder.loading(identifier):
+                    raise ModelUnavailableError(
+                        f"the champion of {identifier!r} is being loaded (not in this "
+                        "replica's memory); retry shortly",
+                        retry_after=1.0,
+                    )
                 raise ModelUnavailableError(
                     f"no model is loaded for identifier {identifier!r} yet: nothing promoted "
                     "for it, or its champion is still loading",
                     retry_after=self.settings.pointer_poll_seconds,
                 )
             return loaded
+        models = self.holder.snapshot()
         if "global" in models:
             return models["global"]
         if len(models) == 1:
@@ -146,6 +158,36 @@ class ForecastService:
                 ) from None
             raise
 
+    def _check_owned(self, identifier: str) -> None:
+        if not self.holder.owns(identifier):
+            raise MisdirectedError(
+                f"identifier {identifier!r} is served by another replica: this one is "
+                f"{self.holder.shard.describe()} (serving.shard)"
+            )
+
+    async def ensure(self, identifiers: Iterable[str | None]) -> None:
+        """Bring the named champions into memory when the cache is bounded and they are not
+        there: one load per identifier however many requests wait (single flight), waited
+        for up to ``serving.cold_load_wait_seconds``. Never raises for a model that is not
+        there: :meth:`resolve` then says why (503 with Retry-After, 421, or 422 first)."""
+        holder = self.holder
+        if not holder.bounded:
+            return
+        models = holder.snapshot()  # the common case: every one is in memory
+        missing = [i for i in identifiers if i is not None and i not in models]
+        if not missing:
+            return
+        flights = [
+            asyncio.wrap_future(holder.cold_load(identifier))
+            for identifier in dict.fromkeys(missing)
+            if holder.owns(identifier)
+        ]
+        if not flights:
+            return
+        with anyio.move_on_after(self.settings.cold_load_wait_seconds):
+            # shield: a waiter giving up leaves the load running for the next request
+            await asyncio.shield(asyncio.gather(*flights, return_exceptions=True))
+
     def _spec(self, identifier: str | None) -> FeatureSpec:
         return self.resolve(identifier).spec
 
@@ -160,6 +202,7 @@ class ForecastService:
         if call.history is None:
             call = await self._from_observations(call)
         forms.check_history(len(call.rows), self.settings.max_history_rows)
+        await self.ensure([call.identifier])
         loaded = self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
@@ -184,6 +227,7 @@ class ForecastService:
             )
         if self.observations is None:
             raise DataValidationError("history: required (this replica reads no observations)")
+        await self.ensure([call.identifier])
         spec = self.resolve(call.identifier).spec  # 503 while no model is loaded for it
         log, identifier = self.observations, call.identifier
         tail = await self.run(lambda: log.tail(identifier, spec.lags))
@@ -238,6 +282,7 @@ class ForecastService:
                     "serve single forecasts only)"
                 )
             forms.check_history(len(call.history), limit, f"requests[{index}].")
+        await self.ensure(c.identifier for c in calls)
         models = [self._champion(c.identifier, diagnose_batch, body, served) for c in calls]
         served.model_type = ",".join(sorted({m.promotion.model_type for m in models}))
         # One validation and one model call per model (usually one for the whole batch).
@@ -268,6 +313,7 @@ class ForecastService:
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
         forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
+        await self.ensure([call.identifier])
         loaded = self._champion(call.identifier, diagnose_batch, body, served)
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)

@@ -23,6 +23,7 @@ from flts.exceptions import FLTSError, ModelError
 from flts.models.base import MANIFEST, Forecaster
 from flts.models.digests import verify
 from flts.promotion import Promotion, PromotionStore
+from flts.promotion.index import IndexRead, read_index
 
 if TYPE_CHECKING:
     from flts.services.context import ServiceContext
@@ -43,6 +44,17 @@ class ModelSource(Protocol):
 
     def etag(self, identifier: str) -> str | None:
         """Cheap change marker of the pointer, so pollers skip unchanged identifiers."""
+        ...
+
+    def index(self, since: str | None) -> IndexRead | None:
+        """The promotion index unless its version is still ``since`` (``None``); raises
+        ``KeyError`` when it is missing, ``ValueError`` when damaged
+        (:mod:`flts.promotion.index`)."""
+        ...
+
+    def marker(self, identifier: str, tag: str | None) -> str | None:
+        """The change marker :meth:`etag` would give for a pointer whose tag is ``tag``
+        (as the index records it), without reading the pointer."""
         ...
 
     def current(self, identifier: str) -> Promotion | None:
@@ -72,6 +84,12 @@ class PromotionModelSource:
 
     def etag(self, identifier: str) -> str | None:
         return self.promotions.etag(identifier)
+
+    def index(self, since: str | None) -> IndexRead | None:
+        return read_index(self.promotions.store, since)
+
+    def marker(self, identifier: str, tag: str | None) -> str | None:
+        return tag
 
     def current(self, identifier: str) -> Promotion | None:
         return self.promotions.current(identifier)
@@ -135,7 +153,12 @@ class TrackingModelSource:
         return self._pointers.identifiers()
 
     def etag(self, identifier: str) -> str | None:
-        tag = self._pointers.etag(identifier)
+        return self.marker(identifier, self._pointers.etag(identifier))
+
+    def index(self, since: str | None) -> IndexRead | None:
+        return read_index(self.context.store, since)
+
+    def marker(self, identifier: str, tag: str | None) -> str | None:
         # A provisional champion must be looked at again even if its pointer is unchanged.
         return f"{tag}+unverified" if identifier in self._provisional else tag
 

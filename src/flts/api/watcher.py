@@ -2,10 +2,15 @@
 
 Two independent paths, either of which suffices:
 
-* **Pointer polling**: every ``pointer_poll_seconds`` the watcher lists the identifiers with a
-  pointer and compares each pointer's ETag with the last one it applied. It works with no bus
-  at all and catches up after any outage; an ETag is only recorded once the swap succeeded,
-  so a failed load is retried at the next poll.
+* **Index polling**: every ``pointer_poll_seconds`` the watcher reads the promotion index
+  (:mod:`flts.promotion.index`) with a conditional read: when nothing changed that is one
+  small request (a ``304`` on S3), whatever the number of identifiers; when something did,
+  it refreshes exactly the identifiers whose pointer marker differs from the one it applied,
+  reading only their pointers. The index is a hint, the pointer the truth: at start, every
+  ``full_listing_seconds`` and whenever the index is missing or damaged the watcher lists
+  every pointer and compares each one's marker instead (what a lost index update needs).
+  It works with no bus at all and catches up after any outage; a marker is only recorded
+  once the swap succeeded, so a failed load is retried at every poll.
 * **Bus broadcast**: a thread consumes ``model-selected`` in the replica's own consumer group
   (``serve-<replica_id>``), so each replica receives every event and swaps within
   milliseconds. The event is only a wake-up call: the handler re-reads the pointer, which
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from flts.api.holder import ModelHolder, RefreshOutcome
@@ -38,6 +44,7 @@ class ChampionWatcher:
         poll_seconds: float,
         bus: Callable[[], Bus] | None = None,
         group: str | None = None,
+        full_listing_seconds: float = 300.0,
     ) -> None:
         if bus is not None and not group:
             raise ValueError("a bus follower needs its consumer group")
@@ -46,8 +53,13 @@ class ChampionWatcher:
         self._bus = bus
         self._group = group
         self._applied: dict[str, str | None] = {}
-        #: Completed polls (successful or not), for status pages and tests.
+        self.full_listing_seconds = full_listing_seconds
+        self._index_tag: str | None = None
+        self._entries: dict[str, str] = {}
+        self._listed_at: float | None = None  # monotonic time of the last full listing
+        #: Completed polls (successful or not) and full listings among them.
         self.polls = 0
+        self.full_listings = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -75,17 +87,54 @@ class ChampionWatcher:
     # ------------------------------------------------------------------ polling
 
     def poll_once(self) -> None:
-        """Refresh every identifier whose pointer changed since the last applied poll."""
+        """Refresh every owned identifier whose pointer changed since the last applied poll:
+        from the index, or from a full listing when one is due or the index is unusable."""
+        source = self.holder.source
+        now = time.monotonic()
+        due = self._listed_at is None or (
+            self.full_listing_seconds > 0 and now - self._listed_at >= self.full_listing_seconds
+        )
+        try:
+            # A listing re-reads the index whole: its entries are compared afterwards.
+            read = source.index(None if due else self._index_tag)
+        except (KeyError, ValueError) as exc:  # missing or damaged: the listing is the truth
+            if self._index_tag is not None or self._listed_at is None:
+                log.warning("promotion index unusable (%s): listing every pointer", exc)
+            self._index_tag, self._entries = None, {}
+            due = True
+        else:
+            if read is not None:
+                self._index_tag, self._entries = read.tag, read.entries
+        if due:
+            self._list_all()
+            self._listed_at = now
+            self.full_listings += 1
+            return
+        for identifier, tag in self._entries.items():
+            if self._stop.is_set():
+                return
+            if not self.holder.owns(identifier):
+                continue
+            self._apply(identifier, source.marker(identifier, tag))
+
+    def _list_all(self) -> None:
+        """The repair path: list the identifiers with a pointer and read each one's marker."""
         source = self.holder.source
         for identifier in source.identifiers():
             if self._stop.is_set():
                 return
-            etag = source.etag(identifier)  # read before the pointer: never skip a change
-            if identifier in self._applied and self._applied[identifier] == etag:
+            if not self.holder.owns(identifier):  # another shard's: not even its pointer
                 continue
-            outcome = self.holder.refresh(identifier)
-            if outcome is not RefreshOutcome.FAILED:
-                self._applied[identifier] = etag
+            self._apply(identifier, source.etag(identifier))  # marker before pointer
+
+    def _apply(self, identifier: str, marker: str | None) -> None:
+        """Refresh ``identifier`` unless ``marker`` (read before the pointer, so a change in
+        between is never skipped) is the one last applied."""
+        if identifier in self._applied and self._applied[identifier] == marker:
+            return
+        outcome = self.holder.refresh(identifier)
+        if outcome is not RefreshOutcome.FAILED:
+            self._applied[identifier] = marker
 
     def _poll_loop(self) -> None:
         while True:
@@ -101,7 +150,8 @@ class ChampionWatcher:
 
     def _on_model_selected(self, event: Event) -> None:
         # Never raise: a failed load is counted and retried by the poller; dead-lettering a
-        # wake-up call would help nobody.
+        # wake-up call would help nobody. Another shard's promotion is ignored (refresh
+        # refuses it without reading the store).
         self.holder.refresh(event.identifier)
 
     def _bus_loop(self) -> None:

@@ -78,6 +78,9 @@ class Forecaster(ABC):
         self.metadata: dict[str, Any] = {}
         self.calibration: IntervalCalibration | None = None
         self.fitted = False
+        #: Bytes of the saved directory this model was loaded from (0 if it was not): what
+        #: a replica's bounded champion cache counts (``serving.max_resident_bytes``).
+        self.saved_bytes = 0
 
     # ---- public API -------------------------------------------------------------------
 
@@ -214,4 +217,10 @@ def load_model(directory: Path) -> Forecaster:
     model.calibration = IntervalCalibration.load(directory)
     model._load_state(directory)
     model.fitted = True
+    model.saved_bytes = directory_bytes(directory)
     return model
+
+
+def directory_bytes(directory: Path) -> int:
+    """Total size of the regular files under ``directory``, on disk."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())

@@ -25,7 +25,7 @@ from flts.data.scaling import MinMaxScaler
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows, time_features
 from flts.exceptions import ModelError
-from flts.models.base import FORMAT_VERSION, MANIFEST, Forecaster, load_model
+from flts.models.base import FORMAT_VERSION, MANIFEST, Forecaster, directory_bytes, load_model
 from flts.models.intervals import IntervalCalibration
 from flts.models.onnx_runtime import ONNX_FILE, BoundRun, OnnxSession
 
@@ -161,6 +161,7 @@ def load_serving_model(directory: Path, *, threads: int = 1) -> Forecaster:
     model.metadata = dict(manifest.get("metadata", {}))
     model.calibration = IntervalCalibration.load(directory)
     model.fitted = True
+    model.saved_bytes = directory_bytes(directory)
     return model
 
 

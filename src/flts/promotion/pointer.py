@@ -6,6 +6,10 @@ Layout under ``model-promotion/<identifier>/``::
     <config_hash>/current.json      the champion among models trained on that config
     history/<time>-<run_id>.json    one new object per promotion or rollback, created once
 
+Beside the tree, ``model-promotion-index.json`` (:mod:`flts.promotion.index`) records every
+pointer's change marker, updated after each pointer write, so replicas learn of promotions
+from one small conditional read.
+
 Readers never see a half-written pointer or entry: both are written whole
 (:meth:`~flts.storage.ObjectStore.put_if_match`, :meth:`~flts.storage.ObjectStore.put_if_absent`).
 A pointer naming a run that no longer exists in the tracking store falls back to the newest
@@ -25,7 +29,6 @@ reported: a warning naming the key, and the ``on_damaged`` hook (the services co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from flts.events import Identifier
 from flts.exceptions import ConfigurationError, ConflictError
+from flts.promotion.index import note_pointer, pointer_tag
 from flts.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -152,9 +156,10 @@ class PromotionStore:
         return pointer if self._valid(pointer) else None
 
     def etag(self, identifier: str = "global") -> str | None:
-        """A cheap change marker of the pointer (hash of its bytes) for pollers."""
+        """A cheap change marker of the pointer (hash of its bytes) for pollers; the
+        promotion index records the same marker."""
         try:
-            return hashlib.sha256(self.store.get(self.pointer_key(identifier))).hexdigest()
+            return pointer_tag(self.store.get(self.pointer_key(identifier)))
         except KeyError:
             return None
 
@@ -210,6 +215,7 @@ class PromotionStore:
             tag, pointer = self._read_pointer(identifier)
             if pointer is not None and self.history_key(pointer) == entry_key:
                 self._write_config_pointer(pointer)  # the main pointer is written already
+                note_pointer(self, identifier)  # a repeat repairs an index update lost
                 return Recorded(pointer, created)
             champion = self._champion(identifier, pointer, present=tag is not None)
             champion_run = None if champion is None else champion.run_id
@@ -234,6 +240,7 @@ class PromotionStore:
                 created = True
             if self.store.put_if_match(key, self._encode(promotion), tag):
                 self._write_config_pointer(promotion)
+                note_pointer(self, identifier)  # the hint replicas poll (flts.promotion.index)
                 return Recorded(promotion, created)
         if created:  # never champion: do not leave it for rollback to find
             self.store.delete(entry_key)

@@ -1,0 +1,111 @@
+"""The promotion index (docs/architecture.md, rules 7 and 13): every pointer write records
+the pointer's marker in one small object by compare-and-swap; a lost or damaged index is
+rebuilt, and a repeated commit repairs a lost update."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flts.promotion import Promotion, PromotionStore
+from flts.promotion.index import INDEX_KEY, DamagedIndexError, read_index
+from flts.storage import ObjectStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def promotions() -> PromotionStore:
+    return PromotionStore(ObjectStore(f"memory://{uuid.uuid4().hex}"))
+
+
+def _promotion(identifier: str, run_id: str, minutes: int = 0) -> Promotion:
+    return Promotion(
+        run_id=run_id,
+        model_type="RIDGE",
+        config_hash="abcdef0123456789",
+        identifier=identifier,
+        promoted_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def _markers(promotions: PromotionStore) -> dict[str, str | None]:
+    return {name: promotions.etag(name) for name in promotions.identifiers()}
+
+
+def test_every_promotion_and_rollback_updates_the_index(promotions: PromotionStore) -> None:
+    promotions.record(_promotion("a", "run-1"))
+    promotions.record(_promotion("b", "run-2"))
+    first = read_index(promotions.store)
+    assert first is not None
+    assert first.entries == _markers(promotions)
+    assert read_index(promotions.store, first.tag) is None  # unchanged since that read
+
+    promotions.record(_promotion("a", "run-3", minutes=1))
+    second = read_index(promotions.store, first.tag)
+    assert second is not None
+    assert second.entries == _markers(promotions)
+    assert second.entries["b"] == first.entries["b"]
+    assert second.entries["a"] != first.entries["a"]
+    assert second.sequence > first.sequence
+
+    promotions.rollback("a")
+    third = read_index(promotions.store, second.tag)
+    assert third is not None
+    assert third.entries == _markers(promotions)
+    assert third.entries["a"] != second.entries["a"]
+
+
+def test_concurrent_writers_lose_no_entry(promotions: PromotionStore) -> None:
+    names = [f"cell-{n}" for n in range(8)]
+    threads = [
+        threading.Thread(target=promotions.record, args=(_promotion(name, f"run-{name}"),))
+        for name in names
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    found = read_index(promotions.store)
+    assert found is not None
+    assert found.entries == _markers(promotions)
+    assert sorted(found.entries) == names
+
+
+@pytest.mark.parametrize("damage", [None, b"{not json", b'{"version": 7}'])
+def test_a_missing_or_damaged_index_is_rebuilt_by_the_next_writer(
+    promotions: PromotionStore, damage: bytes | None
+) -> None:
+    promotions.record(_promotion("a", "run-1"))
+    promotions.record(_promotion("b", "run-2"))
+    if damage is None:
+        promotions.store.delete(INDEX_KEY)
+        with pytest.raises(KeyError):
+            read_index(promotions.store)
+    else:
+        promotions.store.put_atomic(INDEX_KEY, damage)
+        with pytest.raises(DamagedIndexError):
+            read_index(promotions.store)
+    promotions.record(_promotion("c", "run-3"))
+    found = read_index(promotions.store)
+    assert found is not None
+    assert found.entries == _markers(promotions)
+    assert sorted(found.entries) == ["a", "b", "c"]
+
+
+def test_repeating_a_commit_repairs_a_lost_index_update(promotions: PromotionStore) -> None:
+    promotions.record(_promotion("a", "run-1"))
+    before = promotions.store.get(INDEX_KEY)
+    promotion = _promotion("a", "run-2", minutes=1)
+    promotions.record(promotion)
+    promotions.store.put_atomic(INDEX_KEY, before)  # as if the writer died before the index
+    stale = read_index(promotions.store)
+    assert stale is not None
+    assert stale.entries["a"] != promotions.etag("a")
+    promotions.record(promotion)  # the evaluator (or an operator) retries the same promotion
+    repaired = read_index(promotions.store)
+    assert repaired is not None
+    assert repaired.entries["a"] == promotions.etag("a")
