@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_report
 from flts.api import PromotionModelSource, create_app
 from flts.api.asgi import InferenceApp
 from flts.data import FeatureSpec, prepare, validate_frame
@@ -142,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = measure(args.rounds, args.requests)
     print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.json, result)
     return 0
 
 

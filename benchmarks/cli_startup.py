@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_report
+
 #: What is timed; the floor first.
 COMMANDS: dict[str, list[str]] = {
     "python -c pass": ["-c", "pass"],
@@ -136,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     report = measure(args.runs, use_hyperfine=not args.no_hyperfine, src=args.src)
     text = json.dumps(report, indent=2)
     print(text)
-    if args.json_file is not None:
-        args.json_file.parent.mkdir(parents=True, exist_ok=True)
-        args.json_file.write_text(text + "\n")
+    write_report(args.json_file, report)
     return 0
 
 

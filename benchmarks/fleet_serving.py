@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import machine_load
+from benchmarks.report import write_report
 from benchmarks.wrk import run_wrk
 from loadtest import payloads
 from servers import Server, free_port, spawn
@@ -376,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(report, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    write_report(args.json, report)
     return 0
 
 

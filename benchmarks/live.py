@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from benchmarks import harness
+from benchmarks.report import write_report
 from benchmarks.wrk import run_wrk
 from flts.data.reader import validate_rows
 from flts.data.spec import FeatureSpec
@@ -245,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ledger"] = _ledger(home, logs, arguments)
     text = json.dumps(report, indent=2)
     print(text)
-    if arguments.json is not None:
-        arguments.json.parent.mkdir(parents=True, exist_ok=True)
-        arguments.json.write_text(text + "\n")
+    write_report(arguments.json, report)
     return 0
 
 

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_report
 from flts.data import FeatureSpec, prepare, validate_frame
 from flts.data.synthetic import synthetic_traffic
 from flts.models import Forecaster, model_class
@@ -117,9 +118,7 @@ def main() -> None:
     results = measure(args.rounds)
     text = json.dumps(results, indent=2, sort_keys=True)
     print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    write_report(args.json, results, sort_keys=True)
 
 
 if __name__ == "__main__":

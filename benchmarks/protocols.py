@@ -33,6 +33,7 @@ from benchmarks.harness import (
     requests_csv,
     start_flts,
 )
+from benchmarks.report import write_report
 from benchmarks.serve import Level
 from benchmarks.wrk import WrkRun, run_wrk
 from loadtest import payloads
@@ -142,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
     )
     print(json.dumps(document["headline"], indent=2))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    write_report(args.json, document)
     return 1 if args.check and document["failures"] else 0
 
 

@@ -54,6 +54,7 @@ from benchmarks.harness import (
     start_flts,
     start_mlflow,
 )
+from benchmarks.report import write_report
 from benchmarks.wrk import WrkRun, run_wrk
 from loadtest import payloads
 
@@ -321,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in document["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
         print(f"target {target['figure']} {target['target']}: {target['value']} ({verdict})")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    write_report(args.json, document)
     if args.check and (document["failures"] or document["empty_levels"]):
         print(f"error: {document['failures']} failed requests; empty: {document['empty_levels']}")
         return 1

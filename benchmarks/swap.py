@@ -14,7 +14,6 @@ Run from the checkout: ``PYTHONPATH=tests python -m benchmarks.swap [--check] [-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -36,6 +35,7 @@ from benchmarks.harness import (
     start_flts,
 )
 from benchmarks.locust import run_locust
+from benchmarks.report import write_report
 
 
 @dataclass
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({report.p99_ms_before_swap:.2f} ms before); new run served "
         f"{report.swap_seconds:.3f} s after the promotion started"
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    write_report(args.json, asdict(report))
     if args.check and (report.failures or math.isnan(report.swap_seconds)):
         print("error: failed requests or the new champion never answered")
         return 1

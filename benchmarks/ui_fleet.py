@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import machine_load
+from benchmarks.report import write_report
 from flts.bus import open_bus
 from flts.events import RetrainReason
 from flts.live.monitor import FIGURES_KEY, LiveFigure
@@ -224,9 +225,7 @@ def main() -> None:
     }
     text = json.dumps(document, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    write_report(args.json, document)
 
 
 if __name__ == "__main__":
