@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The checkout: ``make image-check`` runs from its root.
+ROOT = Path.cwd()
 #: Image -> (pip extras, workers the image runs: ``name`` or ``train:MODEL``).
 IMAGES: dict[str, tuple[str, list[str]]] = {
     "inference": (

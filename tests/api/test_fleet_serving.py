@@ -124,6 +124,32 @@ def test_cold_identifiers_are_served_and_measured(
     assert _metric(metrics, "flts_models_resident_limit_bytes") == _ridge_bytes(runs)
 
 
+def test_a_request_without_identifier_is_not_answered_by_the_one_model_in_memory(
+    harness_factory: Callable[..., Harness], runs: Runs
+) -> None:
+    """Two stations, one in memory: a forecast without an identifier must not silently use
+    it for the other (it is ambiguous, as with both in memory), and once "global" exists but
+    was dropped, it is loaded for the request rather than answered by a station's model."""
+    harness = harness_factory(max_resident_bytes=_ridge_bytes(runs))  # one champion fits
+    _promote(harness.promotions, "a")
+    _promote(harness.promotions, "b")
+    polls = harness.app.watcher.polls
+    harness.wait_for(lambda: harness.app.watcher.polls >= polls + 2)
+    assert len(harness.app.holder.snapshot()) == 1
+    response = harness.client.post("/v1/forecast", json={"history": history_records(12)})
+    assert response.status_code == 422, response.text
+    assert "'a', 'b'" in response.text
+
+    _promote(harness.promotions, "global")
+    harness.wait_for(lambda: "global" in harness.app.holder.dropped())
+    response = harness.client.post("/v1/forecast", json={"history": history_records(12)})
+    assert response.status_code in (200, 503), response.text
+    harness.wait_for(lambda: "global" in harness.app.holder.snapshot())
+    response = harness.client.post("/v1/forecast", json={"history": history_records(12)})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["identifier"] == "global"
+
+
 def _slow(runs: Runs, run_id: str, seconds: float) -> Callable[[str], Forecaster]:
     def load(requested: str) -> Forecaster:
         if requested == run_id:

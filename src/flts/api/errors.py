@@ -65,6 +65,7 @@ REFUSALS: dict[int, str] = {
     409: "Conflicts with the current state",
     413: "The request is too large",
     415: "Unsupported content type",
+    421: "Misdirected: another shard's replica serves this identifier (serving.shard)",
     422: "Bad input: every problem listed in `problems`",
     429: "Overloaded: retry after `Retry-After` seconds",
     503: "Unavailable for now (no model yet, or a backend outage): retry after `Retry-After`",

@@ -254,6 +254,11 @@ class ModelHolder:
                 self._pool.submit(self._fly, identifier, flight, time.perf_counter())
         return flight
 
+    def dropped(self) -> frozenset[str]:
+        """Identifiers with a champion this replica owns but does not hold in memory (the
+        bound dropped it, or left it for its first request)."""
+        return frozenset(self._dropped)
+
     def loading(self, identifier: str) -> bool:
         """Whether ``identifier`` is being loaded; starts that for an identifier the bound
         dropped (for callers that cannot wait, such as the serving protocols)."""

@@ -38,7 +38,7 @@ from flts.events import Identifier
 _JSON = "application/json"
 #: What a forecast route can refuse (docs/architecture.md, rule 8): too large, bad input,
 #: overloaded, no model yet (for that identifier), timed out.
-FORECAST_REFUSALS = (413, 422, 429, 503, 504)
+FORECAST_REFUSALS = (413, 421, 422, 429, 503, 504)
 
 
 def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
@@ -117,7 +117,7 @@ def build_router(service: ForecastService, metrics: ApiMetrics) -> APIRouter:
     @router.get(
         "/readyz",
         summary="Readiness: a champion is loaded and warmed up",
-        responses=problem_responses(503),
+        responses=problem_responses(421, 503),
     )
     async def readyz() -> Response:
         models = holder.snapshot()

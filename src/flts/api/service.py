@@ -128,7 +128,18 @@ class ForecastService:
         models = self.holder.snapshot()
         if "global" in models:
             return models["global"]
-        if len(models) == 1:
+        # What the replica serves, in memory or not: with a bounded cache, the one model in
+        # memory may stand beside evicted ones, and must not answer for them.
+        known = set(models) | self.holder.dropped()
+        if "global" in known or (len(known) == 1 and not models):
+            name = "global" if "global" in known else next(iter(known))
+            self.holder.loading(name)  # starts the load
+            raise ModelUnavailableError(
+                f"the champion of {name!r} is being loaded (not in this replica's memory); "
+                "retry shortly",
+                retry_after=1.0,
+            )
+        if len(known) == 1:
             return next(iter(models.values()))
         if not models:
             raise ModelUnavailableError(
@@ -136,7 +147,7 @@ class ForecastService:
                 retry_after=self.settings.pointer_poll_seconds,
             )
         raise DataValidationError(
-            f"identifier is required: models are loaded for {sorted(models)} and none for 'global'"
+            f"identifier is required: this replica serves {sorted(known)} and none is 'global'"
         )
 
     async def serving(self, identifier: str | None) -> LoadedModel:
@@ -148,13 +159,13 @@ class ForecastService:
         try:
             return self.resolve(identifier)
         except ModelUnavailableError:
-            if identifier is None:
+            if identifier is None or self.holder.loading(identifier):
                 raise
-            known = await anyio.to_thread.run_sync(self.holder.source.identifiers)
-            if identifier not in known:
+            # one pointer read, never a listing of the promotion tree (rule 7)
+            promoted = await anyio.to_thread.run_sync(self.holder.source.current, identifier)
+            if promoted is None:
                 raise NotFoundError(
-                    f"no model for identifier {identifier!r}: nothing has been promoted for "
-                    "it (GET /v1/models lists the models this replica serves)"
+                    f"no model for identifier {identifier!r}: nothing has been promoted for it"
                 ) from None
             raise
 
@@ -174,7 +185,10 @@ class ForecastService:
         if not holder.bounded:
             return
         models = holder.snapshot()  # the common case: every one is in memory
-        missing = [i for i in identifiers if i is not None and i not in models]
+        # Only champions the replica knows it dropped: an identifier never promoted, or one
+        # whose champion failed to load, must not start a download on every request.
+        dropped = holder.dropped()
+        missing = [i for i in identifiers if i is not None and i not in models and i in dropped]
         if not missing:
             return
         flights = [

@@ -145,12 +145,12 @@ def ui_router(context: ServiceContext) -> APIRouter:
             include_in_schema=False,
         )
 
-    @router.get(f"{API_PREFIX}whoami")
+    @router.get(f"{API_PREFIX}whoami", include_in_schema=False)
     def whoami(request: Request) -> dict[str, Any]:
         principal = principal_of(request.scope)
         return {"name": principal.name, "scopes": sorted(principal.scopes)}
 
-    @router.get(f"{API_PREFIX}fleet")
+    @router.get(f"{API_PREFIX}fleet", include_in_schema=False)
     def fleet(
         offset: int = 0,
         limit: int = 50,
@@ -162,30 +162,30 @@ def ui_router(context: ServiceContext) -> APIRouter:
         page = board.fleet(offset=offset, limit=limit, sort=sort, order=order, query=q, state=state)
         return _answer(page)
 
-    @router.get(f"{API_PREFIX}stations/{{identifier}}")
+    @router.get(f"{API_PREFIX}stations/{{identifier}}", include_in_schema=False)
     def station(identifier: str) -> Response:
         return _answer(board.station(_identifier(identifier)))
 
-    @router.get(f"{API_PREFIX}stations/{{identifier}}/series")
+    @router.get(f"{API_PREFIX}stations/{{identifier}}/series", include_in_schema=False)
     def series(identifier: str, target: str = "down", points: int = 500) -> Response:
         return _answer(board.series(_identifier(identifier), target, points))
 
-    @router.get(f"{API_PREFIX}decisions")
+    @router.get(f"{API_PREFIX}decisions", include_in_schema=False)
     def decisions(identifier: str | None = None, limit: int = 20) -> Response:
         if not 1 <= limit <= 200:
             raise DataValidationError(f"limit must be between 1 and 200, got {limit}")
         name = None if identifier is None else _identifier(identifier)
         return _answer(board.decisions(name, limit))
 
-    @router.get(f"{API_PREFIX}promotions/{{identifier}}")
+    @router.get(f"{API_PREFIX}promotions/{{identifier}}", include_in_schema=False)
     def promotions(identifier: str) -> Response:
         return _answer(board.promotions(_identifier(identifier)))
 
-    @router.get(f"{API_PREFIX}datasets/{{dataset_id}}/progress")
+    @router.get(f"{API_PREFIX}datasets/{{dataset_id}}/progress", include_in_schema=False)
     def progress(dataset_id: str) -> Response:
         return _answer(board.progress(_dataset_id(dataset_id)))
 
-    @router.get(f"{API_PREFIX}datasets/{{dataset_id}}/explore")
+    @router.get(f"{API_PREFIX}datasets/{{dataset_id}}/explore", include_in_schema=False)
     def explore(dataset_id: str, points: int = DEFAULT_POINTS) -> Response:
         return _answer(board.explore(_dataset_id(dataset_id), points))
 

@@ -258,7 +258,9 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         methods=["POST"],
         response_model=Predictions,
         openapi_extra=body,
-        responses=error_responses(MlflowError, 400, 401, 403, 404, 413, 415, 422, 429, 503, 504),
+        responses=error_responses(
+            MlflowError, 400, 401, 403, 404, 413, 415, 421, 422, 429, 503, 504
+        ),
         summary="MLflow scoring: a forecast of one history",
         tags=["MLflow scoring protocol"],
     )

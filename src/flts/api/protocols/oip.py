@@ -368,7 +368,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         "/v2/models/{name}",
         summary="v2 model metadata: tensors and the champion's feature spec",
         response_model=ModelMetadata,
-        responses=error_responses(V2Error, 401, 403, 404, 503),
+        responses=error_responses(V2Error, 401, 403, 404, 421, 503),
     )
     async def model_metadata(name: str) -> Response:
         try:
@@ -380,7 +380,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     @router.get(
         "/v2/models/{name}/ready",
         summary="v2 model readiness",
-        responses=error_responses(V2Error, 401, 403, 404, 503),
+        responses=error_responses(V2Error, 401, 403, 404, 421, 503),
     )
     async def model_ready(name: str) -> Response:
         try:
@@ -396,7 +396,7 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         methods=["POST"],
         response_model=InferResponse,
         openapi_extra={**_body_schema(InferRequest), "parameters": [NAME_PARAMETER]},
-        responses=error_responses(V2Error, 400, 401, 403, 404, 413, 422, 429, 503, 504),
+        responses=error_responses(V2Error, 400, 401, 403, 404, 413, 421, 422, 429, 503, 504),
         summary="v2 inference: forecasts of one or more windows",
         tags=["Open Inference Protocol v2"],
     )
