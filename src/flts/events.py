@@ -82,6 +82,11 @@ def _check_identifier(value: str) -> str:
     return value
 
 
+def is_identifier(value: str) -> bool:
+    """Whether ``value`` follows the identifier rule (a name anything could be filed under)."""
+    return _IDENTIFIER_RE.fullmatch(value) is not None
+
+
 def _check_key(value: str) -> str:
     # Keys are relative to the configured store, never URLs or absolute paths, so the same
     # event stays valid whether the store is a local folder or an S3 bucket.

@@ -36,6 +36,7 @@ from flts.api.holder import LoadedModel, ModelHolder
 from flts.api.microbatch import MicroBatcher
 from flts.data.spec import FeatureSpec
 from flts.data.windows import Windows
+from flts.events import is_identifier
 from flts.exceptions import (
     DataValidationError,
     DeadlineExceededError,
@@ -161,8 +162,11 @@ class ForecastService:
         except ModelUnavailableError:
             if identifier is None or self.holder.loading(identifier):
                 raise
-            # one pointer read, never a listing of the promotion tree (rule 7)
-            promoted = await anyio.to_thread.run_sync(self.holder.source.current, identifier)
+            # one pointer read, never a listing of the promotion tree (rule 7); a name outside
+            # the identifier rule was never promoted (and is no object key)
+            promoted = None
+            if is_identifier(identifier):
+                promoted = await anyio.to_thread.run_sync(self.holder.source.current, identifier)
             if promoted is None:
                 raise NotFoundError(
                     f"no model for identifier {identifier!r}: nothing has been promoted for it"
