@@ -167,6 +167,7 @@ def up(
         console.print(f"API key:    {api_key}   (admin; new at every start, in {keys_file})")
         console.print(f"gateway:    {gateway}/v1/datasets   (admin API: {gateway}/v1/admin)")
         console.print(f"forecasts:  {api}/v1/forecast   (metrics: {api}/metrics)")
+        console.print(f"dashboard:  {gateway}/ui/   (paste the API key above when it asks)")
         console.print(
             "try:        curl -s -X POST "
             f"{api}/v1/forecast -H 'Authorization: Bearer {api_key}' "
