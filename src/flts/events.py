@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from flts.exceptions import EventValidationError
+from flts.exceptions import DataValidationError, EventValidationError
 
 SCHEMA_VERSION = 1
 """The envelope version this code writes and the newest it can read."""
@@ -80,6 +80,16 @@ def _check_identifier(value: str) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def check_identifier(value: str, *, prefix: str = "") -> str:
+    """``value`` if it follows the identifier rule, else a one-line
+    :class:`~flts.exceptions.DataValidationError` (``prefix`` names the field): the check of
+    an identifier taken from a URL or a form, outside any event."""
+    try:
+        return _check_identifier(value)
+    except ValueError as exc:
+        raise DataValidationError(f"{prefix}{exc}") from None
 
 
 def is_identifier(value: str) -> bool:

@@ -133,7 +133,7 @@ _WINDOWS = msgspec.json.Decoder(Annotated[list[list[list[float]]], NonEmpty])
 _ENCODED = msgspec.json.Decoder(EncodedWindows)
 
 
-def _where(exc: msgspec.ValidationError) -> str:
+def validation_problem(exc: msgspec.ValidationError) -> str:
     """msgspec's ``Expected int - at `$.horizon``` as ``horizon: Expected int``."""
     message, _, path = str(exc).partition(" - at `$")
     path = path.rstrip("`").lstrip(".")
@@ -145,7 +145,7 @@ def decode(kind: type[T], body: bytes) -> T:
     try:
         call: T = _ENVELOPES[kind].decode(body)
     except msgspec.ValidationError as exc:
-        raise RejectedError(_where(exc)) from exc
+        raise RejectedError(validation_problem(exc)) from exc
     except msgspec.DecodeError as exc:
         raise RejectedError(f"malformed JSON: {exc}") from exc
     return call
@@ -163,7 +163,7 @@ def tensor_call(call: BatchCall) -> TensorCall:
             None if call.encoded_windows is msgspec.UNSET else _ENCODED.decode(call.encoded_windows)
         )
     except msgspec.ValidationError as exc:
-        raise RejectedError(_where(exc)) from exc
+        raise RejectedError(validation_problem(exc)) from exc
     return TensorCall(
         identifier=None if call.identifier is msgspec.UNSET else call.identifier,
         horizon=1 if call.horizon is msgspec.UNSET else call.horizon,
@@ -306,7 +306,7 @@ def row_windows(calls: Sequence[ForecastCall], spec: FeatureSpec) -> Windows:
     try:
         decoded = form.rows.decode(b"[" + b",".join(rows) + b"]")
     except msgspec.ValidationError as exc:
-        raise RejectedError(_where(exc)) from exc
+        raise RejectedError(validation_problem(exc)) from exc
     values = _numbers(list(map(form.values_of, decoded)))
     times = _times(list(map(form.time_of, decoded)))
     ticks = times.view(np.int64)

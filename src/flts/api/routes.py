@@ -45,7 +45,7 @@ def _json(document: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(document), media_type=_JSON, headers=headers)
 
 
-def _body_schema(*models: type[Any]) -> dict[str, Any]:
+def body_schema(*models: type[Any]) -> dict[str, Any]:
     """The documented request body: one model, or either of several (``oneOf``), with the
     nested models inlined (the bodies are decoded by :mod:`flts.api.forms`, so FastAPI does
     not register them under ``components``)."""
@@ -69,7 +69,7 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
     return {key: _inline(value, definitions) for key, value in node.items()}
 
 
-async def _documentation_only() -> None:
+async def documentation_only() -> None:
     """Never called: the route's ASGI app is replaced by its ForecastRoute."""
 
 
@@ -78,20 +78,20 @@ def document_forecast_routes(app: FastAPI, routes: Mapping[str, ASGIApp]) -> Non
     405 for other methods), answered by ``routes[path]``."""
     app.add_api_route(
         "/v1/forecast",
-        _documentation_only,
+        documentation_only,
         methods=["POST"],
         response_model=ForecastResponse,
         responses=problem_responses(*FORECAST_REFUSALS),
-        openapi_extra=_body_schema(ForecastRequest),
+        openapi_extra=body_schema(ForecastRequest),
         summary="Forecast the next steps from recent history",
     )
     app.add_api_route(
         "/v1/forecast/batch",
-        _documentation_only,
+        documentation_only,
         methods=["POST"],
         response_model=BatchForecastResponse | WindowBatchResponse,
         responses=problem_responses(*FORECAST_REFUSALS),
-        openapi_extra=_body_schema(BatchForecastRequest, WindowBatchRequest),
+        openapi_extra=body_schema(BatchForecastRequest, WindowBatchRequest),
         summary="Several forecasts in one call (all succeed or the call fails)",
         description=(
             "Row form: `requests`, one forecast request per item (answered as `results`). "

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from flts.api.errors import problem_responses
-from flts.api.routes import _body_schema
+from flts.api.routes import body_schema
 from flts.data.reader import read_observation_csv
 from flts.events import IDENTIFIER_SCHEMA, Identifier, ObservationCell
 from flts.exceptions import DataValidationError, PayloadTooLargeError, UnsupportedMediaError
@@ -83,7 +83,7 @@ def observation_router(ingest: ObservationIngest) -> APIRouter:
     router = APIRouter()
     limit = ingest.max_rows * BYTES_PER_ROW
 
-    body = _body_schema(ObservationBatch)
+    body = body_schema(ObservationBatch)
     body["requestBody"]["content"]["text/csv"] = {
         "schema": {"type": "string", "description": "A header row and the rows (as uploaded)."}
     }

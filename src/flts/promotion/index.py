@@ -170,7 +170,7 @@ def _entry(pointers: PromotionStore, identifier: str, sequence: int) -> IndexEnt
         data = pointers.store.get(key)
     except KeyError:
         return None
-    promotion = pointers._parse(identifier, key, data)
+    promotion = pointers.parse_record(identifier, key, data)
     return IndexEntry(
         tag=pointer_tag(data),
         run_id=None if promotion is None else promotion.run_id,

@@ -107,7 +107,9 @@ class PromotionStore:
         stamp = promotion.promoted_at.astimezone(UTC).strftime(_STAMP)
         return f"{PROMOTION_ROOT}/{promotion.identifier}/history/{stamp}-{promotion.run_id}.json"
 
-    def _parse(self, identifier: str, key: str, data: bytes) -> Promotion | None:
+    def parse_record(self, identifier: str, key: str, data: bytes) -> Promotion | None:
+        """The promotion stored as ``data`` under ``key``; None, logged and counted, when it
+        is damaged (docs/architecture.md, rule 13)."""
         try:
             return Promotion.model_validate_json(data)
         except ValidationError as exc:
@@ -122,7 +124,7 @@ class PromotionStore:
 
     def _read(self, key: str, identifier: str) -> Promotion | None:
         try:
-            return self._parse(identifier, key, self.store.get(key))
+            return self.parse_record(identifier, key, self.store.get(key))
         except KeyError:
             return None
 
@@ -149,7 +151,7 @@ class PromotionStore:
             data = self.store.get(key)
         except KeyError:
             return None
-        return self._champion(identifier, self._parse(identifier, key, data), present=True)
+        return self._champion(identifier, self.parse_record(identifier, key, data), present=True)
 
     def current_for_config(self, identifier: str, config_hash: str) -> Promotion | None:
         pointer = self._read(self.pointer_key(identifier, config_hash), identifier)
@@ -254,7 +256,7 @@ class PromotionStore:
             version = self.store.get_versioned(key)
         except KeyError:
             return None, None
-        return version.tag, self._parse(identifier, key, version.data)
+        return version.tag, self.parse_record(identifier, key, version.data)
 
     @staticmethod
     def _encode(promotion: Promotion) -> bytes:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from flts.api.errors import problem_responses
-from flts.api.routes import _body_schema
+from flts.api.routes import body_schema
 from flts.events import Identifier
 from flts.exceptions import DataValidationError
 from flts.promotion import promote_run, rollback_champion
@@ -72,7 +72,7 @@ def admin_router(context: ServiceContext) -> APIRouter:
         "/promote",
         response_model=None,
         responses=refusals,
-        openapi_extra=_body_schema(PromoteRequest),
+        openapi_extra=body_schema(PromoteRequest),
     )
     async def promote(request: Request) -> Response:
         """Make a trained run the champion of its identifier."""
@@ -87,7 +87,7 @@ def admin_router(context: ServiceContext) -> APIRouter:
         "/rollback",
         response_model=None,
         responses=refusals,
-        openapi_extra=_body_schema(RollbackRequest),
+        openapi_extra=body_schema(RollbackRequest),
     )
     async def rollback(request: Request) -> Response:
         """Restore the previous valid champion of an identifier."""

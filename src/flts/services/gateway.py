@@ -77,7 +77,7 @@ from typing import IO, Annotated, Any
 
 from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -102,6 +102,7 @@ from flts.events import (
     DatasetUploaded,
     DatasetUploadedEvent,
     Identifier,
+    check_identifier,
     new_event,
 )
 from flts.exceptions import (
@@ -129,7 +130,6 @@ from flts.ui.routes import UI_OPEN_PATHS, ui_router
 FRAMING_ALLOWANCE = 64 * 1024
 _FIELDS = ("train", "test", "identifier", "horizon", "lags")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 _READ_BLOCK = 1 << 20
 #: An uploaded file: bytes (``flts pipeline``, tests) or the gateway's spooled temporary file.
 Content = bytes | IO[bytes]
@@ -205,14 +205,6 @@ def sanitize_filename(name: str | None, default: str) -> str:
     base = re.split(r"[\\/]", name or "")[-1]
     cleaned = _UNSAFE_NAME.sub("_", base).lstrip("._-")[:128]
     return cleaned or default
-
-
-def _identifier(value: str) -> str:
-    """``value`` if it is a legal identifier, else a one-line :class:`DataValidationError`."""
-    try:
-        return _IDENTIFIER.validate_python(value)
-    except ValidationError as exc:
-        raise DataValidationError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
 
 
 async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -319,7 +311,7 @@ def ingest_dataset(
     :class:`InfrastructureError` when the store cannot be reached and :class:`BusError` when
     the event cannot be published (the dataset is then in the outbox, and the reconciler
     announces it later)."""
-    identifier = _identifier(identifier)
+    identifier = check_identifier(identifier)
     spec = task_spec(context, horizon, lags)
     ranges = _validate(spec, context.settings.recipe, train, test)
     dataset_id = new_dataset_id()
@@ -500,7 +492,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
             raw_identifier = form.get("identifier", "global")
             if not isinstance(raw_identifier, str):
                 raise DataValidationError("form field 'identifier' must be text, not a file")
-            identifier = _identifier(raw_identifier)
+            identifier = check_identifier(raw_identifier)
             horizon, lags = _integer_field(form, "horizon"), _integer_field(form, "lags")
             total = _size(train_part.file) + (0 if test_part is None else _size(test_part.file))
             if total > limit:

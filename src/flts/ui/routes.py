@@ -34,10 +34,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import TypeAdapter, ValidationError
 
 from flts.datasets import is_dataset_id
-from flts.events import Identifier
+from flts.events import check_identifier
 from flts.exceptions import DataValidationError, NotFoundError
 from flts.security.guard import principal_of
 from flts.services.context import ServiceContext
@@ -61,7 +60,6 @@ UI_OPEN_PATHS = (
     *(f"{STATIC_PREFIX}{name}" for name in ASSETS),
     PLOTLY_PATH,
 )
-_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 #: Headers of the shell: never cached (it names the current assets), never framed by another
 #: site (its buttons promote and roll back), scripts and data from this origin only (plotly
 #: sets inline styles; its images are data: URLs).
@@ -79,12 +77,7 @@ _PAGE_HEADERS = {
 
 
 def _identifier(value: str) -> str:
-    try:
-        return _IDENTIFIER.validate_python(value)
-    except ValidationError as exc:
-        raise DataValidationError(
-            f"identifier: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"
-        ) from exc
+    return check_identifier(value, prefix="identifier: ")
 
 
 def _dataset_id(value: str) -> str:

@@ -36,10 +36,10 @@ from starlette.types import Scope
 
 from flts.api.asgi import Answer, ForecastRoute, InferenceApp
 from flts.api.errors import problem_response
-from flts.api.forms import _where
+from flts.api.forms import validation_problem
 from flts.api.protocols import answered_by, error_responses
 from flts.api.protocols.schemas import SCORING_FORMS, MlflowError, Ping, Predictions
-from flts.api.routes import _body_schema, _documentation_only
+from flts.api.routes import body_schema, documentation_only
 from flts.api.service import ForecastService, Served
 from flts.exceptions import (
     DataValidationError,
@@ -119,7 +119,7 @@ def _json_history(body: bytes) -> tuple[bytes, dict[str, Any]]:
         request = _SCORING.decode(body)
     except msgspec.ValidationError as exc:
         raise _refuse(
-            f"{_where(exc)} (the input formats are {list(FORMATS)}, plus params)"
+            f"{validation_problem(exc)} (the input formats are {list(FORMATS)}, plus params)"
         ) from exc
     except msgspec.DecodeError as exc:
         raise _refuse(f"malformed JSON: {exc}") from exc
@@ -142,7 +142,7 @@ def _split_rows(raw: msgspec.Raw) -> bytes:
     try:
         split = _SPLIT.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _refuse(f"dataframe_split.{_where(exc)}") from exc
+        raise _refuse(f"dataframe_split.{validation_problem(exc)}") from exc
     width = len(split.columns)
     ragged = [i for i, row in enumerate(split.data) if len(row) != width]
     if ragged:
@@ -250,11 +250,11 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
         return error(ModelUnavailableError("no model is loaded yet", retry_after=poll))
 
     framework.include_router(router)
-    body = _body_schema(*SCORING_FORMS)
+    body = body_schema(*SCORING_FORMS)
     body["requestBody"]["content"][_CSV] = {"schema": {"type": "string"}}
     framework.add_api_route(
         INVOCATIONS,
-        _documentation_only,
+        documentation_only,
         methods=["POST"],
         response_model=Predictions,
         openapi_extra=body,

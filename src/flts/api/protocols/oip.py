@@ -46,11 +46,11 @@ from starlette.types import Scope
 import flts
 from flts.api.asgi import Answer, ForecastRoute, InferenceApp
 from flts.api.errors import problem_response
-from flts.api.forms import _where
+from flts.api.forms import validation_problem
 from flts.api.holder import LoadedModel
 from flts.api.protocols import answered_by, error_responses
 from flts.api.protocols.schemas import InferRequest, InferResponse, ModelMetadata, V2Error
-from flts.api.routes import _body_schema, _documentation_only
+from flts.api.routes import body_schema, documentation_only
 from flts.api.service import ForecastService, Served
 from flts.events import IDENTIFIER_SCHEMA
 from flts.exceptions import DataValidationError, FLTSError, ModelUnavailableError, RequestError
@@ -120,7 +120,7 @@ def _request(body: bytes) -> _Request:
     try:
         return _REQUEST.decode(body)
     except msgspec.ValidationError as exc:
-        raise _refuse(_where(exc)) from exc
+        raise _refuse(validation_problem(exc)) from exc
     except msgspec.DecodeError as exc:
         raise _refuse(f"malformed JSON: {exc}") from exc
 
@@ -392,10 +392,10 @@ def register(framework: FastAPI, app: InferenceApp) -> None:
     framework.include_router(router)
     framework.add_api_route(
         INFER,
-        _documentation_only,
+        documentation_only,
         methods=["POST"],
         response_model=InferResponse,
-        openapi_extra={**_body_schema(InferRequest), "parameters": [NAME_PARAMETER]},
+        openapi_extra={**body_schema(InferRequest), "parameters": [NAME_PARAMETER]},
         responses=error_responses(V2Error, 400, 401, 403, 404, 413, 421, 422, 429, 503, 504),
         summary="v2 inference: forecasts of one or more windows",
         tags=["Open Inference Protocol v2"],
