@@ -167,6 +167,9 @@ class DatasetUploaded(Payload):
     """Steps ahead this dataset's models forecast (``None``: the deployment's feature spec)."""
     lags: int | None = Field(default=None, ge=1, le=10_000)
     """Input rows per window for this dataset (``None``: the deployment's feature spec)."""
+    group: Identifier | None = None
+    """The bulk upload this station's dataset came in (:mod:`flts.fleet.groups`): stations
+    of one group are trained together by the global model type; ``None`` for a single upload."""
 
 
 ObservationCell = float | int | str | None
@@ -245,6 +248,8 @@ class TrainingData(_Processed):
     """Training split (parquet); the scaler was fitted on it alone."""
     validation_key: ObjectKey
     """Chronological validation split (parquet) for early stopping."""
+    group: Identifier | None = None
+    """The upload's :attr:`DatasetUploaded.group`, carried to the trainers."""
 
 
 class TrainingStatus(StrEnum):

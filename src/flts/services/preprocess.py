@@ -126,8 +126,11 @@ def input_digests(train: bytes, test: bytes | None) -> dict[str, str]:
     }
 
 
-def processed_payloads(keys: ProcessedKeys) -> tuple[TrainingData, InferenceData]:
-    """The two claim checks for one processed directory."""
+def processed_payloads(
+    keys: ProcessedKeys, group: str | None = None
+) -> tuple[TrainingData, InferenceData]:
+    """The two claim checks for one processed directory (``group``: the bulk upload it came
+    in, for the trainers)."""
     common = {
         "config_hash": keys.config_hash,
         "processed_prefix": keys.prefix,
@@ -136,7 +139,9 @@ def processed_payloads(keys: ProcessedKeys) -> tuple[TrainingData, InferenceData
         "feature_spec_key": keys.feature_spec_key,
         "meta_key": keys.meta_key,
     }
-    training = TrainingData(**common, train_key=keys.train_key, validation_key=keys.validation_key)
+    training = TrainingData(
+        **common, train_key=keys.train_key, validation_key=keys.validation_key, group=group
+    )
     return training, InferenceData(**common)
 
 
@@ -189,8 +194,10 @@ class PreprocessService:
         self.publish(keys, event)
 
     def publish(self, keys: ProcessedKeys, event: Envelope) -> None:
-        """The two claim checks of ``keys``, children of ``event``."""
-        training, inference = processed_payloads(keys)
+        """The two claim checks of ``keys``, children of ``event`` (an upload's group goes on
+        to the trainers)."""
+        group = event.payload.group if isinstance(event, DatasetUploadedEvent) else None
+        training, inference = processed_payloads(keys, group)
         bus = self.context.bus
         bus.publish(TRAINING_DATA, new_event(training, parent=event))
         bus.publish(INFERENCE_DATA, new_event(inference, parent=event))

@@ -1,0 +1,1 @@
+"""Running a fleet of stations: bulk uploads and their groups (docs/architecture.md)."""
