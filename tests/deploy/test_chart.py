@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from flts.shards import Shard
 from servers.k8s_tools import KUBERNETES_VERSION, ensure_kubernetes_validate
 
 from .conftest import CHART, EXAMPLES, ROOT, Render, helm_template
@@ -105,6 +106,49 @@ def test_inference_has_service_and_disruption_budget(renders: dict[str, Objects]
         assert selector.items() <= pod_labels.items(), kind
     pdb = by_component(objects, "PodDisruptionBudget", "inference")
     assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_each_shard_is_its_own_deployment_service_and_autoscaler(render: Render) -> None:
+    objects = render("-f", str(EXAMPLES["distributed"]), "--set", "inference.shards=3")
+
+    def inference(kind: str) -> Objects:
+        return [
+            o
+            for o in of_kind(objects, kind)
+            if o["metadata"]["labels"]["app.kubernetes.io/component"] == "inference"
+        ]
+
+    deployments = inference("Deployment")
+    assert len(deployments) == 3
+    shards = {}
+    for deployment in deployments:
+        env = {
+            e["name"]: e.get("value")
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        shards[deployment["metadata"]["name"]] = Shard.parse(env["FLTS_SERVING__SHARD"])
+    assert sorted((s.index, s.count) for s in shards.values()) == [(0, 3), (1, 3), (2, 3)]
+    # Every identifier has exactly one owning Deployment.
+    for identifier in ("ElBorn", "LesCorts", "PobleSec", *(f"cell-{i}" for i in range(50))):
+        assert sum(s.owns(identifier) for s in shards.values()) == 1
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in deployments}
+    for kind in ("Service", "PodDisruptionBudget"):
+        for obj in inference(kind):
+            selector = obj["spec"]["selector"]
+            selector = selector.get("matchLabels", selector)
+            selected = [name for name, labels in pods.items() if selector.items() <= labels.items()]
+            assert selected == [obj["metadata"]["name"]], kind  # its own shard's pods only
+    targets = sorted(
+        h["spec"]["scaleTargetRef"]["name"] for h in inference("HorizontalPodAutoscaler")
+    )
+    assert targets == sorted(pods)
+
+
+def test_one_shard_keeps_the_unsharded_names(renders: dict[str, Objects]) -> None:
+    deployment = by_component(renders["distributed"], "Deployment", "inference")
+    assert deployment["metadata"]["name"] == "flts-inference"
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FLTS_SERVING__SHARD" not in env
 
 
 # ------------------------------------------------------------------ probes
@@ -418,7 +462,9 @@ def test_dev_backends_are_marked_dev_only(renders: dict[str, Objects]) -> None:
 def test_every_render_validates_against_kubernetes_schemas(helm: Path, tmp_path: Path) -> None:
     validate = ensure_kubernetes_validate(ROOT)
 
-    for name, extra in [("default", []), *[(n, ["-f", str(p)]) for n, p in EXAMPLES.items()]]:
+    sharded = ["-f", str(EXAMPLES["distributed"]), "--set", "inference.shards=3"]
+    variants = [("default", []), *[(n, ["-f", str(p)]) for n, p in EXAMPLES.items()]]
+    for name, extra in [*variants, ("sharded", sharded)]:
         rendered = helm_template(helm, *extra)
         assert rendered.returncode == 0, rendered.stderr
         path = tmp_path / f"{name}.yaml"

@@ -58,6 +58,7 @@ def test_cli_choices_match_their_owners() -> None:
     from flts import retention
     from flts.cli import _choices, dlq, up
     from flts.events import DLQ_PREFIX
+    from flts.fleet.summary import FLEET_SORTS, FLEET_STATES
     from flts.models.registry import MODEL_TYPES
     from flts.security import SCOPES
     from flts.services.runner import WORKERS
@@ -68,6 +69,8 @@ def test_cli_choices_match_their_owners() -> None:
     assert [w.value for w in _choices.WorkerName] == list(WORKERS)
     assert [k.value for k in _choices.RetentionKind] == list(retention.KINDS)
     assert [s.value for s in _choices.KeyScope] == list(SCOPES)
+    assert [s.value for s in _choices.FleetSort] == list(FLEET_SORTS)
+    assert [s.value for s in _choices.FleetState] == list(FLEET_STATES)
     assert ",".join(DEFAULT_MODEL_TYPES) == _choices.DEFAULT_MODELS
     assert dlq.DLQ_PREFIX == DLQ_PREFIX
     assert up.DEFAULT_HEALTHY_AFTER == DEFAULT_HEALTHY_AFTER

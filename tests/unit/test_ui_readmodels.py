@@ -15,13 +15,14 @@ from test_live_monitor import SERIES, SPEC, answer
 from benchmarks.ui_fleet import seed_fleet
 from flts.data.synthetic import synthetic_traffic
 from flts.exceptions import DataValidationError, NotFoundError
+from flts.fleet.summary import retraining_state
 from flts.live.ledger import ForecastLedger
 from flts.live.monitor import LiveMonitor
 from flts.live.observations import ObservationLog
 from flts.promotion import Promotion, PromotionStore
 from flts.services.context import ServiceContext
 from flts.services.gateway import ingest_dataset
-from flts.ui.readmodels import Dashboard, retraining_state
+from flts.ui.readmodels import Dashboard
 
 COUNT = 45
 

@@ -57,6 +57,36 @@ class KeyScope(StrEnum):
     ADMIN = "admin"
 
 
+class FleetSort(StrEnum):
+    """A column of :data:`flts.fleet.summary.FLEET_SORTS`."""
+
+    IDENTIFIER = "identifier"
+    MODEL_TYPE = "model_type"
+    EVALUATION_NRMSE = "evaluation_nrmse"
+    LIVE_NRMSE = "live_nrmse"
+    LIVE_COVERAGE = "live_coverage"
+    AGE_SECONDS = "age_seconds"
+    STATE = "state"
+
+
+class FleetState(StrEnum):
+    """A state of :data:`flts.fleet.summary.FLEET_STATES`."""
+
+    OK = "ok"
+    NO_CHAMPION = "no champion"
+    RETRAINING = "retraining"
+    RETRAINED = "retrained"
+    KEPT = "kept"
+    REFUSED = "refused"
+
+
+class SortOrder(StrEnum):
+    """Ascending or descending."""
+
+    ASC = "asc"
+    DESC = "desc"
+
+
 #: Model types the pipeline trains when nothing else is configured
 #: (:data:`flts.settings.DEFAULT_MODEL_TYPES`).
 DEFAULT_MODELS = "PERSISTENCE,RIDGE,LSTM,GRU,PROPHET"

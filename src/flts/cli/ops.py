@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from flts.cli._choices import FleetSort, FleetState, SortOrder
 from flts.cli._common import OutputFormat, OutputOption, console, emit, load_settings, user_errors
 from flts.redaction import redact
 
@@ -18,10 +19,26 @@ app = typer.Typer()
 @app.command("status")
 def status(
     identifier: Annotated[str | None, typer.Option(help="Only this station or tenant.")] = None,
+    sort: Annotated[
+        FleetSort, typer.Option(help="Order the fleet's stations by this column.")
+    ] = FleetSort.IDENTIFIER,
+    order: Annotated[SortOrder, typer.Option(help="asc or desc.")] = SortOrder.ASC,
+    limit: Annotated[
+        int, typer.Option(min=1, max=500, help="Stations shown (one page of the fleet).")
+    ] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Stations skipped before the page.")] = 0,
+    query: Annotated[
+        str, typer.Option("--query", "-q", help="Only stations whose name or model type has this.")
+    ] = "",
+    state: Annotated[
+        FleetState | None, typer.Option(help="Only stations in this retraining state.")
+    ] = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Champion per identifier with its evaluation, batch and live error, recent decisions,
-    retraining triggers and their outcome, pending events and dead letters."""
+    """The fleet's overview and one page of its stations (champion with its evaluation, batch
+    and live error), recent decisions, retraining triggers and their outcome, pending events
+    and dead letters. ``--identifier`` shows one station, read from its pointer."""
+    from flts.fleet.summary import FleetSummary
     from flts.live.monitor import read_figures
     from flts.live.triggers import read_triggers
     from flts.promotion import list_decisions
@@ -32,7 +49,19 @@ def status(
         context = ServiceContext(load_settings())
     try:
         with user_errors():
-            identifiers = [identifier] if identifier else context.promotions.identifiers()
+            fleet: dict[str, Any] | None = None
+            if identifier:
+                identifiers = [identifier]
+            else:
+                fleet = FleetSummary(context.store).page(
+                    offset=offset,
+                    limit=limit,
+                    sort=sort.value,
+                    order=order.value,
+                    query=query,
+                    state="" if state is None else state.value,
+                )
+                identifiers = [row["identifier"] for row in fleet["rows"]]
             monitored = read_figures(context.store) or {"figures": [], "updated_at": None}
             champions: list[dict[str, Any]] = []
             for name in identifiers:
@@ -60,6 +89,7 @@ def status(
             backlog = [lag for lag in context.bus.lag() if lag.pending]
             letters = context.bus.dead_letters(limit=10)
             document = {
+                "fleet": None if fleet is None else {k: v for k, v in fleet.items() if k != "rows"},
                 "champions": champions,
                 "live_updated_at": monitored["updated_at"],
                 "decisions": decisions,
@@ -78,13 +108,39 @@ def status(
                     for d in letters
                 ],
             }
-            emit(
-                output,
-                document,
-                lambda: _print_status(champions, decisions, retraining, backlog, letters),
-            )
+
+            def tables() -> None:
+                if fleet is not None:
+                    _print_fleet(fleet)
+                _print_status(champions, decisions, retraining, backlog, letters)
+
+            emit(output, document, tables)
     finally:
         context.close()
+
+
+def _print_fleet(fleet: dict[str, Any]) -> None:
+    """The fleet's overview in a few lines, and where this page sits in it."""
+    overview = fleet["overview"]
+    states = ", ".join(f"{n} {state}" for state, n in sorted(overview["states"].items()))
+    types = ", ".join(f"{n} {kind}" for kind, n in sorted(overview["model_types"].items()))
+    live = overview["live_nrmse"]
+    oldest = overview["oldest_champion_seconds"]
+    console.print(
+        f"Fleet: {overview['stations']} stations, {overview['with_champion']} with a champion"
+        f" ({types or 'none'}); {states or 'no stations'}"
+    )
+    console.print(
+        f"Live NRMSE over {live['stations']} stations: median {_number(live['median'])}, "
+        f"p90 {_number(live['p90'])}, max {_number(live['max'])}; oldest champion "
+        + ("-" if oldest is None else f"{oldest / 86400:.1f} days")
+    )
+    first = fleet["offset"] + 1 if fleet["rows"] else 0
+    last = fleet["offset"] + len(fleet["rows"])
+    console.print(
+        f"Showing {first}-{last} of {fleet['matched']} matching stations, by {fleet['sort']} "
+        f"{fleet['order']}" + (" (--offset for more)" if last < fleet["matched"] else "")
+    )
 
 
 def _print_status(

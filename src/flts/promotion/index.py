@@ -9,7 +9,9 @@ promotions, rollbacks and manual promotions all go through) also records it in
 
     {"version": 1, "sequence": 42,
      "entries": {"<identifier>": {"tag": "<sha256 of the pointer's bytes>",
-                                  "run_id": "<run>", "sequence": 41}, ...}}
+                                  "run_id": "<run>", "sequence": 41,
+                                  "champion": {"model_type": "RIDGE", "config_hash": "...",
+                                               "promoted_at": "...", "nrmse": 0.31}}, ...}}
 
 ``tag`` is the same change marker a replica computes from the pointer itself
 (:meth:`~flts.promotion.PromotionStore.etag`), so the index and a full listing agree on what
@@ -28,6 +30,10 @@ The pointer stays the one source of truth; the index is a hint and may lag:
   list every pointer at start, every ``serving.full_listing_seconds`` and whenever the index
   is missing or damaged (:mod:`flts.api.watcher`);
 * a missing or damaged index is rebuilt from a listing by the next writer.
+
+``champion`` repeats the few pointer fields a fleet overview shows
+(:mod:`flts.fleet.summary`), so ``flts status`` and the dashboard page through thousands of
+stations from this one object instead of a read per pointer.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,6 +61,18 @@ INDEX_KEY = "model-promotion-index.json"
 _ATTEMPTS = 10
 
 
+class ChampionSummary(BaseModel):
+    """What a fleet overview shows of a pointer, copied from it when the entry is written."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_type: str
+    config_hash: str
+    promoted_at: datetime
+    nrmse: float | None = None
+    """The champion's evaluation NRMSE (test split, original units)."""
+
+
 class IndexEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,6 +81,9 @@ class IndexEntry(BaseModel):
     run_id: str | None = None
     sequence: int = 0
     """The index's sequence number when this entry last changed."""
+    champion: ChampionSummary | None = None
+    """The pointer's champion in brief; ``None`` for a damaged pointer (or an entry written
+    before the index carried it: readers then read the pointer)."""
 
 
 class IndexDocument(BaseModel):
@@ -100,6 +122,12 @@ def read_index(store: ObjectStore, since: str | None = None) -> IndexRead | None
     return IndexRead(
         found.tag, {name: entry.tag for name, entry in document.entries.items()}, document.sequence
     )
+
+
+def read_index_document(store: ObjectStore) -> IndexDocument:
+    """The whole index (one read); ``KeyError`` when there is none,
+    :class:`DamagedIndexError` when it is not readable."""
+    return _parse(store.get(INDEX_KEY))
 
 
 def _parse(data: bytes) -> IndexDocument:
@@ -157,7 +185,7 @@ def _with_pointer(
         if old is None:
             return document
         del entries[identifier]
-    elif old is not None and (old.tag, old.run_id) == (entry.tag, entry.run_id):
+    elif old is not None and old.model_copy(update={"sequence": entry.sequence}) == entry:
         return document
     else:
         entries[identifier] = entry
@@ -171,10 +199,18 @@ def _entry(pointers: PromotionStore, identifier: str, sequence: int) -> IndexEnt
     except KeyError:
         return None
     promotion = pointers.parse_record(identifier, key, data)
+    if promotion is None:
+        return IndexEntry(tag=pointer_tag(data), sequence=sequence)
     return IndexEntry(
         tag=pointer_tag(data),
-        run_id=None if promotion is None else promotion.run_id,
+        run_id=promotion.run_id,
         sequence=sequence,
+        champion=ChampionSummary(
+            model_type=promotion.model_type,
+            config_hash=promotion.config_hash,
+            promoted_at=promotion.promoted_at,
+            nrmse=promotion.scores.get("nrmse"),
+        ),
     )
 
 

@@ -115,6 +115,7 @@ from flts.exceptions import (
     UnavailableError,
     UnsupportedMediaError,
 )
+from flts.fleet.routes import fleet_router
 from flts.live.ingest import ObservationIngest
 from flts.live.routes import observation_router
 from flts.security.guard import OPEN, AccessPolicy, key_ring, protect
@@ -407,6 +408,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         render=error_response,
     )
     app.include_router(admin_router(context))
+    app.include_router(fleet_router(context))  # GET /v1/fleet (flts.fleet.routes)
     app.include_router(ui_router(context))  # the dashboard at /ui/ (flts.ui.routes)
     # The same policy the auth layer applies: which operations document 401 and 403.
     policy = AccessPolicy(

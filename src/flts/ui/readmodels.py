@@ -1,11 +1,9 @@
 """The dashboard's read models: what each page shows, as JSON, built from the project's own
 readers (never from objects read another way):
 
-* the fleet: every identifier with a champion pointer or a dataset (:class:`PromotionStore`,
-  :func:`flts.datasets.read_dataset_metas`), the monitor's live figures
-  (:func:`flts.live.monitor.read_figures`) and the retraining triggers with their outcome
-  (:func:`flts.live.triggers.read_triggers`), what ``flts status`` reads; sorted, filtered and
-  paginated here, so the page receives one page of rows whatever the fleet's size;
+* the fleet: :class:`flts.fleet.summary.FleetSummary`, the same rows, pages and overview
+  ``flts status`` and ``GET /v1/fleet`` show, so the page receives one page of rows whatever
+  the fleet's size;
 * a station: its champion and lineage, the decision's figures per horizon step, the live
   figures, and a series of actuals with the champion's forecasts and interval bands (stored
   observations and the monitor's forecast steps from the ledger, or the newest batch-inference
@@ -15,17 +13,14 @@ readers (never from objects read another way):
 * the exploratory view of a stored dataset (:mod:`flts.ui.explore`).
 
 The fleet is assembled once and kept for ``gateway.ui_fleet_cache_seconds`` (3 s), so paging,
-sorting and filtering a fleet of thousands costs a sort of rows in memory, not thousands of
-reads.
+sorting and filtering a fleet of thousands costs a sort of rows in memory.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-import time
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -34,69 +29,24 @@ from flts.data.processed import ProcessedKeys
 from flts.data.reader import read_traffic_csv
 from flts.datasets import dataset_keys, read_dataset_metas
 from flts.exceptions import DataValidationError, NotFoundError
+from flts.fleet.summary import FleetSummary
 from flts.live.monitor import PENDING_KEY, SCORED_KEY, read_figures
 from flts.live.observations import ObservationLog
-from flts.live.triggers import read_triggers
-from flts.promotion import PromotionStore, list_decisions, read_decision
+from flts.promotion import list_decisions, read_decision
 from flts.redaction import redact
 from flts.services.batch_inference import log_prefix
 from flts.services.context import ServiceContext
 from flts.services.preprocess import HOLDOUT_RULE
 from flts.ui.explore import DEFAULT_POINTS, explore
 
-#: Columns the fleet can be sorted by.
-FLEET_SORTS = (
-    "identifier",
-    "model_type",
-    "evaluation_nrmse",
-    "live_nrmse",
-    "live_coverage",
-    "age_seconds",
-    "state",
-)
-#: Retraining states a fleet row can be in (see :func:`retraining_state`).
-FLEET_STATES = ("ok", "no champion", "retraining", "retrained", "kept", "refused")
-MAX_PAGE = 500
 MAX_POINTS = 5_000
 #: Explored datasets kept in memory (reading a CSV is the slow part of the view).
 _EXPLORED = 8
 
 
-def retraining_state(trigger: dict[str, Any] | None) -> str:
-    """The state of an identifier's newest retraining trigger, in one word: ``ok`` (none),
-    ``retraining`` (asked for, or prepared and not decided yet), ``retrained`` (a new champion
-    came of it), ``kept`` (decided without a promotion) or ``refused`` (preprocess could not
-    build the set)."""
-    if trigger is None:
-        return "ok"
-    outcome = trigger.get("outcome") or {}
-    if outcome.get("status") == "refused":
-        return "refused"
-    promoted = trigger.get("promoted")
-    if promoted is None:
-        return "retraining"
-    return "retrained" if promoted else "kept"
-
-
 def _first_step(windows: list[Any]) -> list[Any]:
     """Step 1 of each window of a batch-inference log (its arrays are ``windows x horizon``)."""
     return [window[0] if isinstance(window, list) else window for window in windows]
-
-
-def _age_seconds(moment: str | None, now: datetime) -> float | None:
-    if not moment:
-        return None
-    return max(0.0, (now - datetime.fromisoformat(moment)).total_seconds())
-
-
-def _sort_key(column: str) -> Any:
-    def key(row: dict[str, Any]) -> tuple[int, Any]:
-        value = row.get(column)
-        if column == "live_coverage":
-            value = min(value.values()) if value else None
-        return (1, 0) if value is None else (0, value)
-
-    return key
 
 
 class Dashboard:
@@ -109,84 +59,12 @@ class Dashboard:
             if cache_seconds is None
             else cache_seconds
         )
-        # The raw pointer reader: the fleet asks nothing of the tracking server per row.
-        self.pointers = PromotionStore(context.store)
-        self._fleet: tuple[float, list[dict[str, Any]], str | None] | None = None
-        self._fleet_lock = threading.Lock()
+        self.summary = FleetSummary(context.store, self.cache_seconds)
+        self.pointers = self.summary.pointers  # no tracking server per row
         self._explored: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
         self._explored_lock = threading.Lock()
 
     # ------------------------------------------------------------------ fleet
-
-    def fleet_rows(self) -> tuple[list[dict[str, Any]], str | None]:
-        """Every identifier's row and when the monitor last wrote its figures (cached)."""
-        with self._fleet_lock:
-            cached = self._fleet
-            if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-                return cached[1], cached[2]
-            rows, updated = self._assemble()
-            self._fleet = (time.monotonic(), rows, updated)
-            return rows, updated
-
-    def _assemble(self) -> tuple[list[dict[str, Any]], str | None]:
-        store = self.context.store
-        now = datetime.now(UTC)
-        monitored = read_figures(store) or {"figures": [], "updated_at": None}
-        live: dict[tuple[str, str], dict[str, Any]] = {}
-        for figure in monitored["figures"]:
-            key = (figure["identifier"], figure["run_id"])
-            if key not in live or int(figure["step"]) < int(live[key]["step"]):
-                live[key] = figure  # the shortest horizon step, as flts status shows
-        newest_trigger: dict[str, dict[str, Any]] = {}
-        for record in read_triggers(store):  # oldest first: the last one wins
-            newest_trigger[str(record["identifier"])] = record
-        identifiers = set(self.pointers.identifiers())
-        identifiers.update(str(m["identifier"]) for m in read_dataset_metas(store))
-        rows = []
-        for name in sorted(identifiers):
-            current = self.pointers.current(name)
-            trigger = newest_trigger.get(name)
-            row: dict[str, Any] = {
-                "identifier": name,
-                "run_id": None,
-                "model_type": None,
-                "config_hash": None,
-                "promoted_at": None,
-                "age_seconds": None,
-                "evaluation_nrmse": None,
-                "live_nrmse": None,
-                "live_skill": None,
-                "live_n": None,
-                "live_coverage": None,
-                "state": "no champion",
-                "retraining": None,
-            }
-            if current is not None:
-                figure = live.get((name, current.run_id)) or {}
-                promoted_at = current.promoted_at.isoformat()
-                row.update(
-                    run_id=current.run_id,
-                    model_type=current.model_type,
-                    config_hash=current.config_hash,
-                    promoted_at=promoted_at,
-                    age_seconds=_age_seconds(promoted_at, now),
-                    evaluation_nrmse=current.scores.get("nrmse"),
-                    live_nrmse=figure.get("nrmse"),
-                    live_skill=figure.get("skill"),
-                    live_n=figure.get("n"),
-                    live_coverage=figure.get("coverage") or None,
-                    state=retraining_state(trigger),
-                )
-            if trigger is not None:
-                outcome = trigger.get("outcome") or {}
-                row["retraining"] = {
-                    "reason": trigger.get("reason"),
-                    "requested_at": trigger.get("requested_at"),
-                    "outcome": outcome.get("status"),
-                    "promoted": trigger.get("promoted"),
-                }
-            rows.append(row)
-        return rows, monitored.get("updated_at")
 
     def fleet(
         self,
@@ -198,49 +76,10 @@ class Dashboard:
         query: str = "",
         state: str = "",
     ) -> dict[str, Any]:
-        """One page of the fleet: rows whose identifier or model type contains ``query``
-        (case-insensitive) and, with ``state``, in that retraining state, sorted by
-        ``sort`` (missing values last either way)."""
-        problems = []
-        if sort not in FLEET_SORTS:
-            problems.append(f"sort must be one of {', '.join(FLEET_SORTS)}, got {sort!r}")
-        if order not in ("asc", "desc"):
-            problems.append(f"order must be 'asc' or 'desc', got {order!r}")
-        if state and state not in FLEET_STATES:
-            problems.append(f"state must be one of {', '.join(FLEET_STATES)}, got {state!r}")
-        if not 1 <= limit <= MAX_PAGE:
-            problems.append(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
-        if offset < 0:
-            problems.append(f"offset must not be negative, got {offset}")
-        if problems:
-            raise DataValidationError(*problems)
-        rows, updated = self.fleet_rows()
-        needle = query.strip().lower()
-        chosen = [
-            r
-            for r in rows
-            if (
-                not needle
-                or needle in r["identifier"].lower()
-                or needle in str(r["model_type"] or "").lower()
-            )
-            and (not state or r["state"] == state)
-        ]
-        present = [r for r in chosen if _sort_key(sort)(r)[0] == 0]
-        absent = [r for r in chosen if _sort_key(sort)(r)[0] == 1]
-        present.sort(key=_sort_key(sort), reverse=order == "desc")
-        ordered = present + absent
-        return {
-            "total": len(rows),
-            "matched": len(ordered),
-            "offset": offset,
-            "limit": limit,
-            "sort": sort,
-            "order": order,
-            "live_updated_at": updated,
-            "states": list(FLEET_STATES),
-            "rows": ordered[offset : offset + limit],
-        }
+        """One page of the fleet (:meth:`flts.fleet.summary.FleetSummary.page`)."""
+        return self.summary.page(
+            offset=offset, limit=limit, sort=sort, order=order, query=query, state=state
+        )
 
     # ------------------------------------------------------------------ station
 
