@@ -4,6 +4,7 @@ figures are the fleet's."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import typing
@@ -19,7 +20,7 @@ from flts.fleet.routes import Sort, State
 from flts.fleet.summary import FLEET_SORTS, FLEET_STATES, FleetSummary
 from flts.live.monitor import FIGURES_KEY
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import INDEX_KEY, IndexDocument, read_index_document
+from flts.promotion.index import INDEX_KEY, PARTS_PREFIX, IndexPart, IndexTop, part_key
 from flts.services.context import ServiceContext
 from flts.services.gateway import create_gateway_app
 from flts.settings import Settings
@@ -96,15 +97,13 @@ def test_an_index_without_summaries_or_none_at_all_gives_the_same_rows(
 ) -> None:
     _seed(store, 9, waiting=2)
     expected, _ = FleetSummary(store).rows()
-    document = read_index_document(store)
-    bare = IndexDocument(
-        sequence=document.sequence,
-        entries={
-            name: entry.model_copy(update={"champion": None})
-            for name, entry in document.entries.items()
-        },
-    )
-    store.put(INDEX_KEY, bare.model_dump_json().encode())
+    for key in store.list(PARTS_PREFIX):  # entries without summaries: each pointer is read
+        part = IndexPart.model_validate_json(store.get(key))
+        entries = {n: e.model_copy(update={"champion": None}) for n, e in part.entries.items()}
+        store.put(key, part.model_copy(update={"entries": entries}).model_dump_json().encode())
+    top = IndexTop.model_validate_json(store.get(INDEX_KEY))
+    digests = {p: hashlib.sha256(store.get(part_key(p))).hexdigest() for p in top.parts}
+    store.put(INDEX_KEY, top.model_copy(update={"parts": digests}).model_dump_json().encode())
     from_pointers, _ = FleetSummary(store).rows()
     assert from_pointers == _without_age(expected, from_pointers)
     store.delete(INDEX_KEY)

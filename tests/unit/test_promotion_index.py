@@ -11,8 +11,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import INDEX_KEY, DamagedIndexError, read_index
+from flts.promotion.index import (
+    INDEX_KEY,
+    PARTS_PREFIX,
+    DamagedIndexError,
+    IndexReader,
+    part_key,
+    part_of,
+    read_index,
+)
 from flts.storage import ObjectStore
+from helpers import CountingStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -96,12 +105,17 @@ def test_a_missing_or_damaged_index_is_rebuilt_by_the_next_writer(
     assert sorted(found.entries) == ["a", "b", "c"]
 
 
+def _index_objects(store: ObjectStore) -> dict[str, bytes]:
+    return {key: store.get(key) for key in [INDEX_KEY, *store.list(PARTS_PREFIX)]}
+
+
 def test_repeating_a_commit_repairs_a_lost_index_update(promotions: PromotionStore) -> None:
     promotions.record(_promotion("a", "run-1"))
-    before = promotions.store.get(INDEX_KEY)
+    before = _index_objects(promotions.store)
     promotion = _promotion("a", "run-2", minutes=1)
     promotions.record(promotion)
-    promotions.store.put_atomic(INDEX_KEY, before)  # as if the writer died before the index
+    for key, data in before.items():  # as if the writer died before the index
+        promotions.store.put_atomic(key, data)
     stale = read_index(promotions.store)
     assert stale is not None
     assert stale.entries["a"] != promotions.etag("a")
@@ -109,3 +123,40 @@ def test_repeating_a_commit_repairs_a_lost_index_update(promotions: PromotionSto
     repaired = read_index(promotions.store)
     assert repaired is not None
     assert repaired.entries["a"] == promotions.etag("a")
+
+
+def test_the_index_is_split_by_identifier_and_a_reader_reads_only_changed_parts(
+    promotions: PromotionStore,
+) -> None:
+    names = [f"cell-{n}" for n in range(40)]
+    for name in names:
+        promotions.record(_promotion(name, f"run-{name}"))
+    parts = {part_of(name) for name in names}
+    assert len(parts) > 20  # 40 names over 256 parts: spread, not one object
+    assert sorted(promotions.store.list(PARTS_PREFIX)) == sorted(part_key(p) for p in parts)
+    counting = CountingStore(promotions.store)
+    reader = IndexReader(counting)
+    first = reader.read(None)
+    assert first is not None
+    assert first.entries == _markers(promotions)
+    counting.reads()
+    promotions.record(_promotion("cell-7", "run-again", minutes=1))
+    second = reader.read(first.tag)
+    assert second is not None
+    assert second.entries == _markers(promotions)
+    assert counting.reads() == [("get_if_changed", INDEX_KEY), ("get", part_key(part_of("cell-7")))]
+
+
+def test_a_lost_part_is_rebuilt_and_a_damaged_part_is_reported(promotions: PromotionStore) -> None:
+    promotions.record(_promotion("a", "run-1"))
+    promotions.record(_promotion("b", "run-2"))
+    promotions.store.delete(part_key(part_of("a")))
+    with pytest.raises(DamagedIndexError):
+        read_index(promotions.store)
+    promotions.record(_promotion("a", "run-3", minutes=1))
+    found = read_index(promotions.store)
+    assert found is not None
+    assert found.entries == _markers(promotions)
+    promotions.store.put_atomic(part_key(part_of("b")), b"{broken")
+    with pytest.raises(DamagedIndexError):
+        read_index(promotions.store)

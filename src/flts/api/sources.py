@@ -23,7 +23,7 @@ from flts.exceptions import FLTSError, ModelError
 from flts.models.base import MANIFEST, Forecaster
 from flts.models.digests import verify
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import IndexRead, read_index
+from flts.promotion.index import IndexRead, IndexReader
 
 if TYPE_CHECKING:
     from flts.services.context import ServiceContext
@@ -78,6 +78,7 @@ class PromotionModelSource:
     def __init__(self, promotions: PromotionStore, load_run: Callable[[str], Forecaster]) -> None:
         self.promotions = promotions
         self.load_run = load_run
+        self._index = IndexReader(promotions.store)  # keeps the parts it has read
 
     def identifiers(self) -> list[str]:
         return self.promotions.identifiers()
@@ -86,7 +87,7 @@ class PromotionModelSource:
         return self.promotions.etag(identifier)
 
     def index(self, since: str | None) -> IndexRead | None:
-        return read_index(self.promotions.store, since)
+        return self._index.read(since)
 
     def marker(self, identifier: str, tag: str | None) -> str | None:
         return tag
@@ -155,8 +156,12 @@ class TrackingModelSource:
     def etag(self, identifier: str) -> str | None:
         return self.marker(identifier, self._pointers.etag(identifier))
 
+    @cached_property
+    def _index(self) -> IndexReader:
+        return IndexReader(self.context.store)  # keeps the parts it has read
+
     def index(self, since: str | None) -> IndexRead | None:
-        return read_index(self.context.store, since)
+        return self._index.read(since)
 
     def marker(self, identifier: str, tag: str | None) -> str | None:
         # A provisional champion must be looked at again even if its pointer is unchanged.

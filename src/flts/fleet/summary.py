@@ -5,10 +5,10 @@ the dashboard's fleet page alike.
 A row joins, per identifier, its champion, the monitor's live figures for that champion and
 its newest retraining trigger. What a build reads does not grow with the fleet:
 
-* champions come from the promotion index (:mod:`flts.promotion.index`), one object whose
-  entries carry each pointer's champion in brief; only an entry without that summary (a
-  damaged pointer, or an index written before it carried one) costs a read of its pointer,
-  and with no readable index at all the pointers are listed and read, as before the index;
+* champions come from the promotion index (:mod:`flts.promotion.index`), whose entries carry
+  each pointer's champion in brief; a build reads the index's top and only the parts that
+  changed since the last build; only an entry without that summary (a damaged pointer) costs
+  a read of its pointer, and with no readable index at all the pointers are listed and read;
 * live figures are the monitor's one ``live.json``;
 * stations without a champion yet are found in the dataset metadata, which is written once
   and never changed: each ``meta.json`` is read once per process and remembered, so a build
@@ -36,7 +36,7 @@ from flts.exceptions import DataValidationError
 from flts.live.monitor import read_figures
 from flts.live.triggers import read_triggers
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import ChampionSummary, DamagedIndexError, read_index_document
+from flts.promotion.index import ChampionSummary, DamagedIndexError, IndexReader
 from flts.storage import ObjectStore
 
 #: Columns the fleet can be sorted by.
@@ -109,6 +109,7 @@ class FleetSummary:
         self.store = store
         self.cache_seconds = cache_seconds
         self.pointers = PromotionStore(store)  # the raw reader: no tracking server per row
+        self.index = IndexReader(store)  # reads only the index parts that changed
         self._cached: tuple[float, list[dict[str, Any]], str | None] | None = None
         self._lock = threading.Lock()
         #: meta.json key -> its identifier (metadata is written once: read once).
@@ -129,7 +130,7 @@ class FleetSummary:
     def champions(self) -> dict[str, tuple[str, ChampionSummary]]:
         """identifier -> (champion run, its summary), from the promotion index."""
         try:
-            entries = read_index_document(self.store).entries
+            entries = self.index.refresh()
         except (KeyError, DamagedIndexError):
             names = self.pointers.identifiers()
             found = {name: self.pointers.current(name) for name in names}

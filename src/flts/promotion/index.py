@@ -1,11 +1,15 @@
-"""The promotion index: one small object that says which pointers changed
+"""The promotion index: a few small objects that say which pointers changed
 (docs/architecture.md, rules 7 and 13).
 
 Replicas of a fleet must learn of every promotion without listing ``model-promotion/`` (the
 pointers *and* every history entry of every identifier) and reading every pointer on each
 poll. So whoever writes a pointer (:meth:`~flts.promotion.PromotionStore.commit`, which
-promotions, rollbacks and manual promotions all go through) also records it in
-``model-promotion-index.json``::
+promotions, rollbacks and manual promotions all go through) also records it in the index.
+
+The index is split by identifier into :data:`PARTS` parts (``shard_of(identifier, 256)``, the
+hash :mod:`flts.shards` uses), so that a fleet of 100,000 stations, where some pointer
+changes between any two polls, costs a reader one small part per change instead of the whole
+index. A part, ``model-promotion-index/<pp>.json``::
 
     {"version": 1, "sequence": 42,
      "entries": {"<identifier>": {"tag": "<sha256 of the pointer's bytes>",
@@ -13,27 +17,33 @@ promotions, rollbacks and manual promotions all go through) also records it in
                                   "champion": {"model_type": "RIDGE", "config_hash": "...",
                                                "promoted_at": "...", "nrmse": 0.31}}, ...}}
 
+and the top, ``model-promotion-index.json``, the sha256 of each part's bytes::
+
+    {"version": 2, "sequence": 7, "parts": {"00": "<sha256>", "a3": "<sha256>", ...}}
+
 ``tag`` is the same change marker a replica computes from the pointer itself
 (:meth:`~flts.promotion.PromotionStore.etag`), so the index and a full listing agree on what
-"unchanged" means. A replica reads the index with a conditional read
+"unchanged" means. A reader (:class:`IndexReader`) reads the top with a conditional read
 (:meth:`~flts.storage.ObjectStore.get_if_changed`: ``If-None-Match`` on S3, a ``304`` when
-nothing changed), so an unchanged fleet costs one small request per poll whatever its size,
-and it then reads only the pointers whose entry changed.
+nothing changed), so an unchanged fleet costs one small request per poll whatever its size;
+when it changed, the reader reads the parts whose hash differs from the bytes it holds, and
+a replica then reads only the pointers whose entry changed. ``champion`` repeats the few
+pointer fields a fleet overview shows (:mod:`flts.fleet.summary`), so ``flts status`` and the
+dashboard page through thousands of stations from the index instead of a read per pointer.
 
 The pointer stays the one source of truth; the index is a hint and may lag:
 
-* it is updated by compare-and-swap after the pointer, retried on a lost race; each attempt
-  re-reads the pointer, so the last writer of a pointer leaves its newest state in the index
+* a part is updated by compare-and-swap after the pointer, then the top by compare-and-swap
+  after the part, each retried on a lost race; each attempt re-reads what it records (the
+  pointer, the part's bytes, read after the top), so the last writer leaves the newest state
   even when two writers' updates interleave;
 * a writer that crashes between pointer and index leaves the index behind: a repeat of that
   promotion (the evaluator and the admin API retry a failed commit) writes it, and replicas
   list every pointer at start, every ``serving.full_listing_seconds`` and whenever the index
   is missing or damaged (:mod:`flts.api.watcher`);
-* a missing or damaged index is rebuilt from a listing by the next writer.
-
-``champion`` repeats the few pointer fields a fleet overview shows
-(:mod:`flts.fleet.summary`), so ``flts status`` and the dashboard page through thousands of
-stations from this one object instead of a read per pointer.
+* a missing or damaged part is rebuilt from a listing of the pointers by the next writer of
+  that part, a missing or damaged top (or a one-object index of an earlier version) together
+  with every part.
 """
 
 from __future__ import annotations
@@ -42,12 +52,15 @@ import hashlib
 import logging
 import random
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flts.shards import shard_of
 from flts.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -57,6 +70,11 @@ log = logging.getLogger(__name__)
 
 #: Beside ``model-promotion/``, not in it: every name inside is a possible identifier.
 INDEX_KEY = "model-promotion-index.json"
+PARTS_PREFIX = "model-promotion-index"
+#: Parts of the index; a power of two, so that a replica of shard k of n (n dividing it)
+#: owns whole parts.
+PARTS = 256
+_M = TypeVar("_M", bound=BaseModel)
 #: Compare-and-swap attempts of one update before it is left to the repair paths.
 _ATTEMPTS = 10
 
@@ -80,13 +98,15 @@ class IndexEntry(BaseModel):
     """sha256 of the pointer's bytes (:meth:`PromotionStore.etag`)."""
     run_id: str | None = None
     sequence: int = 0
-    """The index's sequence number when this entry last changed."""
+    """The part's sequence number when this entry last changed."""
     champion: ChampionSummary | None = None
-    """The pointer's champion in brief; ``None`` for a damaged pointer (or an entry written
-    before the index carried it: readers then read the pointer)."""
+    """The pointer's champion in brief; ``None`` for a damaged pointer (readers then read
+    the pointer)."""
 
 
-class IndexDocument(BaseModel):
+class IndexPart(BaseModel):
+    """The entries of the identifiers of one part."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: Literal[1] = 1
@@ -94,13 +114,24 @@ class IndexDocument(BaseModel):
     entries: dict[str, IndexEntry] = Field(default_factory=dict)
 
 
+class IndexTop(BaseModel):
+    """Part name -> sha256 of that part's bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[2] = 2
+    sequence: int = 0
+    parts: dict[str, str] = Field(default_factory=dict)
+
+
 class DamagedIndexError(ValueError):
-    """The index object exists but is not an index: readers fall back to a listing."""
+    """An index object exists but is not one: readers fall back to a listing."""
 
 
 @dataclass(frozen=True)
 class IndexRead:
-    """One version of the index: its store version tag, and identifier -> pointer tag."""
+    """One version of the index: the top's store version tag, identifier -> pointer tag,
+    and the top's sequence number."""
 
     tag: str
     entries: dict[str, str]
@@ -112,59 +143,119 @@ def pointer_tag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_index(store: ObjectStore, since: str | None = None) -> IndexRead | None:
-    """The index if its version is not ``since`` (``None``: unchanged, one small request);
-    ``KeyError`` when there is none, :class:`DamagedIndexError` when it is not readable."""
-    found = store.get_if_changed(INDEX_KEY, since)
-    if found is None:
-        return None
-    document = _parse(found.data)
-    return IndexRead(
-        found.tag, {name: entry.tag for name, entry in document.entries.items()}, document.sequence
-    )
+def part_of(identifier: str) -> str:
+    """The index part that holds ``identifier``'s entry (two hex digits)."""
+    return f"{shard_of(identifier, PARTS):02x}"
 
 
-def read_index_document(store: ObjectStore) -> IndexDocument:
-    """The whole index (one read); ``KeyError`` when there is none,
-    :class:`DamagedIndexError` when it is not readable."""
-    return _parse(store.get(INDEX_KEY))
+def part_key(part: str) -> str:
+    return f"{PARTS_PREFIX}/{part}.json"
 
 
-def _parse(data: bytes) -> IndexDocument:
+def _parse(model: type[_M], key: str, data: bytes) -> _M:
     try:
-        return IndexDocument.model_validate_json(data)
+        return model.model_validate_json(data)
     except ValidationError as exc:
         raise DamagedIndexError(
-            f"{INDEX_KEY}: {exc.error_count()} problem(s): {exc.errors()[0]['msg']}"
+            f"{key}: {exc.error_count()} problem(s): {exc.errors()[0]['msg']}"
         ) from exc
 
 
+# ----------------------------------------------------------------------------- reading
+
+
+class IndexReader:
+    """The index as one reader last saw it: the top's version and the parts it holds, so a
+    read after a change costs the top and the parts that changed, nothing else."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._tag: str | None = None
+        self._sequence = 0
+        self._digests: dict[str, str] = {}  # part -> sha256 of the bytes held
+        self._parts: dict[str, dict[str, IndexEntry]] = {}
+
+    def read(self, since: str | None) -> IndexRead | None:
+        """The index if the top's version is not ``since`` (``None``: unchanged, one small
+        request); ``KeyError`` when there is none, :class:`DamagedIndexError` when an object
+        of it is not readable (a part the top names but the store lacks is damage too)."""
+        found = self.store.get_if_changed(INDEX_KEY, since)
+        if found is None:
+            return None
+        top = _parse(IndexTop, INDEX_KEY, found.data)
+        for part, digest in top.parts.items():
+            if self._digests.get(part) == digest:
+                continue
+            try:
+                data = self.store.get(part_key(part))
+            except KeyError:
+                raise DamagedIndexError(f"{INDEX_KEY}: part {part} is missing") from None
+            self._parts[part] = _parse(IndexPart, part_key(part), data).entries
+            # The bytes held, which may be newer than the top says: the next top that
+            # names them costs no read.
+            self._digests[part] = hashlib.sha256(data).hexdigest()
+        for gone in self._parts.keys() - top.parts.keys():
+            del self._parts[gone]
+            self._digests.pop(gone, None)
+        self._tag, self._sequence = found.tag, top.sequence
+        return IndexRead(found.tag, self._tags(), top.sequence)
+
+    def refresh(self) -> dict[str, IndexEntry]:
+        """Every entry, as of now (reads what changed since the last read)."""
+        self.read(self._tag)
+        return {name: entry for part in self._parts.values() for name, entry in part.items()}
+
+    def _tags(self) -> dict[str, str]:
+        return {name: entry.tag for part in self._parts.values() for name, entry in part.items()}
+
+
+def read_index(store: ObjectStore, since: str | None = None) -> IndexRead | None:
+    """The whole index if the top's version is not ``since``, read afresh (see
+    :meth:`IndexReader.read`; a reader that polls keeps an :class:`IndexReader`)."""
+    return IndexReader(store).read(since)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
 def note_pointer(pointers: PromotionStore, identifier: str) -> bool:
-    """Record ``identifier``'s pointer as it is now in the index, by compare-and-swap;
-    ``False`` if every attempt lost its race (the repair paths then catch up). A missing or
-    damaged index is rebuilt from a listing of every pointer first."""
+    """Record ``identifier``'s pointer as it is now in its part, then the part in the top,
+    each by compare-and-swap; ``False`` if every attempt lost its race (the repair paths then
+    catch up). A missing or damaged top is rebuilt with every part from a listing of every
+    pointer first; a part the top names but the store lacks, or a damaged one, is rebuilt
+    from a listing of that part's pointers."""
     store = pointers.store
-    for attempt in range(_ATTEMPTS):
-        rebuilt = True
+    part = part_of(identifier)
+    named = part in _current_top(pointers).parts
+    if not _cas(store, part_key(part), lambda data: _part_with(pointers, data, identifier, named)):
+        return _gave_up(identifier)
+    if not _cas(store, INDEX_KEY, lambda data: _top_with(pointers, data, part)):
+        return _gave_up(identifier)
+    return True
+
+
+def _current_top(pointers: PromotionStore) -> IndexTop:
+    """The top as stored, or one rebuilt (with every part) when it is missing or damaged."""
+    store = pointers.store
+    top = IndexTop()
+    for _ in range(_ATTEMPTS):
         try:
             version = store.get_versioned(INDEX_KEY)
         except KeyError:
-            tag, document = None, _rebuild(pointers)
+            tag = None
         else:
             tag = version.tag
             try:
-                document = _parse(version.data)
-                rebuilt = False
+                return _parse(IndexTop, INDEX_KEY, version.data)
             except DamagedIndexError as exc:
                 log.warning("rebuilding the promotion index: %s", exc)
-                document = _rebuild(pointers)
-        updated = _with_pointer(document, pointers, identifier)
-        if updated == document and not rebuilt:
-            return True  # already says so (a repeat, or another writer read it for us)
-        data = updated.model_dump_json().encode()
-        if store.put_if_match(INDEX_KEY, data, tag):
-            return True
-        time.sleep(random.uniform(0.0, 0.01 * (attempt + 1)))  # spread the racing writers
+        top = _rebuild_all(pointers)
+        if store.put_if_match(INDEX_KEY, top.model_dump_json().encode(), tag):
+            return top
+    return top  # others keep rebuilding it: the part update below still goes ahead
+
+
+def _gave_up(identifier: str) -> bool:
     log.warning(
         "the promotion index did not take %r after %d attempts; replicas catch up at their "
         "next full listing",
@@ -174,22 +265,78 @@ def note_pointer(pointers: PromotionStore, identifier: str) -> bool:
     return False
 
 
-def _with_pointer(
-    document: IndexDocument, pointers: PromotionStore, identifier: str
-) -> IndexDocument:
-    """``document`` with ``identifier``'s entry set from its pointer as stored right now."""
+def _cas(store: ObjectStore, key: str, change: Callable[[bytes | None], bytes | None]) -> bool:
+    """Replace ``key``'s bytes with ``change(bytes or None when absent)`` by compare-and-swap,
+    retried on a lost race; ``change`` returns ``None`` when there is nothing to write."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            version = store.get_versioned(key)
+            tag, data = version.tag, version.data
+        except KeyError:
+            tag, data = None, None
+        updated = change(data)
+        if updated is None or store.put_if_match(key, updated, tag):
+            return True
+        time.sleep(random.uniform(0.0, 0.01 * (attempt + 1)))  # spread the racing writers
+    return False
+
+
+def _part_with(
+    pointers: PromotionStore, data: bytes | None, identifier: str, named: bool
+) -> bytes | None:
+    """The part holding ``identifier`` with its entry set from its pointer as stored now
+    (``None``: already so). ``named``: the top names this part, so if it is absent it was
+    lost (rebuilt from a listing) rather than never written (started empty)."""
+    part = part_of(identifier)
+    document = None
+    if data is not None:
+        try:
+            document = _parse(IndexPart, part_key(part), data)
+        except DamagedIndexError as exc:
+            log.warning("rebuilding promotion index part %s: %s", part, exc)
+    elif not named:
+        document = IndexPart()
+    rebuilt = document is None
+    if document is None:
+        document = _rebuild_parts(pointers, part).get(part, IndexPart(sequence=1))
     entries = dict(document.entries)
     entry = _entry(pointers, identifier, document.sequence + 1)
     old = entries.get(identifier)
+    unchanged = (
+        old is None
+        if entry is None
+        else old is not None and old.model_copy(update={"sequence": entry.sequence}) == entry
+    )
+    if unchanged and not rebuilt:
+        return None
     if entry is None:
-        if old is None:
-            return document
-        del entries[identifier]
-    elif old is not None and old.model_copy(update={"sequence": entry.sequence}) == entry:
-        return document
-    else:
+        entries.pop(identifier, None)
+    elif not unchanged:
         entries[identifier] = entry
-    return IndexDocument(sequence=document.sequence + 1, entries=entries)
+    return IndexPart(sequence=document.sequence + 1, entries=entries).model_dump_json().encode()
+
+
+def _top_with(pointers: PromotionStore, data: bytes | None, part: str) -> bytes | None:
+    """The top with ``part``'s hash set from the part's bytes, read now (after the top, so a
+    newer part written in between is never hidden by this write); ``None``: already so. A
+    missing or unreadable top is rebuilt with every part first."""
+    store = pointers.store
+    top = None
+    if data is not None:
+        try:
+            top = _parse(IndexTop, INDEX_KEY, data)
+        except DamagedIndexError as exc:
+            log.warning("rebuilding the promotion index: %s", exc)
+    if top is None:  # lost since this writer read it
+        return _rebuild_all(pointers).model_dump_json().encode()
+    try:
+        digest = hashlib.sha256(store.get(part_key(part))).hexdigest()
+    except KeyError:
+        return None  # the part's own writer names it once written
+    if top.parts.get(part) == digest:
+        return None
+    parts = {**top.parts, part: digest}
+    return IndexTop(sequence=top.sequence + 1, parts=parts).model_dump_json().encode()
 
 
 def _entry(pointers: PromotionStore, identifier: str, sequence: int) -> IndexEntry | None:
@@ -214,11 +361,25 @@ def _entry(pointers: PromotionStore, identifier: str, sequence: int) -> IndexEnt
     )
 
 
-def _rebuild(pointers: PromotionStore) -> IndexDocument:
-    """An index of every pointer, from a listing (the rare repair; costs one read each)."""
-    entries = {}
+def _rebuild_parts(pointers: PromotionStore, only: str | None = None) -> dict[str, IndexPart]:
+    """Every part (or ``only`` that one), from a listing of the pointers (the rare repair;
+    a read per pointer of the parts rebuilt)."""
+    entries: dict[str, dict[str, IndexEntry]] = defaultdict(dict)
     for identifier in pointers.identifiers():
+        if only is not None and part_of(identifier) != only:
+            continue
         entry = _entry(pointers, identifier, 1)
         if entry is not None:
-            entries[identifier] = entry
-    return IndexDocument(sequence=1, entries=entries)
+            entries[part_of(identifier)][identifier] = entry
+    return {part: IndexPart(sequence=1, entries=found) for part, found in entries.items()}
+
+
+def _rebuild_all(pointers: PromotionStore) -> IndexTop:
+    """Write every part afresh from a listing and return the top that names them."""
+    store = pointers.store
+    digests = {}
+    for part, document in _rebuild_parts(pointers).items():
+        data = document.model_dump_json().encode()
+        store.put_atomic(part_key(part), data)
+        digests[part] = hashlib.sha256(data).hexdigest()
+    return IndexTop(sequence=1, parts=digests)
