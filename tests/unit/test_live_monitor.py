@@ -15,6 +15,7 @@ import json
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +45,7 @@ from flts.promotion import Promotion, PromotionStore
 from flts.settings import LiveSettings
 from flts.shards import Shard
 from flts.storage import ObjectStore
-from helpers import CountingStore
+from helpers import CountingStore, memory_settings
 
 SPEC = FeatureSpec()
 TARGETS = SPEC.targets
@@ -444,3 +445,29 @@ def test_a_malformed_monitor_shard_is_refused_naming_the_setting() -> None:
         LiveSettings(monitor_shard="2/2")
     assert LiveSettings(monitor_shard="1/4").monitor_shard == "1/4"
     assert json.loads(LiveSettings().model_dump_json())["monitor_shard"] is None
+
+
+def test_the_worker_of_a_shard_keeps_its_state_under_its_own_prefix(tmp_path: Path) -> None:
+    """``FLTS_LIVE__MONITOR_SHARD`` reaches the worker: monitor and triggers state apart."""
+    from flts.live.monitor_service import MonitorService
+    from flts.services.context import ServiceContext
+
+    context = ServiceContext(memory_settings(tmp_path, live=LiveSettings(monitor_shard="1/2")))
+    _promote(context.store)
+    _fleet(context.store, _answers(), slice(0, 130))
+    service = MonitorService(context)
+    service.tick()
+    owned = {n for n in STATIONS if HALVES[1].owns(n)}
+    assert {f.identifier for f in service.gauges.figures} == owned
+    root = MonitorKeys.of(HALVES[1]).root
+    assert root == f"{SHARDS_ROOT}/1-of-2"
+    assert service.monitor.triggers is not None
+    assert service.monitor.triggers.state_key == f"{root}/triggers-state.json"
+    assert {key.rsplit("/", 1)[1] for key in context.store.list(root)} >= {
+        "state.json",
+        "pending.parquet",
+        "scored.parquet",
+        "live.json",
+    }
+    assert not context.store.exists(STATE_KEY)
+    context.close()
