@@ -12,7 +12,9 @@ forecast ledger costs a replica, and how far the monitor lags behind a fleet.
 4. **Monitor lag at 1,000 identifiers**: observations and one forecast step per row for 1,000
    stations in a file store; the seconds of the monitor's first pass (everything new), and of
    a pass after one more row and forecast per station: the lag behind a fleet reporting
-   every 2 minutes.
+   every 2 minutes. With ``--monitor-shards n`` (> 1) also shard 0 of n
+   (``live.monitor_shard``) over the same fleet, the two alternating which runs first: one
+   shard's share of the pass.
 
 Medians of ``--repeats`` runs; JSON with ``--json-file``.
 """
@@ -154,16 +156,25 @@ def bench_ledger(
     return out
 
 
-def bench_monitor(work: Path, stations: int, rows: int, repeats: int) -> dict[str, Any]:
-    """Seconds of the monitor's passes over ``stations`` stations (see module doc)."""
+def bench_monitor(
+    work: Path, stations: int, rows: int, repeats: int, shards: int = 1
+) -> dict[str, Any]:
+    """Seconds of the monitor's passes over ``stations`` stations, and of shard 0 of
+    ``shards`` over the same ones when ``shards`` > 1 (see module doc)."""
     from flts.live.ledger import ForecastLedger
     from flts.live.monitor import LiveMonitor
     from flts.live.observations import ObservationLog
+    from flts.shards import Shard
     from flts.storage import ObjectStore
 
     series = validate_rows(synthetic_traffic(rows + 2, seed=23), SPEC)
     targets = list(SPEC.targets)
-    first, incremental = [], []
+    names = [f"cell{i:04d}" for i in range(stations)]
+    variants = {"unsharded": Shard()}
+    if shards > 1:
+        variants[f"shard_0_of_{shards}"] = Shard(index=0, count=shards)
+    first: dict[str, list[float]] = {label: [] for label in variants}
+    incremental: dict[str, list[float]] = {label: [] for label in variants}
     for repeat in range(repeats):
         store = ObjectStore(f"file://{work / f'monitor-{repeat}'}")
         log = ObservationLog(store, SPEC)
@@ -176,31 +187,48 @@ def bench_monitor(work: Path, stations: int, rows: int, repeats: int) -> dict[st
             model = {"identifier": name, "run_id": "r", "model_type": "RIDGE", "config_hash": "c"}
             ledger.record(orjson.dumps({"forecast": [record], "model": model}))
 
-        names = [f"cell{i:04d}" for i in range(stations)]
         for name in names:
             log.append(name, series.iloc[:rows])
             for origin in range(rows - 31, rows - 1):
                 serve(name, origin)
         ledger.flush()
-        monitor = LiveMonitor(store, SPEC)
-        started = time.perf_counter()
-        report = monitor.run_once()
-        first.append(time.perf_counter() - started)
-        assert report.scored == 30 * stations, report
+        # Every monitor is made before any pass: each keeps its own state (a shard's under
+        # monitor/shards/), none starts from another's.
+        monitors = {label: LiveMonitor(store, SPEC, shard=s) for label, s in variants.items()}
+        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+        for label in order:
+            started = time.perf_counter()
+            report = monitors[label].run_once()
+            first[label].append(time.perf_counter() - started)
+            owned = sum(variants[label].owns(name) for name in names)
+            assert report.scored == 30 * owned, report
         for name in names:  # one more row and one more forecast per station
             log.append(name, series.iloc[rows : rows + 1])
             serve(name, rows - 1)
         ledger.flush()
-        started = time.perf_counter()
-        report = monitor.run_once()
-        incremental.append(time.perf_counter() - started)
-        assert report.scored == stations, report
-    return {
+        for label in order:
+            started = time.perf_counter()
+            report = monitors[label].run_once()
+            incremental[label].append(time.perf_counter() - started)
+            assert report.scored == sum(variants[label].owns(name) for name in names), report
+    out: dict[str, Any] = {
         "stations": stations,
-        "first_pass_s": statistics.median(first),
-        "pass_after_one_row_each_s": statistics.median(incremental),
+        "first_pass_s": statistics.median(first["unsharded"]),
+        "pass_after_one_row_each_s": statistics.median(incremental["unsharded"]),
         "steps_scored_first_pass": 30 * stations,
     }
+    for label, shard in variants.items():
+        if label == "unsharded":
+            continue
+        owned = sum(shard.owns(name) for name in names)
+        out[label] = {
+            "stations_owned": owned,
+            "first_pass_s": statistics.median(first[label]),
+            "pass_after_one_row_each_s": statistics.median(incremental[label]),
+            "pass_fraction_of_unsharded": statistics.median(incremental[label])
+            / out["pass_after_one_row_each_s"],
+        }
+    return out
 
 
 PARTS = ("monitor", "bus", "gateway", "ledger")
@@ -221,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="Runs per figure (medians).")
     parser.add_argument("--stations", type=int, default=1_000, help="Monitor benchmark fleet.")
     parser.add_argument(
+        "--monitor-shards",
+        type=int,
+        default=4,
+        help="Also time shard 0 of this many monitor shards over the same fleet (1: only "
+        "the unsharded monitor).",
+    )
+    parser.add_argument(
         "--only",
         choices=PARTS,
         action="append",
@@ -234,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(arguments.only or PARTS)
     if "monitor" in parts:
         print("monitor at", arguments.stations, "stations ...", file=sys.stderr)
-        report["monitor"] = bench_monitor(work, arguments.stations, 60, arguments.repeats)
+        report["monitor"] = bench_monitor(
+            work, arguments.stations, 60, arguments.repeats, arguments.monitor_shards
+        )
     if "bus" in parts:
         print("bus path ...", file=sys.stderr)
         report["bus"] = bench_bus(work, arguments.repeats)

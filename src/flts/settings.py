@@ -281,6 +281,12 @@ class LiveSettings(_Section):
         ge=1,
         description="Scored forecasts per identifier, run and step behind each live figure.",
     )
+    monitor_shard: str | None = Field(
+        default=None,
+        description="Identifiers this monitor scores and triggers for: 'k/n' (shard k of n by "
+        "sha1 of the identifier) or a comma-separated list; its state under "
+        "monitor/shards/<shard>/. Unset: all, under monitor/.",
+    )
     drift_enabled: bool = Field(
         default=True,
         description="Let the monitor's drift detector ask for a retraining (flts.live.drift).",
@@ -337,6 +343,15 @@ class LiveSettings(_Section):
         description="Rows a retraining set has at least: a shorter window is filled up with "
         "the newest earlier rows of the champion's dataset.",
     )
+
+    @field_validator("monitor_shard")
+    @classmethod
+    def _monitor_shard(cls, value: str | None) -> str | None:
+        try:
+            Shard.parse(value, "live.monitor_shard")  # refuse a malformed shard at start-up
+        except ConfigurationError as exc:
+            raise ValueError("; ".join(exc.problems)) from exc
+        return value
 
 
 class BusSettings(_Section):

@@ -41,9 +41,10 @@ class Shard:
     members: frozenset[str] | None = None
 
     @classmethod
-    def parse(cls, value: str | None) -> Shard:
+    def parse(cls, value: str | None, setting: str = "serving.shard") -> Shard:
         """``"k/n"``, ``"a,b,c"`` or ``None`` (everything); a malformed value is a
-        :class:`~flts.exceptions.ConfigurationError` naming what is wrong."""
+        :class:`~flts.exceptions.ConfigurationError` naming what is wrong (and ``setting``,
+        the setting it came from: the monitor's ``live.monitor_shard`` has the same forms)."""
         if value is None or not value.strip():
             return cls()
         text = value.strip()
@@ -53,14 +54,14 @@ class Shard:
                 index, count = int(index_text), int(count_text)
             except ValueError:
                 raise ConfigurationError(
-                    f"serving.shard {value!r}: a hash range is 'k/n' with whole numbers"
+                    f"{setting} {value!r}: a hash range is 'k/n' with whole numbers"
                 ) from None
             if count < 1 or not 0 <= index < count:
-                raise ConfigurationError(f"serving.shard {value!r}: needs n >= 1 and 0 <= k < n")
+                raise ConfigurationError(f"{setting} {value!r}: needs n >= 1 and 0 <= k < n")
             return cls(index=index, count=count)
         members = frozenset(part.strip() for part in text.split(",") if part.strip())
         if not members:
-            raise ConfigurationError(f"serving.shard {value!r}: names no identifier")
+            raise ConfigurationError(f"{setting} {value!r}: names no identifier")
         return cls(members=members)
 
     @property

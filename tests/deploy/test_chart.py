@@ -151,6 +151,43 @@ def test_one_shard_keeps_the_unsharded_names(renders: dict[str, Objects]) -> Non
     assert "FLTS_SERVING__SHARD" not in env
 
 
+def test_each_monitor_shard_is_its_own_single_replica_deployment(render: Render) -> None:
+    objects = render("-f", str(EXAMPLES["distributed"]), "--set", "monitor.shards=4")
+    deployments = [
+        o
+        for o in of_kind(objects, "Deployment")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == "monitor"
+    ]
+    assert sorted(d["metadata"]["name"] for d in deployments) == [
+        f"flts-monitor-{k}" for k in range(4)
+    ]
+    shards = {}
+    for deployment in deployments:
+        spec = deployment["spec"]
+        assert (spec["replicas"], spec["strategy"]["type"]) == (1, "Recreate")
+        container = spec["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        shards[deployment["metadata"]["name"]] = Shard.parse(env["FLTS_LIVE__MONITOR_SHARD"])
+        assert "FLTS_SERVING__SHARD" not in env
+    assert sorted((s.index, s.count) for s in shards.values()) == [(k, 4) for k in range(4)]
+    for identifier in ("ElBorn", "LesCorts", "PobleSec", *(f"cell-{i}" for i in range(50))):
+        assert sum(s.owns(identifier) for s in shards.values()) == 1
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in deployments}
+    for deployment in deployments:  # each selector picks its own shard's pods only
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        selected = [name for name, labels in pods.items() if selector.items() <= labels.items()]
+        assert selected == [deployment["metadata"]["name"]]
+        assert selector["flts.io/shard"] == str(shards[selected[0]].index)
+
+
+def test_one_monitor_shard_keeps_the_unsharded_name(renders: dict[str, Objects]) -> None:
+    deployment = by_component(renders["distributed"], "Deployment", "monitor")
+    assert deployment["metadata"]["name"] == "flts-monitor"
+    assert "flts.io/shard" not in deployment["spec"]["selector"]["matchLabels"]
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FLTS_LIVE__MONITOR_SHARD" not in env
+
+
 # ------------------------------------------------------------------ probes
 
 

@@ -1,28 +1,51 @@
 """The forecast ledger and the live monitor on an in-memory store: recorded answers become
 ledger rows, the monitor scores each step once its actual (and persistence's) is stored, with
 the evaluator's own figures, keeps waiting for the rest, expires what can never arrive, and a
-restarted monitor goes on where the last one stopped."""
+restarted monitor goes on where the last one stopped.
+
+The monitor in shards (``live.monitor_shard``): two shards over one store score, between
+them, exactly what one monitor scores over a copy of it, each reading only its own
+identifiers' observations and keeping its state apart; the figures read back are the union;
+each shard triggers for its identifiers only; and a new layout goes on from the old one's
+state instead of starting its triggers again from zero (their event ids would repeat)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
+import pydantic
 import pytest
 
+from flts.bus.memory import MemoryBus
 from flts.data import FeatureSpec
 from flts.data.reader import validate_rows
 from flts.data.synthetic import synthetic_traffic
 from flts.evaluation import score
 from flts.live.ledger import ForecastLedger
-from flts.live.monitor import STATE_KEY, LiveMonitor, read_figures
-from flts.live.observations import ObservationLog
+from flts.live.monitor import (
+    FIGURES_KEY,
+    SHARDS_ROOT,
+    STATE_KEY,
+    LiveMonitor,
+    MonitorKeys,
+    monitor_steps,
+    read_figures,
+)
+from flts.live.observations import OBSERVATIONS_ROOT, ObservationLog
+from flts.live.triggers import RetrainTriggers, Schedule
+from flts.promotion import Promotion, PromotionStore
+from flts.settings import LiveSettings
+from flts.shards import Shard
 from flts.storage import ObjectStore
+from helpers import CountingStore, memory_settings
 
 SPEC = FeatureSpec()
 TARGETS = SPEC.targets
@@ -32,7 +55,9 @@ SERIES = validate_rows(synthetic_traffic(600, seed=11), SPEC)
 NOW = datetime.now(UTC)
 
 
-def answer(origin: int, horizon: int, rng: np.random.Generator, run: str = "r1") -> dict[str, Any]:
+def answer(
+    origin: int, horizon: int, rng: np.random.Generator, run: str = "r1", identifier: str = "S1"
+) -> dict[str, Any]:
     """A row-form answer issued at row ``origin`` of :data:`SERIES`: the actuals plus noise,
     with an 80% band of +-10%."""
     records, band = [], []
@@ -54,7 +79,7 @@ def answer(origin: int, horizon: int, rng: np.random.Generator, run: str = "r1")
                 },
             }
         )
-    model = {"identifier": "S1", "run_id": run, "model_type": "RIDGE", "config_hash": "c0ffee00"}
+    model = {"identifier": identifier, "run_id": run, "model_type": "RIDGE", "config_hash": "c0"}
     return {"forecast": records, "model": model, "intervals": {"80": band}}
 
 
@@ -230,3 +255,219 @@ def test_ledger_rows_of_the_tensor_form_and_a_store_outage() -> None:
     key = ledger.flush()
     assert key is not None
     assert len(read_ledger(store.get(key), TARGETS)) == 6
+
+
+# ----------------------------------------------------------------------------- shards
+
+STATIONS = [f"S{i}" for i in range(1, 9)]
+HALVES = (Shard.parse("0/2"), Shard.parse("1/2"))
+HOUR = Schedule(every=timedelta(hours=1))
+
+
+def _store() -> ObjectStore:
+    return ObjectStore(f"memory://{uuid.uuid4().hex}")
+
+
+def _answers() -> dict[str, list[dict[str, Any]]]:
+    """Two-step forecasts of every station, origins 80..109, each station its own noise."""
+    return {
+        name: [answer(o, 2, np.random.default_rng(i), identifier=name) for o in range(80, 110)]
+        for i, name in enumerate(STATIONS)
+    }
+
+
+def _fleet(store: ObjectStore, answers: dict[str, list[dict[str, Any]]], rows: slice) -> None:
+    """Observations ``rows`` of every station, and the answers (when given) in one object."""
+    log = ObservationLog(store, SPEC)
+    ledger = ForecastLedger(store, "replica-a")
+    for name in STATIONS:
+        log.append(name, SERIES.iloc[rows])
+        for item in answers.get(name, []):
+            ledger.record(orjson.dumps(item))
+    ledger.flush()
+
+
+def _by_identifier(figures: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for figure in figures:
+        row = figure if isinstance(figure, dict) else asdict(figure)
+        out.setdefault(row["identifier"], []).append(row)
+    return out
+
+
+def _observation_reads(store: CountingStore) -> set[str]:
+    """Identifiers whose observations ``store``'s callers listed or read."""
+    return {
+        key.split("/")[1]
+        for _, key in store.reads()
+        if key.startswith(f"{OBSERVATIONS_ROOT}/") and key.count("/") >= 1
+    }
+
+
+def _triggers(store: ObjectStore, shard: Shard, bus: MemoryBus) -> RetrainTriggers:
+    keys = MonitorKeys.of(shard)
+    return RetrainTriggers(
+        store, bus, SPEC, drift=None, schedule=HOUR, state_key=keys.triggers_state
+    )
+
+
+def _promote(store: ObjectStore) -> None:
+    promotions = PromotionStore(store)
+    for name in STATIONS:
+        promotions.record(
+            Promotion(run_id="r1", model_type="RIDGE", config_hash="c0", identifier=name)
+        )
+
+
+def test_two_shards_score_what_one_monitor_scores_and_read_only_their_own() -> None:
+    assert all(any(shard.owns(n) for n in STATIONS) for shard in HALVES)  # both have work
+    answers = _answers()
+    one, sharded = _store(), _store()
+    for store in (one, sharded):
+        _fleet(store, answers, slice(0, 100))
+    whole = LiveMonitor(one, SPEC)
+    counted = [CountingStore(sharded) for _ in HALVES]
+    shards = [LiveMonitor(c, SPEC, shard=s) for c, s in zip(counted, HALVES, strict=True)]
+    for store in (one, sharded):
+        _fleet(store, {}, slice(100, 105))  # arrived after the monitors started
+    for round_ in range(2):  # some steps wait in the first, all are scored in the second
+        expected = whole.run_once(NOW)
+        reports = [monitor.run_once(NOW) for monitor in shards]
+        assert sum(r.scored for r in reports) == expected.scored > 0
+        assert sum(r.pending for r in reports) == expected.pending
+        assert (expected.pending > 0) == (round_ == 0)
+        for counting, shard, report in zip(counted, HALVES, reports, strict=True):
+            owned = {n for n in STATIONS if shard.owns(n)}
+            assert _observation_reads(counting) == owned  # never another shard's
+            assert set(_by_identifier(report.figures)) == owned
+        together = _by_identifier([f for r in reports for f in r.figures])
+        assert together == _by_identifier(expected.figures)
+        for store in (one, sharded):
+            _fleet(store, {}, slice(105, 130))
+
+    merged, unsharded = read_figures(sharded), read_figures(one)
+    assert merged is not None
+    assert unsharded is not None
+    assert merged["figures"] == unsharded["figures"]
+    documents = [sharded.get_json(MonitorKeys.of(s).figures) for s in HALVES]
+    assert merged["updated_at"] == min(d["updated_at"] for d in documents)
+    assert sorted(merged["shards"]) == ["0/2", "1/2"]
+    # Each shard's state is its own; the unsharded keys are left to an unsharded monitor.
+    assert not sharded.exists(STATE_KEY)
+    assert not sharded.exists(FIGURES_KEY)
+    folders = {key.split("/")[2] for key in sharded.list(SHARDS_ROOT)}
+    assert folders == {"0-of-2", "1-of-2"}
+    assert one.exists(STATE_KEY)
+    assert not list(one.list(SHARDS_ROOT))
+
+    # A station's series (the dashboard) reads its own shard's steps only.
+    counting = CountingStore(sharded)
+    for name in STATIONS:
+        steps = monitor_steps(counting, name)
+        theirs = monitor_steps(one, name)
+        assert len(steps) == len(theirs) > 0
+        owner = next(MonitorKeys.of(s).root for s in HALVES if s.owns(name))
+        parquet = {key for method, key in counting.reads() if method == "get"}
+        assert {k for k in parquet if k.startswith(SHARDS_ROOT)} == {
+            f"{owner}/scored.parquet",
+            f"{owner}/pending.parquet",
+        }
+
+
+def test_a_shard_triggers_for_its_own_identifiers_only() -> None:
+    store, bus = _store(), MemoryBus()
+    _promote(store)
+    _fleet(store, _answers(), slice(0, 130))
+    monitors = [
+        LiveMonitor(store, SPEC, shard=s, triggers=_triggers(store, s, bus)) for s in HALVES
+    ]
+    for monitor in monitors:
+        assert monitor.run_once(NOW).retrains == []  # the schedule's clocks start
+    fired = {}
+    for shard, monitor in zip(HALVES, monitors, strict=True):
+        events = monitor.run_once(NOW + timedelta(hours=2)).retrains
+        fired[shard] = {e.identifier for e in events}
+        assert fired[shard] == {n for n in STATIONS if shard.owns(n)}
+        state = store.get_json(MonitorKeys.of(shard).triggers_state)
+        assert set(state) == fired[shard]
+    assert set().union(*fired.values()) == set(STATIONS)
+
+
+def test_a_new_layout_goes_on_from_the_old_monitors_state() -> None:
+    """One monitor become two shards: the shards keep its scored window and its read
+    position, and their next scheduled triggers get new event ids, not the first ones."""
+    store, bus = _store(), MemoryBus()
+    _promote(store)
+    _fleet(store, _answers(), slice(0, 130))
+    whole = LiveMonitor(store, SPEC, triggers=_triggers(store, Shard(), bus))
+    whole.run_once(NOW)
+    first = {e.event_id for e in whole.run_once(NOW + timedelta(hours=2)).retrains}
+    assert len(first) == len(STATIONS)
+    before = _by_identifier(whole.figures())
+
+    later = []
+    for shard in HALVES:
+        monitor = LiveMonitor(store, SPEC, shard=shard, triggers=_triggers(store, shard, bus))
+        report = monitor.run_once(NOW + timedelta(hours=2, minutes=30))
+        assert report.read_objects == 0  # the old monitor had read the ledger
+        assert _by_identifier(report.figures) == {n: f for n, f in before.items() if shard.owns(n)}
+        later += monitor.run_once(NOW + timedelta(hours=4)).retrains
+    assert {e.identifier for e in later} == set(STATIONS)
+    assert not first & {e.event_id for e in later}  # a repeated id would be dropped
+
+
+def test_read_figures_prefers_the_newest_document_of_each_identifier() -> None:
+    """A layout changed and the old monitor's figures stayed: its identifiers a shard now
+    reports come from the shard, the rest still from the old one, and the time is the
+    oldest that still contributes."""
+    store = _store()
+
+    def figure(identifier: str, n: int) -> dict[str, Any]:
+        return {"identifier": identifier, "run_id": "r", "model_type": "RIDGE", "step": 1, "n": n}
+
+    old = {"updated_at": "2026-01-01T00:00:00+00:00", "figures": [figure("A", 1), figure("B", 1)]}
+    store.put_json(FIGURES_KEY, old)
+    assert read_figures(store) == old  # unsharded: as written
+    new = {"updated_at": "2026-01-02T00:00:00+00:00", "figures": [figure("A", 2)], "shard": "A"}
+    store.put_json(MonitorKeys.of(Shard.parse("A")).figures, new)
+    merged = read_figures(store)
+    assert merged is not None
+    assert merged["figures"] == [figure("A", 2), figure("B", 1)]
+    assert merged["updated_at"] == old["updated_at"]
+    store.put_json(FIGURES_KEY, {**old, "figures": [figure("A", 1)]})  # all superseded
+    merged = read_figures(store)
+    assert merged is not None
+    assert (merged["figures"], merged["updated_at"]) == ([figure("A", 2)], new["updated_at"])
+
+
+def test_a_malformed_monitor_shard_is_refused_naming_the_setting() -> None:
+    with pytest.raises(pydantic.ValidationError, match=r"live\.monitor_shard '2/2'"):
+        LiveSettings(monitor_shard="2/2")
+    assert LiveSettings(monitor_shard="1/4").monitor_shard == "1/4"
+    assert json.loads(LiveSettings().model_dump_json())["monitor_shard"] is None
+
+
+def test_the_worker_of_a_shard_keeps_its_state_under_its_own_prefix(tmp_path: Path) -> None:
+    """``FLTS_LIVE__MONITOR_SHARD`` reaches the worker: monitor and triggers state apart."""
+    from flts.live.monitor_service import MonitorService
+    from flts.services.context import ServiceContext
+
+    context = ServiceContext(memory_settings(tmp_path, live=LiveSettings(monitor_shard="1/2")))
+    _promote(context.store)
+    _fleet(context.store, _answers(), slice(0, 130))
+    service = MonitorService(context)
+    service.tick()
+    owned = {n for n in STATIONS if HALVES[1].owns(n)}
+    assert {f.identifier for f in service.gauges.figures} == owned
+    root = MonitorKeys.of(HALVES[1]).root
+    assert root == f"{SHARDS_ROOT}/1-of-2"
+    assert service.monitor.triggers is not None
+    assert service.monitor.triggers.state_key == f"{root}/triggers-state.json"
+    assert {key.rsplit("/", 1)[1] for key in context.store.list(root)} >= {
+        "state.json",
+        "pending.parquet",
+        "scored.parquet",
+        "live.json",
+    }
+    assert not context.store.exists(STATE_KEY)
+    context.close()

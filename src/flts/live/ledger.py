@@ -27,6 +27,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,8 +133,15 @@ class ForecastLedger:
         self._pending = pending
 
 
-def read_ledger(data: bytes, targets: tuple[str, ...], time_column: str = "time") -> pd.DataFrame:
-    """The rows (:func:`ledger_frame`) of one ledger object's bytes."""
+def read_ledger(
+    data: bytes,
+    targets: tuple[str, ...],
+    time_column: str = "time",
+    keep: Callable[[str], bool] | None = None,
+) -> pd.DataFrame:
+    """The rows (:func:`ledger_frame`) of one ledger object's bytes; with ``keep``, only the
+    answers of the identifiers it accepts (a monitor shard's), dropped before any row is built
+    so a shard pays the parse of the others' answers, not their rows."""
     entries: list[tuple[int, dict[str, Any]]] = []
     for line in gzip.decompress(data).splitlines():
         if not line:
@@ -141,7 +149,8 @@ def read_ledger(data: bytes, targets: tuple[str, ...], time_column: str = "time"
         document = orjson.loads(line)
         issued, answer = int(document["issued_at"]), document["answer"]
         for item in answer.get("results", [answer]):  # a row-form batch: one per item
-            entries.append((issued, item))
+            if keep is None or keep(item["model"]["identifier"]):
+                entries.append((issued, item))
     return ledger_frame(entries, targets, time_column)
 
 

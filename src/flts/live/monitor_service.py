@@ -11,6 +11,10 @@ series count follows the fleet, not the history. The worker also follows ``model
 (logged), so a promotion shows in its log next to the figures it changes. Each pass also runs
 the retraining triggers (drift detector and schedule, :mod:`flts.live.triggers`), which
 publish ``retrain-requested``.
+
+With ``live.monitor_shard`` set the worker is one shard of the monitor: it scores, exports
+and triggers for its shard's identifiers only (the gauges of a fleet are the union of the
+shards' scrapes), its state under ``monitor/shards/<shard>/``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from prometheus_client.registry import Collector
 
 from flts.events import MODEL_SELECTED, Event, ModelSelectedEvent
 from flts.live.drift import DriftSettings
-from flts.live.monitor import LiveFigure, LiveMonitor
+from flts.live.monitor import LiveFigure, LiveMonitor, MonitorKeys
 from flts.live.observations import ObservationLog
 from flts.live.triggers import RetrainTriggers, Schedule
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
+from flts.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,8 @@ class MonitorService:
             clip=live.drift_clip,
         )
         every = live.retrain_every_hours
+        shard = Shard.parse(live.monitor_shard, "live.monitor_shard")
+        keys = MonitorKeys.of(shard)  # a shard's state is its own (monitor/shards/<shard>/)
         # One log for both, so a station-day is read (and cached) once per pass.
         observations = ObservationLog(context.store, spec)
         triggers = RetrainTriggers(
@@ -110,6 +117,7 @@ class MonitorService:
                 every_rows=live.retrain_every_rows,
             ),
             observations=observations,
+            state_key=keys.triggers_state,
         )
         self.monitor = LiveMonitor(
             context.store,
@@ -118,7 +126,10 @@ class MonitorService:
             late_window=timedelta(minutes=live.late_window_minutes),
             triggers=triggers,
             observations=observations,
+            shard=shard,
         )
+        if not shard.everything:
+            log.info("monitor: %s, state under %s", shard.describe(), keys.root)
         self.tick_seconds = live.monitor_interval_seconds
         self.gauges = live_gauges()
 

@@ -5,6 +5,7 @@ rule 18).
 Layout in the object store::
 
     monitor/triggers-state.json                        detectors and schedule marks
+    monitor/shards/<shard>/triggers-state.json         the same, of a monitor shard
     monitor/triggers/<identifier>/<event_id>/request.json   created once by whoever asked
     monitor/triggers/<identifier>/<event_id>/outcome.json   created once by preprocess
 
@@ -34,6 +35,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,8 +195,10 @@ class RetrainTriggers:
         cooldown: timedelta = timedelta(hours=6),
         schedule: Schedule = NO_SCHEDULE,
         observations: ObservationLog | None = None,
+        state_key: str = TRIGGERS_STATE_KEY,
     ) -> None:
         self.store = store
+        self.state_key = state_key  # a monitor shard's own (live.monitor_shard)
         self.bus = bus
         self.spec = spec
         self.drift = drift
@@ -340,12 +344,36 @@ class RetrainTriggers:
         document = {name: vars(watch) for name, watch in sorted(self.watches.items())}
         data = json.dumps(document).encode()
         if data != self._saved:
-            self.store.put_atomic(TRIGGERS_STATE_KEY, data)
+            self.store.put_atomic(self.state_key, data)
             self._saved = data
+
+    def adopt(self, key: str, owns: Callable[[str], bool]) -> int:
+        """Take over the watches of the identifiers ``owns`` accepts from another monitor's
+        state at ``key`` (a new shard layout starting from the old one's); the number taken.
+
+        Not only a courtesy: a trigger's event id follows from its sequence number, so a
+        watch started again from zero would publish ids already used, which consumers drop
+        as duplicates, and the identifier would not be retrained until the count caught up.
+        Of two states with a watch for one identifier the one further on (more triggers)
+        wins."""
+        try:
+            document = json.loads(self.store.get(key))
+        except (KeyError, ValueError):
+            return 0
+        taken = 0
+        for name, state in document.items():
+            if not owns(name):
+                continue
+            watch = _Watch(**state)
+            mine = self.watches.get(name)
+            if mine is None or (watch.alarms + watch.schedules) > (mine.alarms + mine.schedules):
+                self.watches[name] = watch
+                taken += 1
+        return taken
 
     def _load(self) -> None:
         try:
-            self._saved = self.store.get(TRIGGERS_STATE_KEY)
+            self._saved = self.store.get(self.state_key)
         except KeyError:
             return
         document = json.loads(self._saved)

@@ -30,7 +30,7 @@ from flts.data.reader import read_traffic_csv
 from flts.datasets import dataset_keys, read_dataset_metas
 from flts.exceptions import DataValidationError, NotFoundError
 from flts.fleet.summary import FleetSummary
-from flts.live.monitor import PENDING_KEY, SCORED_KEY, read_figures
+from flts.live.monitor import monitor_steps, read_figures
 from flts.live.observations import ObservationLog
 from flts.promotion import list_decisions, read_decision
 from flts.redaction import redact
@@ -230,19 +230,11 @@ class Dashboard:
     ) -> dict[str, Any] | None:
         """The champion's step-1 forecasts the monitor holds (scored and pending), within the
         actuals' time range; ``None`` when there are none."""
-        frames = []
-        for key in (SCORED_KEY, PENDING_KEY):
-            try:
-                frames.append(pd.read_parquet(io.BytesIO(self.context.store.get(key))))
-            except KeyError:
-                continue
-        frames = [f for f in frames if len(f) and "identifier" in f]
-        if not frames:
+        # Only the monitor (shard) that owns the identifier: a fleet's steps are not read.
+        steps = monitor_steps(self.context.store, identifier)
+        if steps.empty:
             return None
-        steps = pd.concat(frames, ignore_index=True)
-        steps = steps[
-            (steps["identifier"] == identifier) & (steps["run_id"] == run_id) & (steps["step"] == 1)
-        ]
+        steps = steps[(steps["run_id"] == run_id) & (steps["step"] == 1)]
         if actuals["times"]:
             first = pd.Timestamp(actuals["times"][0]).tz_localize(None)
             steps = steps[pd.DatetimeIndex(steps["time"]) >= first]

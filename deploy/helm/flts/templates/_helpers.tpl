@@ -250,13 +250,23 @@ A pipeline worker Deployment (`flts worker NAME`), probed through its health ser
 (dict "ctx" $ "component" "preprocess" "worker" "preprocess" "model" "" "replicas" 1
       "resources" {...} "strategy" "RollingUpdate")
 */}}
+{{- /*
+  A worker Deployment. Optional: "model" (a trainer's model type), "strategy", "grace", and
+  "shard"/"shards" (shard k of n > 1: the name gains "-k", the pods and the selector a
+  flts.io/shard label, like the inference shards, and "shardEnv" names the setting that tells
+  the worker its shard, e.g. FLTS_LIVE__MONITOR_SHARD).
+*/}}
 {{- define "flts.workerDeployment" -}}
 {{- $ctx := .ctx }}
 {{- $port := $ctx.Values.metrics.workerPort }}
+{{- $shards := int (default 1 .shards) }}
+{{- $base := printf "%s-%s" (include "flts.fullname" $ctx) .component | trunc 63 | trimSuffix "-" }}
+{{- $name := ternary $base (printf "%s-%d" ($base | trunc 59 | trimSuffix "-") (int .shard)) (eq $shards 1) }}
+{{- $shardLabel := ternary "" (printf "flts.io/shard: %q" (toString (int .shard))) (eq $shards 1) }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: {{ printf "%s-%s" (include "flts.fullname" $ctx) .component | trunc 63 | trimSuffix "-" }}
+  name: {{ $name }}
   labels:
     {{- include "flts.labels" (dict "ctx" $ctx "component" .component) | nindent 4 }}
     {{- with .model }}
@@ -270,12 +280,18 @@ spec:
   selector:
     matchLabels:
       {{- include "flts.selectorLabels" (dict "ctx" $ctx "component" .component) | nindent 6 }}
+      {{- with $shardLabel }}
+      {{ . }}
+      {{- end }}
   template:
     metadata:
       labels:
         {{- include "flts.labels" (dict "ctx" $ctx "component" .component) | nindent 8 }}
         {{- with .model }}
         flts.io/model-type: {{ . }}
+        {{- end }}
+        {{- with $shardLabel }}
+        {{ . }}
         {{- end }}
       annotations:
         checksum/config: {{ include (print $ctx.Template.BasePath "/configmap.yaml") $ctx | sha256sum }}
@@ -299,6 +315,10 @@ spec:
             {{- with .model }}
             - name: FLTS_MODEL_TYPE
               value: {{ . | quote }}
+            {{- end }}
+            {{- if gt $shards 1 }}
+            - name: {{ required "a sharded worker needs shardEnv" .shardEnv }}
+              value: {{ printf "%d/%d" (int .shard) $shards | quote }}
             {{- end }}
             - name: FLTS_METRICS_PORT
               value: {{ $port | quote }}
