@@ -176,6 +176,14 @@ class GatewaySettings(_Section):
         description="Uploads read, validated and stored at once; memory grows with it (about "
         "120 MiB per maximum-size upload on top of a 170 MiB process).",
     )
+    max_upload_files: int = Field(
+        default=64,
+        ge=2,
+        le=10_000,
+        description="File parts one upload may carry: a bulk upload of several files sends a "
+        "train (and maybe a test) file per station; a larger fleet is one CSV with an "
+        "identifier column, or goes through flts pipeline from disk.",
+    )
     upload_wait_seconds: float = Field(
         default=5.0,
         ge=0,

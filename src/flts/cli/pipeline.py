@@ -1,4 +1,5 @@
-"""``flts pipeline``: run one upload through every service to a promoted champion."""
+"""``flts pipeline``: run one upload (or every station of a bulk upload) through every
+service to a promoted champion."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.table import Table
 
-    from flts.pipeline import PipelineResult, StageUpdate
+    from flts.pipeline import BulkPipelineResult, PipelineResult, StageUpdate
     from flts.settings import Settings
 
 app = typer.Typer()
@@ -34,9 +35,32 @@ app = typer.Typer()
 
 @app.command("pipeline")
 def pipeline(
-    train: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Training CSV.")],
-    test: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Held-out test CSV.")],
+    train: Annotated[
+        list[Path],
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Training CSV; repeat it for a bulk upload of one file per station (each "
+            "named by its file name's stem).",
+        ),
+    ],
+    test: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Held-out test CSV (required for one station); in a bulk upload optional, "
+            "and <stem>_test.csv belongs to <stem>.csv.",
+        ),
+    ] = None,
     identifier: Annotated[str, typer.Option(help="Station or tenant name.")] = "global",
+    identifier_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Bulk upload: the column of TRAIN (and TEST) naming each row's station; "
+            "every accepted station runs through the pipeline."
+        ),
+    ] = None,
     models: ModelsOption = DEFAULT_MODELS,
     json_file: JsonFileOption = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
@@ -49,12 +73,33 @@ def pipeline(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Upload TRAIN/TEST, train every model type in parallel, evaluate, promote; print the
-    leaderboard. Exits with status 1, saying why, when nothing was promoted."""
+    leaderboard. With --identifier-column or several --train files, every station of the
+    bulk upload runs and a table per station is printed. Exits with status 1, saying why,
+    when nothing was promoted."""
+    tests = test or []
+    if identifier_column is not None or len(train) > 1:
+        _bulk(
+            train,
+            tests,
+            identifier_column,
+            identifier,
+            model_list(models),
+            json_file,
+            timeout,
+            horizon,
+            lags,
+            output,
+        )
+        return
     with user_errors():
+        if len(tests) != 1:
+            raise typer.BadParameter(
+                "give one --test CSV for one station (or use --identifier-column)"
+            )
         settings = load_settings()
         kwargs: dict[str, Any] = {
-            "train_csv": train,
-            "test_csv": test,
+            "train_csv": train[0],
+            "test_csv": tests[0],
             "identifier": identifier,
             "models": model_list(models),
             "timeout": timeout,
@@ -68,6 +113,102 @@ def pipeline(
     if result.champion is None:
         print_error(f"nothing was promoted for {result.identifier}: {result.reason}")
         raise typer.Exit(code=1)
+
+
+def _bulk(
+    train: list[Path],
+    tests: list[Path],
+    identifier_column: str | None,
+    identifier: str,
+    models: list[str],
+    json_file: Path | None,
+    timeout: float,
+    horizon: int | None,
+    lags: int | None,
+    output: OutputFormat,
+) -> None:
+    """``flts pipeline`` for a bulk upload: a bar over the stations' decisions, a table of
+    every station, the rejected ones, and exit 1 when no station got a champion."""
+    with user_errors():
+        if identifier != "global":
+            raise typer.BadParameter(
+                "--identifier names one station; a bulk upload takes each station's from "
+                "--identifier-column or its file name"
+            )
+        settings = load_settings()
+        kwargs: dict[str, Any] = {
+            "train_csv": train,
+            "test_csv": tests or None,
+            "identifier_column": identifier_column,
+            "models": models,
+            "timeout": timeout,
+            "horizon": horizon,
+            "lags": lags,
+        }
+        result = _run_bulk(settings, kwargs, show_progress(output))
+    document = result.to_json()
+    emit(output, document, lambda: _print_bulk(result))
+    if json_file is not None:
+        write_json(json_file, document)
+    if result.promoted == 0:
+        print_error(f"nothing was promoted for any of the {len(result.stations)} stations")
+        raise typer.Exit(code=1)
+
+
+def _run_bulk(settings: Settings, kwargs: dict[str, Any], bars: bool) -> BulkPipelineResult:
+    """The bulk pipeline with one bar over the stations' decisions; plain lines without a
+    terminal."""
+    from flts.pipeline import run_bulk_pipeline
+
+    if not bars:
+        return run_bulk_pipeline(
+            settings, progress=lambda msg: err_console.print(msg, highlight=False), **kwargs
+        )
+    with progress_bar() as progress:
+        task = progress.add_task("pipeline: splitting and uploading stations", total=None)
+
+        def say(message: str) -> None:
+            if message.startswith(("uploaded", "rejected")):
+                progress.console.print(message, highlight=False)
+
+        return run_bulk_pipeline(
+            settings,
+            progress=say,
+            on_upload=lambda count: progress.update(
+                task, total=count, description="pipeline: stations decided"
+            ),
+            on_station=lambda _result: progress.advance(task),
+            **kwargs,
+        )
+
+
+def _print_bulk(result: BulkPipelineResult) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"Group {result.group}: {result.promoted} of {len(result.stations)} "
+        "stations promoted (test NRMSE, lower is better)"
+    )
+    for name in ("station", "champion", "NRMSE", "promoted", "reason"):
+        table.add_column(name, justify="right" if name == "NRMSE" else "left")
+    for station in result.stations:
+        champion = station.champion or {}
+        table.add_row(
+            station.identifier,
+            str(champion.get("model_type", "-")),
+            _number(champion.get("nrmse"), ".4f"),
+            "yes" if station.champion else "no",
+            station.reason,
+        )
+    console.print(table)
+    if result.rejected:
+        rejected = Table(title=f"{len(result.rejected)} stations rejected at upload")
+        rejected.add_column("station")
+        rejected.add_column("problems")
+        for entry in result.rejected:
+            rejected.add_row(str(entry["identifier"]), "\n".join(entry["problems"]))
+        console.print(rejected)
+    console.print(f"pipeline finished in {result.seconds:.1f}s")
 
 
 def _run(settings: Settings, kwargs: dict[str, Any], bars: bool) -> PipelineResult:

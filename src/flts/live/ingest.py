@@ -5,7 +5,8 @@ append-only :class:`~flts.live.observations.ObservationLog`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -13,12 +14,41 @@ import pandas as pd
 
 from flts.data.reader import validate_rows
 from flts.events import OBSERVATIONS_STORED, ObservationsStored, new_event
-from flts.exceptions import FLTSError, NotFoundError, PayloadTooLargeError
+from flts.exceptions import DataValidationError, FLTSError, NotFoundError, PayloadTooLargeError
 from flts.live.observations import Appended, ObservationLog
 from flts.promotion import PromotionStore
 from flts.services.context import ServiceContext
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StationsOutcome:
+    """What a many-station request did: each stored station's append, each rejected one's
+    error (a :class:`NotFoundError` or :class:`DataValidationError`)."""
+
+    stored: list[Appended] = field(default_factory=list)
+    rejected: list[tuple[str, FLTSError]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON answer: totals and one entry per station, in the request's order of
+        stored then rejected ones."""
+        return {
+            "stored": len(self.stored),
+            "rejected": len(self.rejected),
+            "accepted": sum(done.accepted for done in self.stored),
+            "duplicates": sum(done.duplicates for done in self.stored),
+            "stations": [{"status": "stored", **done.summary()} for done in self.stored]
+            + [
+                {
+                    "identifier": identifier,
+                    "status": "rejected",
+                    "http_status": exc.http_status,
+                    "problems": list(exc.problems),
+                }
+                for identifier, exc in self.rejected
+            ],
+        }
 
 
 class ObservationIngest:
@@ -59,6 +89,23 @@ class ObservationIngest:
         self.check_known(identifier)
         rows = validate_rows(pd.DataFrame.from_records(records), self.spec)
         return self._announce(self.log.append(identifier, rows))
+
+    def ingest_stations(
+        self, batches: Sequence[tuple[str, list[dict[str, Any]]]]
+    ) -> StationsOutcome:
+        """Several stations' rows in one request, each checked and stored on its own: a
+        station that is unknown or whose rows break the data contract is reported with its
+        problems while the others are stored. The row limit counts the whole request (413);
+        an outage of the store propagates (503: the caller retries the request, which is
+        idempotent on identifier and time)."""
+        self.check_size(sum(len(rows) for _, rows in batches))
+        outcome = StationsOutcome()
+        for identifier, records in batches:
+            try:
+                outcome.stored.append(self.ingest_records(identifier, records))
+            except (DataValidationError, NotFoundError) as exc:
+                outcome.rejected.append((identifier, exc))
+        return outcome
 
     def ingest_frame(self, identifier: str, read: Callable[[], pd.DataFrame]) -> Appended:
         """Rows read and checked by ``read`` (e.g. a CSV body, errors named by CSV line)."""

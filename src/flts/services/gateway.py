@@ -5,7 +5,10 @@ Routes::
     POST /v1/datasets                         multipart: train (file, required), test (file,
                                               optional), identifier (text, default "global"),
                                               horizon, lags (integers, default: the
-                                              deployment's feature spec)
+                                              deployment's feature spec); a bulk upload of
+                                              many stations instead sends identifier_column
+                                              (one train file, rows tagged by station) or
+                                              several train files (flts.fleet.bulk)
     GET  /v1/datasets[?identifier=NAME]       metadata of every stored dataset, newest first
     GET  /v1/datasets/{dataset_id}            metadata of one dataset
     GET  /v1/datasets/{dataset_id}/train.csv  the stored training CSV, formula cells escaped
@@ -49,6 +52,12 @@ Upload rules:
 * **No test file.** Accepted: preprocessing holds out the chronologically last
   :data:`~flts.services.preprocess.HOLDOUT_FRACTION` of the training rows as the test set (the
   dataset's metadata says so in ``test_split``). A file too short for that is a 422.
+* **Bulk.** With ``identifier_column`` or several ``train`` files the upload is split into
+  stations (:mod:`flts.fleet.bulk`), each validated with the checks above on its own; the
+  answer is 201 with the group, the accepted stations' metadata and the rejected stations'
+  problems, or 422 when none passes. At most ``gateway.max_upload_files`` file parts; the
+  byte limit covers the whole request, so a large fleet goes through ``flts pipeline`` or
+  :func:`flts.fleet.bulk.ingest_bulk_csv` from a file instead.
 * **Keys.** ``dataset_id`` is minted here (UTC time + random hex), never taken from the
   request; the client's file names are sanitised and kept as metadata only; the identifier is
   validated with the event envelope's rules before it goes anywhere.
@@ -71,8 +80,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path as FilePath
 from typing import IO, Annotated, Any
 
 from fastapi import FastAPI, Path, Request, Response
@@ -129,11 +140,14 @@ from flts.ui.routes import UI_OPEN_PATHS, ui_router
 #: Multipart framing (boundaries, part headers, the identifier field) allowed on top of the
 #: file limit before the stream is cut off.
 FRAMING_ALLOWANCE = 64 * 1024
-_FIELDS = ("train", "test", "identifier", "horizon", "lags")
+_FIELDS = ("train", "test", "identifier", "identifier_column", "horizon", "lags")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _READ_BLOCK = 1 << 20
-#: An uploaded file: bytes (``flts pipeline``, tests) or the gateway's spooled temporary file.
+#: An uploaded file: bytes (tests) or the gateway's spooled temporary file.
 Content = bytes | IO[bytes]
+#: Where an upload's file is: its content, or a path on disk (``flts pipeline``, the
+#: per-station files a bulk upload is split into), opened only while it is read.
+Source = Content | FilePath
 
 
 #: A dataset id path segment, documented with its form (the route answers 422 for another).
@@ -153,21 +167,32 @@ UPLOAD_BODY: dict[str, Any] = {
     "content": {
         "multipart/form-data": {
             "schema": {
+                "description": "One station (one `train`, `identifier`), or a bulk upload: "
+                "one `train` with `identifier_column`, or several `train` files.",
                 "type": "object",
                 "required": ["train"],
                 "additionalProperties": False,
                 "properties": {
                     "train": {
-                        "type": "string",
-                        "format": "binary",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "string", "format": "binary"},
                         "description": "The training CSV (time column and the feature spec's "
-                        "columns on its grid).",
+                        "columns on its grid). A bulk upload sends one file with an "
+                        "`identifier_column`, or one file per station (repeated parts, each "
+                        "station named by its file name's stem).",
                     },
                     "test": {
-                        "type": "string",
-                        "format": "binary",
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
                         "description": "Optional test CSV; without it the last rows of `train` "
-                        "are held out.",
+                        "are held out. In a bulk upload of several files, `<stem>_test.csv` is "
+                        "the test file of `<stem>.csv`.",
+                    },
+                    "identifier_column": {
+                        "type": "string",
+                        "description": "Bulk upload: the column of `train` (and `test`) naming "
+                        "each row's station; it is dropped from each station's dataset.",
                     },
                     "identifier": {
                         **IDENTIFIER_SCHEMA,
@@ -191,6 +216,29 @@ UPLOAD_BODY: dict[str, Any] = {
                 "test": {"contentType": "text/csv"},
             },
         }
+    },
+}
+
+
+#: The 201 body of a bulk upload (:meth:`flts.fleet.bulk.BulkResult.to_json`).
+BULK_RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["group", "accepted", "datasets", "rejected"],
+    "properties": {
+        "group": IDENTIFIER_SCHEMA,
+        "accepted": {"type": "integer", "minimum": 1},
+        "datasets": {"type": "array", "items": {"type": "object"}},
+        "rejected": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["identifier", "problems"],
+                "properties": {
+                    "identifier": {"type": "string"},
+                    "problems": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
     },
 }
 
@@ -237,21 +285,43 @@ def _blocks(data: Content) -> Iterator[bytes]:
         yield block
 
 
+@contextmanager
+def opened_source(source: Source) -> Iterator[Content]:
+    """``source`` as content: a path is opened for the block only (a bulk upload's thousand
+    station files are never open at once)."""
+    if isinstance(source, FilePath):
+        with source.open("rb") as handle:
+            yield handle
+    else:
+        yield source
+
+
 def _size(data: Content) -> int:
     if isinstance(data, bytes):
         return len(data)
     return data.seek(0, 2)
 
 
-def _file_part(form: FormData, name: str) -> UploadFile | None:
-    """The file in field ``name``; an empty part with no file name (what browsers send for an
-    unselected file input) counts as absent."""
+def _file_parts(form: FormData, name: str) -> list[UploadFile]:
+    """Every file in field ``name`` (a bulk upload repeats ``train`` and ``test``), empty
+    unselected inputs left out; a text value there is a :class:`DataValidationError`."""
+    parts: list[UploadFile] = []
+    for value in form.getlist(name):
+        if not isinstance(value, UploadFile):
+            raise DataValidationError(f"form field {name!r} must be a file, not text")
+        if value.filename or value.size:
+            parts.append(value)
+    return parts
+
+
+def _text_field(form: FormData, name: str) -> str | None:
+    """An optional text field of the form, stripped (``None`` when absent or empty)."""
     value = form.get(name)
-    if not isinstance(value, UploadFile):
+    if value is None:
         return None
-    if not value.filename and value.size == 0:
-        return None
-    return value
+    if not isinstance(value, str):
+        raise DataValidationError(f"form field {name!r} must be text, not a file")
+    return value.strip() or None
 
 
 def _integer_field(form: FormData, name: str) -> int | None:
@@ -293,11 +363,130 @@ def _validate(
     }
 
 
+@dataclass(frozen=True)
+class ValidatedDataset:
+    """One station's upload that passed every check preprocessing will run: what
+    :func:`store_dataset` and :func:`announce_dataset` need, kept apart from them so a bulk
+    upload can validate every station before it stores or announces any (and write its group
+    manifest in between, :mod:`flts.fleet.bulk`)."""
+
+    identifier: str
+    spec: FeatureSpec
+    horizon: int | None
+    lags: int | None
+    train: Source
+    test: Source | None
+    train_filename: str
+    test_filename: str | None
+    ranges: dict[str, Any]
+
+
+def validate_dataset(
+    context: ServiceContext,
+    *,
+    train: Source,
+    test: Source | None,
+    identifier: str = "global",
+    train_filename: str | None = None,
+    test_filename: str | None = None,
+    horizon: int | None = None,
+    lags: int | None = None,
+) -> ValidatedDataset:
+    """The checks of an upload, storing nothing: the identifier rule, the task's horizon and
+    lags, both CSVs and the recipe's split. Raises :class:`DataValidationError` listing every
+    problem."""
+    identifier = check_identifier(identifier)
+    spec = task_spec(context, horizon, lags)
+    with ExitStack() as stack:
+        train_data = stack.enter_context(opened_source(train))
+        test_data = None if test is None else stack.enter_context(opened_source(test))
+        ranges = _validate(spec, context.settings.recipe, train_data, test_data)
+    return ValidatedDataset(
+        identifier=identifier,
+        spec=spec,
+        horizon=horizon,
+        lags=lags,
+        train=train,
+        test=test,
+        train_filename=sanitize_filename(train_filename, "train.csv"),
+        test_filename=None if test is None else sanitize_filename(test_filename, "test.csv"),
+        ranges=ranges,
+    )
+
+
+def store_dataset(context: ServiceContext, dataset: ValidatedDataset, dataset_id: str) -> None:
+    """Write a validated dataset's files under ``dataset_id`` (not listed, not announced:
+    that is :func:`announce_dataset`, which writes the metadata)."""
+    keys = dataset_keys(dataset_id)
+    with opened_source(dataset.train) as train:
+        context.store.put(keys["train"], train)
+    if dataset.test is not None:
+        with opened_source(dataset.test) as test:
+            context.store.put(keys["test"], test)
+
+
+def describe_dataset(
+    dataset: ValidatedDataset, dataset_id: str, *, group: str | None = None
+) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
+    """The ``dataset-uploaded`` event and the ``meta.json`` of a dataset stored under
+    ``dataset_id`` (``group``: the bulk upload it came in); nothing is written: the caller
+    records them in the :class:`Outbox` and announces them (steps 2-5 there)."""
+    keys = dataset_keys(dataset_id)
+    with opened_source(dataset.train) as train:
+        train_size, digest = _size(train), content_digest(_blocks(train))
+    test_meta: dict[str, Any] | None = None
+    if dataset.test is not None:
+        with opened_source(dataset.test) as test:
+            test_meta = {
+                "filename": dataset.test_filename,
+                "key": keys["test"],
+                "size_bytes": _size(test),
+                "digest": content_digest(_blocks(test)),
+                **dataset.ranges["test"],
+            }
+    payload = DatasetUploaded(
+        dataset_id=dataset_id,
+        filename=dataset.train_filename,
+        train_key=keys["train"],
+        test_key=None if dataset.test is None else keys["test"],
+        size_bytes=train_size,
+        digest=digest,
+        horizon=dataset.horizon,
+        lags=dataset.lags,
+        group=group,
+    )
+    event = new_event(payload, identifier=dataset.identifier)
+    assert isinstance(event, DatasetUploadedEvent)
+    meta: dict[str, Any] = {
+        "dataset_id": dataset_id,
+        "identifier": dataset.identifier,
+        "uploaded_at": datetime.now(UTC).isoformat(),
+        "correlation_id": event.correlation_id,
+        "event_id": event.event_id,
+        "horizon": dataset.spec.horizon,
+        "lags": dataset.spec.lags,
+        "train": {
+            "filename": dataset.train_filename,
+            "key": keys["train"],
+            "size_bytes": train_size,
+            "digest": digest,
+            **dataset.ranges["train"],
+        },
+        "test": test_meta,
+        "test_split": "uploaded"
+        if dataset.test is not None
+        else f"holdout: the last {HOLDOUT_FRACTION:.0%} of the training rows",
+    }
+    if group is not None:
+        meta["group"] = group
+    return event, meta
+
+
 def ingest_dataset(
     context: ServiceContext,
     *,
-    train: Content,
-    test: Content | None,
+    train: Source,
+    test: Source | None,
     identifier: str = "global",
     train_filename: str | None = None,
     test_filename: str | None = None,
@@ -306,63 +495,25 @@ def ingest_dataset(
     outbox: Outbox | None = None,
 ) -> tuple[DatasetUploadedEvent, dict[str, Any]]:
     """Validate, store and announce a dataset: the gateway's upload minus HTTP (also what
-    ``flts pipeline`` calls). ``train`` and ``test`` are bytes or seekable binary files, each
-    read from its start as many times as needed (validation, digest, storing). Raises
-    :class:`DataValidationError` listing every problem (nothing is stored then),
+    ``flts pipeline`` calls). ``train`` and ``test`` are bytes, seekable binary files or
+    paths, each read from its start as many times as needed (validation, digest, storing).
+    Raises :class:`DataValidationError` listing every problem (nothing is stored then),
     :class:`InfrastructureError` when the store cannot be reached and :class:`BusError` when
     the event cannot be published (the dataset is then in the outbox, and the reconciler
     announces it later)."""
-    identifier = check_identifier(identifier)
-    spec = task_spec(context, horizon, lags)
-    ranges = _validate(spec, context.settings.recipe, train, test)
-    dataset_id = new_dataset_id()
-    keys = dataset_keys(dataset_id)
-    filename = sanitize_filename(train_filename, "train.csv")
-    digest = content_digest(_blocks(train))
-    payload = DatasetUploaded(
-        dataset_id=dataset_id,
-        filename=filename,
-        train_key=keys["train"],
-        test_key=None if test is None else keys["test"],
-        size_bytes=_size(train),
-        digest=digest,
+    dataset = validate_dataset(
+        context,
+        train=train,
+        test=test,
+        identifier=identifier,
+        train_filename=train_filename,
+        test_filename=test_filename,
         horizon=horizon,
         lags=lags,
     )
-    event = new_event(payload, identifier=identifier)
-    assert isinstance(event, DatasetUploadedEvent)
-    meta: dict[str, Any] = {
-        "dataset_id": dataset_id,
-        "identifier": identifier,
-        "uploaded_at": datetime.now(UTC).isoformat(),
-        "correlation_id": event.correlation_id,
-        "event_id": event.event_id,
-        "horizon": spec.horizon,
-        "lags": spec.lags,
-        "train": {
-            "filename": filename,
-            "key": keys["train"],
-            "size_bytes": _size(train),
-            "digest": digest,
-            **ranges["train"],
-        },
-        "test": None
-        if test is None
-        else {
-            "filename": sanitize_filename(test_filename, "test.csv"),
-            "key": keys["test"],
-            "size_bytes": _size(test),
-            "digest": content_digest(_blocks(test)),
-            **ranges["test"],
-        },
-        "test_split": "uploaded"
-        if test is not None
-        else f"holdout: the last {HOLDOUT_FRACTION:.0%} of the training rows",
-    }
-    store = context.store
-    store.put(keys["train"], train)
-    if test is not None:
-        store.put(keys["test"], test)
+    dataset_id = new_dataset_id()
+    store_dataset(context, dataset, dataset_id)
+    event, meta = describe_dataset(dataset, dataset_id)
     outbox = outbox or Outbox(context)
     outbox.record(event, meta)  # from here on the dataset will be announced
     outbox.announce(event, meta)  # publish, then meta.json: listed only once announced
@@ -430,8 +581,14 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         response_model=None,
         responses={
             201: {
-                "description": "Stored and announced: the dataset's metadata (`Location`: its URL)",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "Stored and announced: the dataset's metadata (`Location`: its "
+                "URL); for a bulk upload the group, the accepted stations' metadata and the "
+                "rejected stations with their problems.",
+                "content": {
+                    "application/json": {
+                        "schema": {"anyOf": [{"type": "object"}, BULK_RESULT_SCHEMA]}
+                    }
+                },
             },
             **problem_responses(413, 415, 422, 503),
         },
@@ -470,7 +627,7 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         parser = MultiPartParser(
             request.headers,
             body,
-            max_files=2,
+            max_files=settings.gateway.max_upload_files,
             max_fields=len(_FIELDS),
             max_part_size=1024,
         )
@@ -486,47 +643,109 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 raise DataValidationError(
                     f"unknown form fields {unknown}; expected {list(_FIELDS)}"
                 )
-            train_part, test_part = _file_part(form, "train"), _file_part(form, "test")
-            if train_part is None:
+            trains, tests = _file_parts(form, "train"), _file_parts(form, "test")
+            if not trains:
                 raise DataValidationError("form field 'train' (a CSV file) is required")
-            if form.get("test") is not None and not isinstance(form.get("test"), UploadFile):
-                raise DataValidationError("form field 'test' must be a file, not text")
-            raw_identifier = form.get("identifier", "global")
-            if not isinstance(raw_identifier, str):
-                raise DataValidationError("form field 'identifier' must be text, not a file")
-            identifier = check_identifier(raw_identifier)
+            column = _text_field(form, "identifier_column")
             horizon, lags = _integer_field(form, "horizon"), _integer_field(form, "lags")
-            total = _size(train_part.file) + (0 if test_part is None else _size(test_part.file))
+            total = sum(_size(part.file) for part in (*trains, *tests))
             if total > limit:
                 raise PayloadTooLargeError(
                     f"uploaded files total {total} bytes; the limit is {limit} bytes"
                 )
-            # Validated and stored from the spooled files: the upload is never in memory whole.
-            try:
-                _, meta = await run_in_threadpool(
-                    ingest_dataset,
-                    context,
-                    train=train_part.file,
-                    test=None if test_part is None else test_part.file,
-                    identifier=identifier,
-                    train_filename=train_part.filename,
-                    test_filename=None if test_part is None else test_part.filename,
-                    horizon=horizon,
-                    lags=lags,
-                    outbox=outbox,
-                )
-            except BusError as exc:
-                raise BusError(
-                    "the dataset is stored and will be announced (and listed) once the event "
-                    f"bus is back; it is unavailable now: {exc}",
-                    retry_after=retry_after,
-                ) from exc
+            if column is None and len(trains) == 1 and len(tests) <= 1:
+                return await single(form, trains[0], tests[0] if tests else None, horizon, lags)
+            return await bulk(form, trains, tests, column, horizon, lags)
         finally:
             await form.close()
+
+    async def single(
+        form: FormData,
+        train_part: UploadFile,
+        test_part: UploadFile | None,
+        horizon: int | None,
+        lags: int | None,
+    ) -> Response:
+        """One station: the upload's ``identifier`` field names it."""
+        raw_identifier = form.get("identifier", "global")
+        if not isinstance(raw_identifier, str):
+            raise DataValidationError("form field 'identifier' must be text, not a file")
+        identifier = check_identifier(raw_identifier)
+        # Validated and stored from the spooled files: the upload is never in memory whole.
+        try:
+            _, meta = await run_in_threadpool(
+                ingest_dataset,
+                context,
+                train=train_part.file,
+                test=None if test_part is None else test_part.file,
+                identifier=identifier,
+                train_filename=train_part.filename,
+                test_filename=None if test_part is None else test_part.filename,
+                horizon=horizon,
+                lags=lags,
+                outbox=outbox,
+            )
+        except BusError as exc:
+            raise BusError(
+                "the dataset is stored and will be announced (and listed) once the event "
+                f"bus is back; it is unavailable now: {exc}",
+                retry_after=retry_after,
+            ) from exc
         dataset_id = meta["dataset_id"]
         return JSONResponse(
             meta, status_code=201, headers={"Location": f"/v1/datasets/{dataset_id}"}
         )
+
+    async def bulk(
+        form: FormData,
+        trains: list[UploadFile],
+        tests: list[UploadFile],
+        column: str | None,
+        horizon: int | None,
+        lags: int | None,
+    ) -> Response:
+        """Many stations (:mod:`flts.fleet.bulk`): by identifier column or one file each."""
+        from flts.fleet import bulk as fleet
+
+        if form.get("identifier") is not None:
+            raise DataValidationError(
+                "form field 'identifier' names one station; a bulk upload takes each "
+                "station's from its identifier column or its file name"
+            )
+        try:
+            if column is not None:
+                if len(trains) > 1 or len(tests) > 1:
+                    raise DataValidationError(
+                        "with 'identifier_column', send one 'train' file (and at most one "
+                        f"'test'), not {len(trains)} and {len(tests)}"
+                    )
+                result = await run_in_threadpool(
+                    fleet.ingest_bulk_csv,
+                    context,
+                    train=trains[0].file,
+                    test=tests[0].file if tests else None,
+                    identifier_column=column,
+                    train_filename=trains[0].filename,
+                    test_filename=tests[0].filename if tests else None,
+                    horizon=horizon,
+                    lags=lags,
+                    outbox=outbox,
+                )
+            else:
+                stations = fleet.match_files(
+                    [(part.filename, part.file) for part in trains],
+                    [(part.filename, part.file) for part in tests],
+                )
+                result = await run_in_threadpool(
+                    fleet.ingest_bulk, context, stations, horizon=horizon, lags=lags, outbox=outbox
+                )
+        except BusError as exc:
+            raise BusError(
+                "the stations are stored and will be announced (and listed) once the event "
+                f"bus is back; it is unavailable now: {exc}",
+                retry_after=retry_after,
+            ) from exc
+        return JSONResponse(result.to_json(), status_code=201)
 
     @app.get("/v1/datasets", response_model=None, responses=problem_responses(422, 503))
     def list_datasets(identifier: Identifier | None = None) -> Response:

@@ -1,0 +1,212 @@
+"""Bulk uploads split into stations (flts.fleet.bulk): each station is validated alone with a
+single upload's checks, bad ones are reported by identifier while the others are stored, and
+the group manifest names exactly the accepted stations before any is announced."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flts.data.synthetic import synthetic_traffic
+from flts.datasets import read_dataset_metas
+from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Envelope, Event
+from flts.exceptions import DataValidationError
+from flts.fleet.bulk import (
+    ingest_bulk,
+    ingest_bulk_csv,
+    match_files,
+    split_by_column,
+    split_csv,
+)
+from flts.fleet.groups import read_group
+from flts.services.context import ServiceContext
+from helpers import memory_settings
+
+
+def _station(identifier: str, rows: int = 300, seed: int = 0) -> pd.DataFrame:
+    frame = synthetic_traffic(rows, seed=seed)
+    frame.insert(1, "station", identifier)
+    return frame
+
+
+def _bulk(*frames: pd.DataFrame) -> bytes:
+    return pd.concat(frames).to_csv(index=False).encode()
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Iterator[ServiceContext]:
+    ctx = ServiceContext(memory_settings(tmp_path))
+    yield ctx
+    ctx.close()
+
+
+def _announced(context: ServiceContext) -> list[DatasetUploadedEvent]:
+    events: list[Event] = []
+    context.bus.consume(DATASET_UPLOADED, f"probe-{uuid.uuid4().hex}", events.append, max_idle=0.2)
+    return [e for e in events if isinstance(e, DatasetUploadedEvent)]
+
+
+def test_split_keeps_each_station_rows_in_order_without_the_column(tmp_path: Path) -> None:
+    a, b = _station("A", 50, seed=1), _station("B", 40, seed=2)
+    interleaved = pd.concat([a.iloc[:20], b.iloc[:25], a.iloc[20:], b.iloc[25:]])
+    paths = split_csv(interleaved.to_csv(index=False).encode(), "station", tmp_path, chunk_rows=7)
+    assert list(paths) == ["A", "B"]
+    for name, frame in (("A", a), ("B", b)):
+        got = pd.read_csv(paths[name], dtype=str, keep_default_na=False)
+        want = frame.drop(columns="station").astype(str).reset_index(drop=True)
+        assert list(got.columns) == list(want.columns)
+        assert got["time"].tolist() == want["time"].tolist()
+        assert len(got) == len(frame)
+
+
+def test_missing_identifier_column_names_the_header(tmp_path: Path) -> None:
+    data = synthetic_traffic(20).to_csv(index=False).encode()
+    with pytest.raises(DataValidationError) as caught:
+        split_csv(data, "cell", tmp_path)
+    message = caught.value.problems[0]
+    assert "'cell'" in message
+    assert "'time'" in message
+    assert "'down'" in message
+
+
+def test_mixed_good_and_bad_stations(context: ServiceContext) -> None:
+    data = _bulk(
+        _station("Good1", seed=1),
+        _station("bad name", seed=2),
+        _station("Short", 40, seed=3),
+        _station("Good2", seed=4),
+    )
+    result = ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    assert [m["identifier"] for m in result.datasets] == ["Good1", "Good2"]
+    problems = {r.identifier: r.problems for r in result.rejected}
+    assert set(problems) == {"bad name", "Short"}
+    assert "identifier" in problems["bad name"][0]
+    assert any("40 rows" in p for p in problems["Short"])
+    manifest = read_group(context.store, result.group)
+    assert manifest is not None
+    assert manifest.members == {m["identifier"]: m["dataset_id"] for m in result.datasets}
+    events = _announced(context)
+    assert sorted(e.identifier for e in events) == ["Good1", "Good2"]
+    assert {e.payload.group for e in events} == {result.group}
+    stored = read_dataset_metas(context.store)
+    assert {m["group"] for m in stored} == {result.group}
+    # each station's stored CSV is its own rows, without the identifier column
+    one = pd.read_csv(io.BytesIO(context.store.get(stored[0]["train"]["key"])))
+    assert "station" not in one.columns
+    assert len(one) == 300
+
+
+def test_bad_rows_reject_only_their_station(context: ServiceContext) -> None:
+    bad = _station("Broken", seed=5)
+    bad["down"] = bad["down"].astype(object)
+    bad.loc[bad.index[7], "down"] = "lots"
+    result = ingest_bulk_csv(
+        context, train=_bulk(_station("Fine", seed=6), bad), test=None, identifier_column="station"
+    )
+    assert [m["identifier"] for m in result.datasets] == ["Fine"]
+    assert result.rejected[0].identifier == "Broken"
+    assert any("down" in p for p in result.rejected[0].problems)
+
+
+def test_all_rejected_lists_every_station_and_stores_nothing(context: ServiceContext) -> None:
+    data = _bulk(_station("ShortA", 30, seed=1), _station("ShortB", 30, seed=2))
+    with pytest.raises(DataValidationError) as caught:
+        ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    joined = "\n".join(caught.value.problems)
+    assert "ShortA:" in joined
+    assert "ShortB:" in joined
+    assert list(context.store.list("groups")) == list(context.store.list("datasets")) == []
+    assert _announced(context) == []
+
+
+def test_test_file_split_by_the_same_column(tmp_path: Path, context: ServiceContext) -> None:
+    train = _bulk(_station("A", seed=1), _station("B", seed=2))
+    test_a = _station("A", 60, seed=3)
+    test_a["time"] = pd.date_range("2018-02-06 00:00", periods=60, freq="2min").astype(str)
+    stations = split_by_column(train, test_a.to_csv(index=False).encode(), "station", tmp_path)
+    by_name = {s.identifier: s for s in stations}
+    assert by_name["A"].test is not None
+    assert not by_name["A"].problems
+    assert by_name["B"].problems
+    assert "test" in by_name["B"].problems[0]
+
+
+def test_several_files_matched_by_stem(tmp_path: Path, context: ServiceContext) -> None:
+    born = synthetic_traffic(300, seed=1).to_csv(index=False).encode()
+    test = synthetic_traffic(300, seed=2).iloc[250:].to_csv(index=False).encode()
+    corts = synthetic_traffic(300, seed=3).to_csv(index=False).encode()
+    stations = match_files(
+        [("ElBorn.csv", born), ("LesCorts.csv", corts)],
+        [("ElBorn_test.csv", test), ("Nowhere_test.csv", test)],
+    )
+    by_name = {s.identifier: s for s in stations}
+    assert by_name["ElBorn"].test == test
+    assert by_name["ElBorn"].test_filename == "ElBorn_test.csv"
+    assert by_name["LesCorts"].test is None
+    assert by_name["Nowhere"].train is None
+    assert "matches no training file" in by_name["Nowhere"].problems[0]
+    result = ingest_bulk(context, stations)
+    metas = {m["identifier"]: m for m in result.datasets}
+    assert set(metas) == {"ElBorn", "LesCorts"}
+    assert metas["ElBorn"]["test_split"] == "uploaded"
+    assert metas["LesCorts"]["test_split"].startswith("holdout")
+    assert [r.identifier for r in result.rejected] == ["Nowhere"]
+
+
+def test_duplicate_file_names_are_rejected() -> None:
+    data = synthetic_traffic(300).to_csv(index=False).encode()
+    stations = match_files([("A.csv", data), ("dir/A.csv", data)])
+    assert len(stations) == 1
+    assert "2 training files" in stations[0].problems[0]
+
+
+def test_manifest_is_written_before_any_announcement(context: ServiceContext) -> None:
+    seen: list[bool] = []
+    publish = context.bus.publish
+
+    def spy(topic: str, event: Envelope) -> None:
+        if isinstance(event, DatasetUploadedEvent):
+            seen.append(read_group(context.store, str(event.payload.group)) is not None)
+        publish(topic, event)
+
+    context.bus.publish = spy  # type: ignore[method-assign,assignment]
+    data = _bulk(_station("A", seed=1), _station("B", seed=2))
+    ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    assert seen == [True, True]
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 20])
+def test_plain_and_quoted_lines_split_alike(tmp_path: Path, block_bytes: int) -> None:
+    a, b = _station("A", 30, seed=1), _station("B", 30, seed=2)
+    frame = pd.concat([a.iloc[:10], b, a.iloc[10:]])
+    plain = frame.to_csv(index=False).encode()
+    quoted = frame.to_csv(index=False, quoting=1).encode()  # every cell in quotes
+    fields = plain.splitlines()[-1].split(b",")
+    late = plain + b",".join([fields[0], b'"A"', *fields[2:]]) + b"\n"
+    results = []
+    for n, data in enumerate((plain, quoted, late)):
+        out = tmp_path / str(n)
+        out.mkdir()
+        paths = split_csv(data, "station", out, block_bytes=block_bytes, chunk_rows=8)
+        results.append({k: pd.read_csv(v, dtype=str) for k, v in paths.items()})
+    for got in results[:2]:
+        assert list(got) == ["A", "B"]
+        pd.testing.assert_frame_equal(got["A"], results[0]["A"])
+        assert len(got["A"]) == 30
+        assert "station" not in got["A"].columns
+    assert len(results[2]["A"]) == 31  # the quoted last line, read by the CSV parser
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_identifier_column_first_or_last(tmp_path: Path, position: int) -> None:
+    frame = synthetic_traffic(20, seed=4)
+    frame.insert(position % (len(frame.columns) + 1), "station", ["X", "Y"] * 10)
+    paths = split_csv(frame.to_csv(index=False).encode(), "station", tmp_path, block_bytes=100)
+    got = pd.read_csv(paths["Y"])
+    assert list(got.columns) == list(synthetic_traffic(1).columns)
+    assert got["time"].tolist() == frame["time"].astype(str).iloc[1::2].tolist()
