@@ -22,13 +22,13 @@ STATIONS = ("CellA", "CellB", "CellC")
 
 
 def _bulk() -> tuple[bytes, bytes]:
-    """Train (2 days) and test (12 h) CSVs of every station, rows tagged with ``cell``."""
+    """Train (32 h) and test (8 h) CSVs of every station, rows tagged with ``cell``."""
     trains, tests = [], []
     for seed, name in enumerate(STATIONS, start=11):
-        frame = synthetic_traffic(1_800, seed=seed)
+        frame = synthetic_traffic(1_200, seed=seed)
         frame.insert(0, "cell", name)
-        trains.append(frame.iloc[:1_440])
-        tests.append(frame.iloc[1_440:])
+        trains.append(frame.iloc[:960])
+        tests.append(frame.iloc[960:])
     return (
         pd.concat(trains).to_csv(index=False).encode(),
         pd.concat(tests).to_csv(index=False).encode(),

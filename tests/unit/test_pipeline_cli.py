@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -38,3 +39,38 @@ def test_nothing_promoted_exits_1_and_says_why(
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line == f"error: nothing was promoted for global: {document['reason']}"
     assert document["reason"]
+
+
+def test_bulk_pipeline_runs_every_station_and_reports_rejected(
+    tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    monkeypatch.setenv("FLTS_HOME", str(tmp_path))
+    for name in ("FLTS_BUS_URL", "FLTS_STORAGE_URL", "FLTS_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    frames = []
+    for seed, (name, rows) in enumerate((("North", 400), ("Tiny", 30), ("South", 400))):
+        frame = synthetic_traffic(rows, seed=seed)
+        frame.insert(0, "cell", name)
+        frames.append(frame)
+    fleet = tmp_path / "fleet.csv"
+    pd.concat(frames).to_csv(fleet, index=False)
+    argv = ["pipeline", "--train", str(fleet), "--identifier-column", "cell"]
+    result = CliRunner().invoke(app, [*argv, "--models", "persistence", "-o", "json"])
+    # Persistence alone is never promoted: every station decided, none promoted -> exit 1.
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert [s["identifier"] for s in document["stations"]] == ["North", "South"]
+    assert all(s["reason_code"] for s in document["stations"])
+    assert (document["accepted"], document["promoted"]) == (2, 0)
+    assert [r["identifier"] for r in document["rejected"]] == ["Tiny"]
+    assert "error: nothing was promoted for any of the 2 stations" in result.stderr
+
+
+def test_bulk_pipeline_refuses_identifier(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text("time,cell\n")
+    argv = ["pipeline", "--train", str(fleet), "--identifier-column", "cell", "--identifier", "X"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2
+    assert "--identifier-column" in result.stderr

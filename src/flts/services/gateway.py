@@ -39,7 +39,9 @@ Upload rules:
   1 MiB while the body is read, the CSVs are validated from those files a chunk of rows at a
   time (:data:`flts.data.reader.CHUNK_ROWS`), and the digest and the stored objects are
   streamed from them too. What stays is the parsed numbers (about 120 MiB at the 64 MiB
-  limit, while validation runs), so memory is bounded by the number of uploads at once.
+  limit, while validation runs), so memory is bounded by the number of uploads at once. A
+  bulk upload is split into per-station temporary files on disk and validated one station at
+  a time, so its memory is that of its largest station, whatever the number of stations.
 * **Concurrency.** At most ``gateway.max_concurrent_uploads`` uploads are read, validated and
   stored at once. One more waits up to ``gateway.upload_wait_seconds`` for a slot, then is
   refused with 503 and ``Retry-After`` (``gateway.retry_after_seconds``); its body is read and
