@@ -15,7 +15,7 @@ import pytest
 from flts.data.synthetic import synthetic_traffic
 from flts.datasets import read_dataset_metas
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Envelope, Event
-from flts.exceptions import DataValidationError
+from flts.exceptions import BusError, DataValidationError
 from flts.fleet.bulk import (
     ingest_bulk,
     ingest_bulk_csv,
@@ -25,6 +25,7 @@ from flts.fleet.bulk import (
 )
 from flts.fleet.groups import read_group
 from flts.services.context import ServiceContext
+from flts.services.outbox import Outbox
 from helpers import memory_settings
 
 
@@ -210,3 +211,31 @@ def test_identifier_column_first_or_last(tmp_path: Path, position: int) -> None:
     got = pd.read_csv(paths["Y"])
     assert list(got.columns) == list(synthetic_traffic(1).columns)
     assert got["time"].tolist() == frame["time"].astype(str).iloc[1::2].tolist()
+
+
+def test_a_bus_outage_mid_group_leaves_the_rest_to_the_reconciler(
+    context: ServiceContext,
+) -> None:
+    publish = context.bus.publish
+    calls: list[str] = []
+
+    def flaky(topic: str, event: Envelope) -> None:
+        calls.append(event.identifier)
+        if len(calls) == 2:
+            raise BusError("event bus unavailable: connection refused")
+        publish(topic, event)
+
+    context.bus.publish = flaky  # type: ignore[method-assign,assignment]
+    data = _bulk(_station("A", seed=1), _station("B", seed=2), _station("C", seed=3))
+    with pytest.raises(BusError):
+        ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    outbox = Outbox(context)
+    assert len(outbox.pending()) == 2  # B failed, C not tried: both recorded, neither lost
+    context.bus.publish = publish  # type: ignore[method-assign]
+    assert len(outbox.reconcile()) == 2
+    events = _announced(context)
+    assert sorted(e.identifier for e in events) == ["A", "B", "C"]
+    [group] = {e.payload.group for e in events}
+    manifest = read_group(context.store, str(group))
+    assert manifest is not None
+    assert sorted(manifest.members) == ["A", "B", "C"]

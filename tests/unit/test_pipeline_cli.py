@@ -74,3 +74,26 @@ def test_bulk_pipeline_refuses_identifier(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2
     assert "--identifier-column" in result.stderr
+
+
+def test_bulk_pipeline_of_several_files_matches_test_files(
+    tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(mlflow_template, tmp_path / "mlflow.db")
+    monkeypatch.setenv("FLTS_HOME", str(tmp_path))
+    for name in ("FLTS_BUS_URL", "FLTS_STORAGE_URL", "FLTS_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    argv = ["pipeline", "--models", "persistence", "-o", "json"]
+    for seed, name in enumerate(("ElBorn", "LesCorts")):
+        frame = synthetic_traffic(500, seed=seed)
+        frame.iloc[:400].to_csv(tmp_path / f"{name}.csv", index=False)
+        argv += ["--train", str(tmp_path / f"{name}.csv")]
+    synthetic_traffic(500, seed=0).iloc[400:].to_csv(tmp_path / "ElBorn_test.csv", index=False)
+    argv += ["--test", str(tmp_path / "ElBorn_test.csv")]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    stations = {s["identifier"]: s for s in document["stations"]}
+    assert set(stations) == {"ElBorn", "LesCorts"}
+    assert stations["ElBorn"]["config_hash"] != stations["LesCorts"]["config_hash"]
+    assert document["rejected"] == []
