@@ -3,7 +3,7 @@
 Two forms, both split into one dataset per station (docs/clients.md, "Bulk upload"):
 
 * **Identifier column.** One training CSV (and optionally one test CSV) with a column naming
-  each row's station; the caller names the column. The files are read a chunk of rows at a
+  each row's station; the caller names the column. The files are read a block at a
   time and each station's rows are appended to its own temporary file with the column
   dropped, so a file of a thousand stations is never in memory whole. With a test file, every
   station must have rows in both files.
