@@ -267,3 +267,53 @@ def test_settings_refuse_a_deadline_shorter_than_the_group_wait(settings: Settin
                 "training": {"group_wait_seconds": 600},
             }
         )
+
+
+def test_two_replicas_on_the_embedded_backends_train_the_group_once(
+    settings: Settings, tmp_path: Path, trainings: list[list[str]]
+) -> None:
+    """SQLite bus, file store, two trainer replicas in one consumer group (threads standing in
+    for processes, each with its own connections): the members are shared between them, the
+    group trains once and every member gets its SUCCESS."""
+    import threading
+    import time
+
+    from flts.events import TRAINING_DATA
+    from flts.services.runner import run_service
+
+    embedded = Settings(home=tmp_path / "home", tracking_uri=settings.tracking.uri)
+    assert embedded.bus.url.startswith("sqlite")
+    assert embedded.storage.url.startswith("file")
+    publisher = ServiceContext(embedded)
+    stop = threading.Event()
+    replicas = [ServiceContext(embedded) for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=run_service,
+            args=(GlobalTrainService(replica, params=TINY), replica, stop),
+            kwargs={"poll_timeout": 0.1},
+        )
+        for replica in replicas
+    ]
+    try:
+        events = member_events(publisher)
+        for thread in threads:
+            thread.start()
+        for event in events.values():
+            publisher.bus.publish(TRAINING_DATA, event)
+        deadline = time.monotonic() + 240
+        while len(successes(publisher)) < len(STATIONS) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        for context in (*replicas, publisher):
+            context.close()
+    assert trainings == [list(STATIONS)]
+    reopened = ServiceContext(embedded)
+    try:
+        assert sorted(successes(reopened)) == list(STATIONS)
+        assert sorted(reopened.store.get_json(outcome_key("fleet"))["runs"]) == list(STATIONS)
+    finally:
+        reopened.close()
