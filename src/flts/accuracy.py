@@ -6,6 +6,11 @@ forecasters and their interval calibrations, ``evaluation.score`` with the persi
 forecast as the MASE reference), so its figures are the evaluator's figures. Each station is
 a pair ``<name>.csv`` (training) and ``<name>_test.csv`` (held-out test) in one directory.
 
+The GLOBAL model type is the paper's *centralized* setting: one network trained on every
+station's windows together (:func:`flts.models.global_mlp.fit_group`, each station scaled by
+its own training split), scored per station on that station's test file like every other
+model. Its rows' ``train_seconds`` is the one shared training.
+
 Each horizon ``h`` is its own task (``FeatureSpec(horizon=h)``, direct multi-output): every
 model is trained for it, and a result row reports the figures at its last step ``h`` (how far
 ahead an operator acts), with every step in ``per_step``. The default is the published
@@ -28,7 +33,7 @@ from pydantic import ValidationError
 from flts.data import FeatureSpec, PreparedData, Recipe, prepare, read_traffic_csv
 from flts.evaluation import score
 from flts.exceptions import ConfigurationError
-from flts.models import model_class
+from flts.models import Forecaster, model_class
 from flts.models.baselines import Persistence
 from flts.models.intervals import check_levels
 
@@ -48,7 +53,10 @@ DEFAULT_MODELS = (
     "GRU",
     "MLP",
     "ENSEMBLE",
+    "GLOBAL",
 )
+#: Model types trained once across every station of the run (a group), not per station.
+GROUP_MODELS = frozenset({"GLOBAL"})
 #: Figures summarised over seeds (mean and std), and those keyed by interval level (mean).
 SUMMARY_FIELDS = ("nrmse", "mae5", "rmse5", "mase", "wql", "train_seconds")
 LEVEL_FIELDS = ("coverage", "width")
@@ -104,12 +112,43 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Fit one model on train/validation and score it (and its ``levels`` % intervals) on the
     test windows, against the persistence forecast ``naive`` for MASE."""
-    assert prepared.test is not None
     cls = model_class(model_type)
     model = cls(
         prepared.spec, prepared.input_scaler, prepared.target_scaler, seed=seed, **(params or {})
     )
     model.fit(prepared.train, prepared.validation)
+    return score_model(model, prepared, seed, naive=naive, levels=levels)
+
+
+def evaluate_group(
+    prepared: dict[str, PreparedData],
+    seed: int,
+    params: dict[str, Any] | None = None,
+    *,
+    naive: dict[str, np.ndarray],
+    levels: tuple[float, ...] = DEFAULT_LEVELS,
+) -> dict[str, dict[str, Any]]:
+    """Fit one GLOBAL network over every station of ``prepared`` and score each station's
+    forecaster on its own test windows; rows by station."""
+    from flts.models.global_mlp import fit_group, in_memory
+
+    fit = fit_group({name: in_memory(p) for name, p in prepared.items()}, params=params, seed=seed)
+    return {
+        name: score_model(fit.forecaster(name, data), data, seed, naive=naive[name], levels=levels)
+        for name, data in prepared.items()
+    }
+
+
+def score_model(
+    model: Forecaster,
+    prepared: PreparedData,
+    seed: int,
+    *,
+    naive: np.ndarray | None = None,
+    levels: tuple[float, ...] = DEFAULT_LEVELS,
+) -> dict[str, Any]:
+    """Score a fitted model (and its ``levels`` % intervals) on the test windows once."""
+    assert prepared.test is not None
     started = time.perf_counter()
     prediction = model.predict(prepared.test)
     predict_seconds = time.perf_counter() - started
@@ -232,6 +271,18 @@ def run_accuracy_benchmark(
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     protocol_recipes = {}
+    data: dict[tuple[str, int], PreparedData] = {}
+    naives: dict[tuple[str, int], np.ndarray] = {}
+
+    def record(station: str, row: dict[str, Any], horizon: int) -> None:
+        results.append({"station": station, **row})
+        if on_result is not None:
+            on_result(results[-1])
+        say(
+            f"  {station:<10} {row['model']:<15} seed {row['seed']}: NRMSE at step {horizon} "
+            f"{row['nrmse']:.4f}  train {row['train_seconds']:.1f}s"
+        )
+
     for station in resolved:
         recipe = recipe_for(station.name)
         protocol_recipes[station.name] = recipe.model_dump(mode="json")
@@ -243,24 +294,37 @@ def run_accuracy_benchmark(
                 recipe=recipe,
             )
             naive = persistence_forecast(prepared)
+            if set(models) & GROUP_MODELS:  # kept for the group's training below
+                data[station.name, task.horizon] = prepared
+                naives[station.name, task.horizon] = naive
             say(
                 f"{station.name}, horizon {task.horizon}: {len(prepared.train)} train, "
                 f"{len(prepared.validation)} validation, {len(prepared.test or [])} test windows"
             )
             for model_type in models:
+                if model_type.upper() in GROUP_MODELS:
+                    continue
                 for seed in range(seeds):
                     row = evaluate_model(prepared, model_type, seed, naive=naive, levels=levels)
-                    results.append({"station": station.name, **row})
-                    if on_result is not None:
-                        on_result(results[-1])
-                    say(
-                        f"  {row['model']:<15} seed {seed}: NRMSE at step {task.horizon} "
-                        f"{row['nrmse']:.4f}  train {row['train_seconds']:.1f}s"
-                    )
+                    record(station.name, row, task.horizon)
+    if {m.upper() for m in models} & GROUP_MODELS:
+        names = [s.name for s in resolved]
+        for task in specs:
+            say(f"GLOBAL over {', '.join(names)}, horizon {task.horizon}")
+            for seed in range(seeds):
+                rows = evaluate_group(
+                    {n: data[n, task.horizon] for n in names},
+                    seed,
+                    naive={n: naives[n, task.horizon] for n in names},
+                    levels=levels,
+                )
+                for name in names:
+                    record(name, rows[name], task.horizon)
     summary = _summarise(results, ("station", "model", "horizon"))
     return {
         "protocol": {
-            "task": "lags -> next horizon rows of targets, one model per station and horizon",
+            "task": "lags -> next horizon rows of targets, one model per station and horizon "
+            "(GLOBAL: one model per horizon across every station)",
             "feature_spec": specs[0].model_dump(mode="json"),
             "horizons": [task.horizon for task in specs],
             "interval_levels": list(levels),

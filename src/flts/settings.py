@@ -471,6 +471,16 @@ class TrainingSettings(_Section):
     model_type: str | None = Field(
         default=None, description="The model type this trainer trains (--model overrides)."
     )
+    group_wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "GLOBAL trainer: how long after a group's first member is ready to wait for the "
+            "others before training with the members that are ready; a member that arrives "
+            "later is reported FAILED. Keep it below evaluation.deadline_seconds, or the "
+            "evaluator decides before the GLOBAL candidates exist."
+        ),
+    )
 
     @field_validator("model_type")
     @classmethod
@@ -632,6 +642,21 @@ class Settings(BaseSettings):
             if isinstance(current, dict):
                 data[section] = {field: value, **current}
         return data
+
+    @model_validator(mode="after")
+    def _global_candidates_in_time(self) -> Settings:
+        """An evaluator that waits for GLOBAL must wait longer than the GLOBAL trainer waits
+        for a group's members, else every group's GLOBAL candidates come too late."""
+        if (
+            "GLOBAL" in self.evaluation.expected_models
+            and self.evaluation.deadline_seconds <= self.training.group_wait_seconds
+        ):
+            raise ValueError(
+                f"evaluation.deadline_seconds ({self.evaluation.deadline_seconds:g}) must exceed "
+                f"training.group_wait_seconds ({self.training.group_wait_seconds:g}) when "
+                "GLOBAL is an expected model: the group trains only after that wait"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_urls_under_home(self) -> Settings:

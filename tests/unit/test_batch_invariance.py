@@ -44,7 +44,7 @@ def test_numpy_models_are_batch_invariant(data: PreparedData, model_type: str) -
         assert np.array_equal(alone, together), size
 
 
-@pytest.mark.parametrize("model_type", ["LSTM", "GRU", "MLP"])
+@pytest.mark.parametrize("model_type", ["LSTM", "GRU", "MLP", "GLOBAL"])
 def test_onnx_served_models_are_batch_invariant(
     data: PreparedData, model_type: str, tmp_path: Path
 ) -> None:

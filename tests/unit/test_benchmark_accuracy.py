@@ -199,3 +199,23 @@ def test_bad_horizons_and_levels_fail_before_training(data_dir: Path) -> None:
         run_accuracy_benchmark(
             data_dir, stations=["Alpha"], models=["PERSISTENCE"], levels=[100.0], seeds=1
         )
+
+
+def test_global_trains_once_across_the_stations_and_scores_each(data_dir: Path) -> None:
+    pytest.importorskip("torch")
+    document = run_accuracy_benchmark(
+        data_dir,
+        stations=["Alpha", "Beta"],
+        models=["PERSISTENCE", "GLOBAL"],
+        seeds=1,
+        levels=(),
+    )
+    rows = {(r["station"], r["model"]): r for r in document["results"]}
+    assert set(rows) == {(s, m) for s in ("Alpha", "Beta") for m in ("PERSISTENCE", "GLOBAL")}
+    alpha, beta = rows["Alpha", "GLOBAL"], rows["Beta", "GLOBAL"]
+    # One shared training: the same network and training time, each station's own test score.
+    assert alpha["metadata"]["group_stations"] == beta["metadata"]["group_stations"] == 2
+    assert alpha["train_seconds"] == beta["train_seconds"]
+    assert (alpha["metadata"]["station_index"], beta["metadata"]["station_index"]) == (0, 1)
+    assert alpha["nrmse"] != beta["nrmse"]
+    assert {e["model"] for e in document["station_mean"]} == {"PERSISTENCE", "GLOBAL"}

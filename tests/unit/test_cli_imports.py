@@ -78,7 +78,7 @@ def test_cli_choices_match_their_owners() -> None:
 
 @pytest.mark.parametrize(
     ("typed", "expected"),
-    [("ls", ["LSTM"]), ("RIDGE,g", ["RIDGE,GRU"]), ("ridge,", None), ("X", [])],
+    [("ls", ["LSTM"]), ("RIDGE,g", ["RIDGE,GRU", "RIDGE,GLOBAL"]), ("ridge,", None), ("X", [])],
 )
 def test_models_completion_completes_the_last_item(typed: str, expected: list[str] | None) -> None:
     from flts.cli._choices import ModelType, complete_models

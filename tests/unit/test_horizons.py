@@ -25,6 +25,7 @@ HORIZON = 6
 PARAMS: dict[str, dict[str, Any]] = {
     "LSTM": TINY,
     "GRU": TINY,
+    "GLOBAL": TINY,
     "MLP": {**{k: v for k, v in TINY.items() if k != "hidden_size"}, "width": 16},
     "ENSEMBLE": {"members": ["RIDGE", "MLP"], "member_params": {"MLP": {"max_epochs": 3}}},
     "PROPHET": {"candidates": [{"growth": "flat", "seasonality_mode": "additive"}]},

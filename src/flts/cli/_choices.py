@@ -23,6 +23,7 @@ class ModelType(StrEnum):
     LSTM = "LSTM"
     GRU = "GRU"
     MLP = "MLP"
+    GLOBAL = "GLOBAL"
     PROPHET = "PROPHET"
     ENSEMBLE = "ENSEMBLE"
 

@@ -30,7 +30,7 @@ app = typer.Typer(help="Benchmarks: accuracy on held-out data.", no_args_is_help
 
 #: Defaults repeated here (not imported) so ``flts --help`` does not import every model.
 DEFAULT_STATIONS = "PobleSec,ElBorn,LesCorts"
-DEFAULT_MODELS = "PERSISTENCE,SEASONAL_NAIVE,RIDGE,PROPHET,LSTM,GRU,MLP,ENSEMBLE"
+DEFAULT_MODELS = "PERSISTENCE,SEASONAL_NAIVE,RIDGE,PROPHET,LSTM,GRU,MLP,ENSEMBLE,GLOBAL"
 DEFAULT_INTERVALS = "80,95"
 
 

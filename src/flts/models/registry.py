@@ -25,6 +25,7 @@ MODEL_TYPES: dict[str, _Entry] = {
     "LSTM": _Entry("flts.models.neural:LSTMForecaster", "torch", "torch"),
     "GRU": _Entry("flts.models.neural:GRUForecaster", "torch", "torch"),
     "MLP": _Entry("flts.models.mlp:MLPForecaster", "torch", "torch"),
+    "GLOBAL": _Entry("flts.models.global_mlp:GlobalForecaster", "torch", "torch"),
     "PROPHET": _Entry("flts.models.prophet:ProphetForecaster", "prophet", "prophet"),
     "ENSEMBLE": _Entry("flts.models.ensemble:Ensemble", None, None),
 }

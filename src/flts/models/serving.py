@@ -1,7 +1,7 @@
 """Serving runtimes: the fastest way to run each saved model type, behind one interface.
 
-* **LSTM, GRU, MLP**: the ``model.onnx`` every torch model saves, run by ONNX Runtime with one
-  intra-op thread (:class:`OnnxForecaster`). torch is never imported, so a serving process
+* **LSTM, GRU, MLP, GLOBAL**: the ``model.onnx`` every torch model saves, run by ONNX Runtime
+  with one intra-op thread (:class:`OnnxForecaster`). torch is never imported, so a serving process
   stays small and starts fast; the torch module is only the reference the graph is tested
   against.
 * **RIDGE, PERSISTENCE, SEASONAL_NAIVE, ENSEMBLE**: their own numpy ``predict``.
@@ -125,8 +125,19 @@ class OnnxMLP(OnnxForecaster):
     model_type = "MLP"
 
 
+class OnnxGlobal(OnnxForecaster):
+    """One station's view of a group's shared network (its station index is in the graph)."""
+
+    model_type = "GLOBAL"
+
+
 #: Model types served from their ONNX graph, by manifest ``model_type``.
-ONNX_TYPES: dict[str, type[OnnxForecaster]] = {"LSTM": OnnxLSTM, "GRU": OnnxGRU, "MLP": OnnxMLP}
+ONNX_TYPES: dict[str, type[OnnxForecaster]] = {
+    "LSTM": OnnxLSTM,
+    "GRU": OnnxGRU,
+    "MLP": OnnxMLP,
+    "GLOBAL": OnnxGlobal,
+}
 
 
 def load_serving_model(directory: Path, *, threads: int = 1) -> Forecaster:
@@ -171,4 +182,4 @@ def inline_types() -> frozenset[type[Forecaster]]:
     from flts.models.baselines import Persistence, SeasonalNaive
     from flts.models.ridge import Ridge
 
-    return frozenset({OnnxLSTM, OnnxGRU, OnnxMLP, Ridge, Persistence, SeasonalNaive})
+    return frozenset({OnnxLSTM, OnnxGRU, OnnxMLP, OnnxGlobal, Ridge, Persistence, SeasonalNaive})

@@ -62,6 +62,10 @@ def build_service(name: str, context: ServiceContext, model_type: str | None = N
             raise ConfigurationError(
                 "a trainer needs a model type: pass --model or set FLTS_MODEL_TYPE"
             )
+        if model.strip().upper() == "GLOBAL":  # one network per group of stations
+            from flts.services.train_global import GlobalTrainService
+
+            return GlobalTrainService(context)
         from flts.services.train import TrainService
 
         return TrainService(context, model)

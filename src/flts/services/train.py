@@ -29,7 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flts.data.prepare import PreparedData
+from flts.data.prepare import PreparedData, Splits
 from flts.data.processed import ProcessedKeys, read_splits
 from flts.evaluation import Scores, score
 from flts.events import (
@@ -160,32 +160,8 @@ class TrainService:
         except Exception as exc:  # only model code runs in _fit: any error is the model's
             self._report_failure(event, exc)
             return
-        meta = self.context.store.get_json(keys.meta_key)
-        current = self.context.promotions.current(identifier)
-
-        def describe(run_id: str) -> str:
-            facts = TrainingFacts(
-                run_id=run_id,
-                identifier=identifier,
-                config_hash=payload.config_hash,
-                correlation_id=event.correlation_id,
-                input_digests={str(k): str(v) for k, v in meta.get("input_digests", {}).items()},
-                parent_run_id=None if current is None else current.run_id,
-            )
-            return training_card(facts, model, splits, validation)
-
-        try:
-            run_id = self.context.tracker.log_training_run(
-                model,
-                identifier=identifier,
-                config_hash=payload.config_hash,
-                correlation_id=event.correlation_id,
-                validation=validation,
-                example=prepared.validation,
-                describe=describe,
-            )
-        except ModelError as exc:  # the model could not be saved (tracking errors propagate)
-            self._report_failure(event, exc)
+        run_id = self._log_run(event, model, splits, prepared, validation)
+        if run_id is None:
             return
         seconds = model.metadata.get("train_seconds")
         elapsed = time.perf_counter() - started
@@ -203,6 +179,46 @@ class TrainService:
             run_id=run_id,
             train_seconds=float(seconds) if isinstance(seconds, int | float) else None,
         )
+
+    def _log_run(
+        self,
+        event: TrainingDataEvent,
+        model: Forecaster,
+        splits: Splits,
+        prepared: PreparedData,
+        validation: Scores,
+    ) -> str | None:
+        """Log ``model`` as this event's run with its model card; the run id, or ``None``
+        after reporting FAILED when the model cannot be saved (tracking errors propagate)."""
+        payload = event.payload
+        identifier = event.identifier
+        meta = self.context.store.get_json(processed_keys(payload).meta_key)
+        current = self.context.promotions.current(identifier)
+
+        def describe(run_id: str) -> str:
+            facts = TrainingFacts(
+                run_id=run_id,
+                identifier=identifier,
+                config_hash=payload.config_hash,
+                correlation_id=event.correlation_id,
+                input_digests={str(k): str(v) for k, v in meta.get("input_digests", {}).items()},
+                parent_run_id=None if current is None else current.run_id,
+            )
+            return training_card(facts, model, splits, validation)
+
+        try:
+            return self.context.tracker.log_training_run(
+                model,
+                identifier=identifier,
+                config_hash=payload.config_hash,
+                correlation_id=event.correlation_id,
+                validation=validation,
+                example=prepared.validation,
+                describe=describe,
+            )
+        except ModelError as exc:  # the model could not be saved (tracking errors propagate)
+            self._report_failure(event, exc)
+            return None
 
     # ------------------------------------------------------------------ helpers
 
