@@ -12,7 +12,10 @@ server alike) and reported as medians:
 
 * closed loop at each ``--connections`` count: requests/s and p50/p99, for FLTS and for the
   floor (:mod:`benchmarks.floor`: uvicorn with the same options reading and parsing the body
-  with orjson); ``fraction_of_floor`` is FLTS's requests/s over the floor's;
+  with orjson); ``fraction_of_floor`` is FLTS's requests/s over the floor's. Each run also
+  measures the server's CPU per request (``/proc``); ``cpu_fraction_of_floor``, the floor's
+  CPU per request over FLTS's, is the same comparison with the cores to itself, which other
+  work on a shared machine moves far less than requests/s;
 * paced: ``--paced-rps`` offered over the top connection count (``post.lua``'s schedule), p99
   for FLTS and for the floor; closed-loop latency includes the queueing Little's law implies,
   the paced level is latency at a given load;
@@ -88,7 +91,9 @@ class Level:
     requests: int
     failures: int
     offered_rps: float | None = None
-    runs: list[dict[str, float]] = field(default_factory=list)
+    #: The server's CPU per request (median): the figure other work on the machine moves least.
+    cpu_us_per_request: float | None = None
+    runs: list[dict[str, float | None]] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -97,6 +102,8 @@ class Level:
         def median(figure: str) -> float:
             values = [run.rps if figure == "rps" else run.ms(figure) for run in runs]
             return round(statistics.median(values), 3)
+
+        cpu = [x for run in runs if (x := run.cpu_us_per_request) is not None]
 
         return cls(
             server=server,
@@ -108,8 +115,17 @@ class Level:
             p99_ms=median("p99"),
             requests=sum(run.requests for run in runs),
             failures=sum(run.failures for run in runs),
+            cpu_us_per_request=round(statistics.median(cpu), 1) if cpu else None,
             runs=[
-                {"rps": round(r.rps, 1), "p50_ms": r.ms("p50"), "p99_ms": r.ms("p99")} for r in runs
+                {
+                    "rps": round(r.rps, 1),
+                    "p50_ms": r.ms("p50"),
+                    "p99_ms": r.ms("p99"),
+                    "cpu_us_per_request": None
+                    if (c := r.cpu_us_per_request) is None
+                    else round(c, 1),
+                }
+                for r in runs
             ],
             **extra,
         )
@@ -165,14 +181,19 @@ def bench_serve(
     top = max(connections)
     runs: dict[tuple[str, str, int], list[WrkRun]] = {}
 
+    pids: dict[str, int] = {}
+
     def measure(
         server: str, url: str, mode: str, body: list[bytes], c: int, rate: float = 0.0
     ) -> None:
-        run = run_wrk(url, body, connections=c, duration=duration, work=work, rate=rate)
+        pid = pids.get(server)
+        run = run_wrk(url, body, connections=c, duration=duration, work=work, rate=rate, pid=pid)
         runs.setdefault((server, mode, c), []).append(run)
+        cpu = run.cpu_us_per_request
         print(
             f"{server:6} {mode:16} c={c:<3} {run.rps:9.1f} req/s  p50 {run.ms('p50'):7.2f}  "
-            f"p99 {run.ms('p99'):7.2f} ms  {run.requests} requests, {run.failures} failures",
+            f"p99 {run.ms('p99'):7.2f} ms  {run.requests} requests, {run.failures} failures"
+            + ("" if cpu is None else f", {cpu:.1f} us CPU/request"),
             flush=True,
         )
 
@@ -181,6 +202,9 @@ def bench_serve(
     with flts, start_floor(logs=logs) as floor:
         print(f"flts ready in {cold:.2f} s", flush=True)
         targets = {"flts": flts.url + "/v1/forecast", "floor": floor.url + "/v1/forecast"}
+        for name, spawned in (("flts", flts), ("floor", floor)):
+            if spawned.process is not None:
+                pids[name] = spawned.process.pid
         time.sleep(SETTLE_SECONDS)
         for _ in range(repeats):
             for c in connections:
@@ -228,6 +252,13 @@ def report(levels: list[Level], *, cold_start: float, paced_rps: float, top: int
             return None
         return round(a.rps / b.rps, 3)
 
+    def cpu_ratio(a: Level | None, b: Level | None) -> float | None:
+        """``a``'s CPU per request over ``b``'s: the floor's over FLTS's is the fraction of
+        the floor one core would reach with the machine to itself."""
+        if a is None or b is None or not a.cpu_us_per_request or not b.cpu_us_per_request:
+            return None
+        return round(a.cpu_us_per_request / b.cpu_us_per_request, 3)
+
     flts, floor, mlflow = find("flts", "closed"), find("floor", "closed"), find("mlflow", "closed")
     paced = find("flts", "paced")
     batch = {
@@ -240,6 +271,9 @@ def report(levels: list[Level], *, cold_start: float, paced_rps: float, top: int
         "flts_rps": flts.rps if flts else None,
         "floor_rps": floor.rps if floor else None,
         "fraction_of_floor": ratio(flts, floor),
+        "flts_cpu_us_per_request": flts.cpu_us_per_request if flts else None,
+        "floor_cpu_us_per_request": floor.cpu_us_per_request if floor else None,
+        "cpu_fraction_of_floor": cpu_ratio(floor, flts),
         "flts_p50_ms": flts.p50_ms if flts else None,
         "flts_p99_ms": flts.p99_ms if flts else None,
         "floor_p50_ms": floor.p50_ms if floor else None,

@@ -33,6 +33,16 @@ class WrkRun:
     seconds: float
     errors: dict[str, int]
     latency_us: dict[str, float]
+    #: CPU seconds the server process(es) used during the run (``None``: not measured).
+    cpu_seconds: float | None = None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The server's CPU per answered request: unlike requests/s, barely moved by other
+        work on a shared machine (which takes cores away, not CPU from each request)."""
+        if self.cpu_seconds is None or self.requests == 0:
+            return None
+        return self.cpu_seconds / self.requests * 1e6
 
     @property
     def rps(self) -> float:
@@ -55,6 +65,26 @@ def wrk_binary() -> str:
     return found
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` and its direct children (the worker
+    processes of ``uvicorn --workers N``), read from ``/proc``; ``None`` without it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        entries = [entry for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            # after the parenthesised command name: state, ppid, ... utime (12th), stime
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def run_wrk(
     url: str,
     bodies: list[bytes],
@@ -63,10 +93,12 @@ def run_wrk(
     duration: float,
     work: Path,
     rate: float = 0.0,
+    pid: int | None = None,
 ) -> WrkRun:
     """POST ``bodies`` (round-robin) to ``url`` over ``connections`` for ``duration`` seconds,
-    closed loop, or paced at ``rate`` requests/s when ``rate > 0``. Raises ``RuntimeError``
-    when wrk fails or reports nothing."""
+    closed loop, or paced at ``rate`` requests/s when ``rate > 0``; ``pid``: the server's
+    process, whose CPU time over the run is measured. Raises ``RuntimeError`` when wrk fails
+    or reports nothing."""
     if not bodies or any(b"\n" in body for body in bodies):
         raise ValueError("give at least one body, each without newlines (one per line)")
     work.mkdir(parents=True, exist_ok=True)
@@ -77,12 +109,14 @@ def run_wrk(
         env["FLTS_WRK_RATE"] = f"{rate:g}"
     argv = [wrk_binary(), "-t1", f"-c{connections}", f"-d{duration:g}s", f"--timeout={TIMEOUT}"]
     argv += ["-s", str(SCRIPT), url]
+    cpu_before = None if pid is None else process_cpu_seconds(pid)
     try:
         result = subprocess.run(
             argv, env=env, capture_output=True, text=True, check=False, timeout=duration + 60
         )
     finally:
         body_file.unlink(missing_ok=True)
+    cpu_after = None if pid is None else process_cpu_seconds(pid)
     line = next((x for x in result.stdout.splitlines() if x.startswith(MARKER)), None)
     if result.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -92,4 +126,7 @@ def run_wrk(
         seconds=int(document["duration_us"]) / 1e6,
         errors={k: int(v) for k, v in document["errors"].items()},
         latency_us={k: float(v) for k, v in document["latency_us"].items()},
+        cpu_seconds=(
+            None if cpu_before is None or cpu_after is None else max(0.0, cpu_after - cpu_before)
+        ),
     )

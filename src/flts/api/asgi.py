@@ -100,7 +100,8 @@ class ForecastRoute:
             body = await read_body(scope, receive, self.max_body_bytes)
             if body is None:
                 return  # the client went away
-            payload = await self.answer_for(scope)(body, served)
+            answer = self.answer if self.bind is None else self.bind(scope)
+            payload = await answer(body, served)
         except FLTSError as exc:
             scope[MODEL_TYPE_SCOPE_KEY] = served.model_type
             await self.render(exc)(scope, receive, send)
@@ -224,7 +225,9 @@ class InferenceApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._stack(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The answer of the route that takes the request: a plain function returning that
+        route's coroutine, so a forecast's frames (resumed at every await) are one fewer."""
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             route = self.routes.get(path)
@@ -236,6 +239,5 @@ class InferenceApp:
                         route = candidate
                         break
             if route is not None:
-                await route(scope, receive, send)
-                return
-        await self.framework(scope, receive, send)
+                return route(scope, receive, send)
+        return self.framework(scope, receive, send)

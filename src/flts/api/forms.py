@@ -23,6 +23,7 @@ the CSV parser :func:`flts.data.reader.parse_times`, so both give the same insta
 from __future__ import annotations
 
 import binascii
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -218,11 +219,19 @@ class RowForm:
     """What validating rows needs from a feature spec, built once per spec."""
 
     rows: msgspec.json.Decoder[list[Any]]
+    #: The common case only, tried first: a time string and a JSON number for every input
+    #: (:func:`_decode_rows`).
+    numbers: msgspec.json.Decoder[list[Any]]
+    #: The whole ``POST /v1/forecast`` body in the common case, rows included, in one pass
+    #: (:func:`decode_numeric`).
+    calls: msgspec.json.Decoder[Any]
     values_of: Callable[[Any], tuple[Any, ...]]
     time_of: Callable[[Any], Any]
     lags: int
     horizon: int
+    spec: FeatureSpec
     step_ns: int
+    width: int  # fields of a row: the time and the inputs
     positions: np.ndarray  # 0 .. lags-1
     offsets: np.ndarray  # step * (1 .. horizon)
 
@@ -238,7 +247,25 @@ def row_form(spec: FeatureSpec) -> RowForm:
     columns = (spec.time_column, *spec.inputs)
     fields: list[tuple[str, Any, Any]] = [("c0", str | msgspec.UnsetType, msgspec.UNSET)]
     fields += [(f"c{i}", _Value, msgspec.UNSET) for i in range(1, len(columns))]
-    row = msgspec.defstruct("Row", fields, rename={f"c{i}": name for i, name in enumerate(columns)})
+    rename = {f"c{i}": name for i, name in enumerate(columns)}
+    # gc=False: rows hold only strings, numbers and None (no cycles), so the collector need
+    # not track the hundreds a busy replica decodes per loop iteration.
+    row = msgspec.defstruct("Row", fields, rename=rename, gc=False)
+    numeric: list[tuple[str, Any]] = [("c0", str)]
+    numeric += [(f"c{i}", float) for i in range(1, len(columns))]
+    numeric_row = msgspec.defstruct("NumericRow", numeric, rename=rename, gc=False)
+    # ForecastCall's fields with the history typed and required, and the same constraints.
+    numeric_call = msgspec.defstruct(
+        "NumericForecastCall",
+        [
+            ("history", list[numeric_row]),  # type: ignore[valid-type]
+            ("identifier", str | None, None),
+            ("horizon", Horizon, 1),
+            ("intervals", Levels, msgspec.field(default_factory=list)),
+        ],
+        forbid_unknown_fields=True,
+        namespace={"rows": property(attrgetter("history"))},
+    )
     names = [f"c{i}" for i in range(1, len(columns))]
     # attrgetter of one name returns the value, not a 1-tuple: keep rows 2-D.
     single = attrgetter(names[0])
@@ -246,11 +273,15 @@ def row_form(spec: FeatureSpec) -> RowForm:
     step = int(spec.step.value)
     return RowForm(
         rows=msgspec.json.Decoder(list[row]),  # type: ignore[valid-type]
+        numbers=msgspec.json.Decoder(list[numeric_row]),  # type: ignore[valid-type]
+        calls=msgspec.json.Decoder(numeric_call),
         values_of=values_of,
         time_of=attrgetter("c0"),
         lags=spec.lags,
         horizon=spec.horizon,
+        spec=spec,
         step_ns=step,
+        width=len(columns),
         positions=np.arange(spec.lags),
         offsets=np.timedelta64(step, "ns") * np.arange(1, spec.horizon + 1),
     )
@@ -292,33 +323,77 @@ def stored_history(rows: pd.DataFrame, spec: FeatureSpec, identifier: str) -> li
     ]
 
 
+def decode_numeric(body: bytes, form: RowForm) -> Any | None:
+    """A ``POST /v1/forecast`` body decoded in one pass, rows included, when it is the common
+    case: a history of rows whose times are strings and whose inputs are all JSON numbers
+    (``form``: the row form of the model that will answer). ``None`` for anything else, which
+    :func:`decode` and :func:`row_windows` then take or refuse as usual.
+
+    The two-step path reads the body twice (the envelope, then the rows once the model is
+    known); this reads it once, with exactly the checks both steps would make of such a body
+    (strictly, so a value it decodes is one the two steps decode the same way). The rows are
+    :func:`numeric_windows`' to check further (lengths, finite values, times on the grid).
+    """
+    try:
+        return form.calls.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
 def row_windows(calls: Sequence[ForecastCall], spec: FeatureSpec) -> Windows:
     """The last window of each call's history, all for one model with ``spec``."""
     form = row_form(spec)
+    lengths = _lengths(form, calls)
     rows: list[Any] = []
+    for call in calls:
+        rows.extend(call.rows)
+    values, times = _decode_rows(form, b"[" + b",".join(rows) + b"]")
+    return _windows(form, lengths, values, times)
+
+
+def numeric_windows(calls: Sequence[Any], spec: FeatureSpec) -> Windows:
+    """:func:`row_windows` of calls :func:`decode_numeric` decoded (their rows typed)."""
+    form = row_form(spec)
+    lengths = _lengths(form, calls)
+    values, times = _numeric_table(form, [row for call in calls for row in call.history])
+    return _windows(form, lengths, values, times)
+
+
+def _lengths(form: RowForm, calls: Sequence[Any]) -> list[int]:
+    """Rows of each call's history, refused when too few for a window or when the horizon
+    is out of the model's range."""
     lengths: list[int] = []
     for call in calls:
-        history = call.rows
-        if not form.lags <= len(history) or not call.horizon <= form.horizon:
+        rows = len(call.rows)
+        if not form.lags <= rows or not call.horizon <= form.horizon:
             raise RejectedError("too few rows or a horizon out of range")
-        lengths.append(len(history))
-        rows.extend(history)
-    try:
-        decoded = form.rows.decode(b"[" + b",".join(rows) + b"]")
-    except msgspec.ValidationError as exc:
-        raise RejectedError(validation_problem(exc)) from exc
-    values = _numbers(list(map(form.values_of, decoded)))
-    times = _times(list(map(form.time_of, decoded)))
+        lengths.append(rows)
+    return lengths
+
+
+def _windows(form: RowForm, lengths: list[int], values: np.ndarray, times: np.ndarray) -> Windows:
+    """The last window of each history (``lengths`` rows each, one after another in
+    ``values`` and ``times``), refused when times are off the grid."""
     ticks = times.view(np.int64)
+    lags = form.lags
     if len(lengths) == 1:  # one request: the same steps with fewer small numpy calls
         if not (np.diff(ticks) == form.step_ns).all():
             raise RejectedError("times off the grid")
-        lags = form.lags
         return Windows(
             x=values[None, -lags:],
             y=None,
             input_times=times[None, -lags:],
             target_times=(times[-1] + form.offsets)[None],
+        )
+    if len(values) == lags * len(lengths):  # every history exactly one window: reshapes
+        count = len(lengths)
+        if not (np.diff(ticks.reshape(count, lags), axis=1) == form.step_ns).all():
+            raise RejectedError("times off the grid")
+        return Windows(
+            x=values.reshape(count, lags, values.shape[1]),
+            y=None,
+            input_times=times.reshape(count, lags),
+            target_times=times[lags - 1 :: lags, None] + form.offsets,
         )
     ends = np.cumsum(lengths)
     on_grid = np.diff(ticks) == form.step_ns
@@ -332,6 +407,47 @@ def row_windows(calls: Sequence[ForecastCall], spec: FeatureSpec) -> Windows:
         input_times=times[index],
         target_times=times[ends - 1][:, None] + form.offsets,
     )
+
+
+def _decode_rows(form: RowForm, rows: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The values (finite float64, one row per row) and times of ``rows`` (a JSON array of
+    row objects); :class:`RejectedError` when they are not acceptable.
+
+    Nearly every client sends JSON numbers, so :attr:`RowForm.numbers` (a time string and a
+    number for every input, nothing else) is tried first: its rows are then plain tuples
+    (``astuple``, in C) and the whole table one object array cast to float64, with no type
+    discovery per value. Anything else it refuses (numeric strings, nulls, absent values,
+    wrong types) is decoded again by :attr:`RowForm.rows`, which takes or refuses it exactly
+    as the contract says (the same checks and reasons either way).
+    """
+    try:
+        numeric = form.numbers.decode(rows)
+    except msgspec.ValidationError:
+        pass
+    else:
+        return _numeric_table(form, numeric)
+    try:
+        decoded = form.rows.decode(rows)
+    except msgspec.ValidationError as exc:
+        raise RejectedError(validation_problem(exc)) from exc
+    return _numbers(list(map(form.values_of, decoded))), _times(list(map(form.time_of, decoded)))
+
+
+def _numeric_table(form: RowForm, rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_decode_rows` of rows :attr:`RowForm.numbers` decoded (a time string and a
+    float in every row)."""
+    count = len(rows)
+    cells = np.fromiter(
+        itertools.chain.from_iterable(map(msgspec.structs.astuple, rows)),
+        dtype=object,
+        count=count * form.width,
+    ).reshape(count, form.width)
+    values = cells[:, 1:].astype(np.float64)
+    # msgspec refuses numbers no float holds, so these are finite; checked as _numbers does,
+    # so that no decoder change can ever let an infinity through.
+    if not np.isfinite(values).all():
+        raise RejectedError("values that are not finite numbers")
+    return values, _times(cells[:, 0].tolist())
 
 
 def _numbers(rows: list[tuple[Any, ...]]) -> np.ndarray:
@@ -361,7 +477,7 @@ _NAIVE_TIMES = re.compile(
 
 def _times(times: list[Any]) -> np.ndarray:
     """Time strings as naive UTC ``datetime64[ns]`` (the time column's rules)."""
-    if not all(type(t) is str for t in times):
+    if not set(map(type, times)) <= {str}:  # all(type(t) is str ...), in C
         raise RejectedError("a time is not a string")
     text = "\n".join(times) + "\n"
     if text.count("\n") == len(times) and _NAIVE_TIMES.fullmatch(text) is not None:

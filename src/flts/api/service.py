@@ -98,6 +98,12 @@ class ForecastService:
         self._window_batcher: MicroBatcher[TensorItem] = MicroBatcher(
             self._answer_windows, max_batch=THREAD_MIN_WINDOWS - 1
         )
+        # Bodies decoded in one pass (forms.decode_numeric) share calls the same way.
+        self._numeric_batcher: MicroBatcher[Any] = MicroBatcher(
+            self._answer_numeric, max_batch=THREAD_MIN_WINDOWS - 1
+        )
+        #: (the holder's table it was computed for, its shared row form): see _shared_form
+        self._shared: tuple[object, forms.RowForm | None] = (None, None)
 
     # ------------------------------------------------------------------ models
 
@@ -188,11 +194,14 @@ class ForecastService:
         holder = self.holder
         if not holder.bounded:
             return
-        models = holder.snapshot()  # the common case: every one is in memory
+        models = holder.snapshot()
+        absent = [i for i in identifiers if i is not None and i not in models]
+        if not absent:  # the common case: every one is in memory (no copy of the dropped set)
+            return
         # Only champions the replica knows it dropped: an identifier never promoted, or one
         # whose champion failed to load, must not start a download on every request.
         dropped = holder.dropped()
-        missing = [i for i in identifiers if i is not None and i not in models and i in dropped]
+        missing = [i for i in absent if i in dropped]
         if not missing:
             return
         flights = [
@@ -206,13 +215,43 @@ class ForecastService:
             # shield: a waiter giving up leaves the load running for the next request
             await asyncio.shield(asyncio.gather(*flights, return_exceptions=True))
 
+    def _in_memory(self, identifier: str | None) -> bool:
+        """Whether a forecast naming ``identifier`` has nothing to wait for (:meth:`ensure`
+        would return at once): checked first, so the common case makes no coroutine."""
+        return identifier is None or identifier in self.holder.snapshot()
+
     def _spec(self, identifier: str | None) -> FeatureSpec:
         return self.resolve(identifier).spec
+
+    def _shared_form(self) -> tuple[FeatureSpec, forms.RowForm] | None:
+        """The feature spec every loaded model shares and its row form (``None`` when they
+        differ or none is loaded): what a body can be decoded for before its identifier is
+        read. Recomputed only when the holder publishes a new table (copy-on-write, so a
+        new object)."""
+        models = self.holder.snapshot()
+        table, form = self._shared
+        if table is not models:
+            specs = {loaded.spec for loaded in models.values()}
+            form = forms.row_form(next(iter(specs))) if len(specs) == 1 else None
+            self._shared = (models, form)
+        return None if form is None else (form.spec, form)
 
     # ------------------------------------------------------------------ the routes
 
     async def forecast(self, body: bytes, served: Served) -> bytes:
-        """``POST /v1/forecast``: one request, one answer."""
+        """``POST /v1/forecast``: one request, one answer.
+
+        Bodies of JSON numbers for the spec every loaded model shares (nearly all of them)
+        are decoded in one pass (:meth:`_forecast_numeric`); anything else, and any body
+        that pass cannot answer, takes the two steps of :mod:`flts.api.forms`, which decide
+        alone what is refused and how."""
+        shared = self._shared_form()
+        if shared is not None:
+            numeric = forms.decode_numeric(body, shared[1])
+            if numeric is not None:
+                payload = await self._forecast_numeric(numeric, shared[0], body, served)
+                if payload is not None:
+                    return payload
         try:
             call = forms.decode(ForecastCall, body)
         except RejectedError as exc:
@@ -220,7 +259,8 @@ class ForecastService:
         if call.history is None:
             call = await self._from_observations(call)
         forms.check_history(len(call.rows), self.settings.max_history_rows)
-        await self.ensure([call.identifier])
+        if not self._in_memory(call.identifier):
+            await self.ensure([call.identifier])
         loaded = self._champion(call.identifier, diagnose_forecast, body, served)
         served.model = loaded
         try:
@@ -232,6 +272,27 @@ class ForecastService:
                 [answer] = await self._predict(
                     loaded, 1, lambda: row_answers(loaded, windows, [call.horizon], [levels])
                 )
+        except RejectedError as exc:
+            raise self._refusal(exc, diagnose_forecast, body) from exc
+        return self._recorded(orjson.dumps(answer))
+
+    async def _forecast_numeric(
+        self, call: Any, spec: FeatureSpec, body: bytes, served: Served
+    ) -> bytes | None:
+        """:meth:`forecast` of a body :func:`forms.decode_numeric` decoded for ``spec``: the
+        same steps in the same order; ``None`` when the model that answers has another spec
+        or is not micro-batched (the two-step path then answers)."""
+        forms.check_history(len(call.history), self.settings.max_history_rows)
+        if not self._in_memory(call.identifier):
+            await self.ensure([call.identifier])
+        loaded = self._champion(call.identifier, diagnose_forecast, body, served)
+        if not (loaded.inline and loaded.model.batch_invariant) or (
+            loaded.spec is not spec and loaded.spec != spec
+        ):
+            return None
+        served.model = loaded
+        try:
+            answer = await self._numeric_batcher.forecast(loaded, call)
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
         return self._recorded(orjson.dumps(answer))
@@ -257,6 +318,16 @@ class ForecastService:
         """Single forecasts by one bounded model, answered together (the micro-batcher's
         answerer): the same steps as one request, with one model call."""
         windows = forms.row_windows(calls, loaded.spec)
+        levels = [check_levels(call.intervals) if call.intervals else () for call in calls]
+        try:
+            return row_answers(loaded, windows, [call.horizon for call in calls], levels)
+        except ModelError as exc:
+            raise ModelError(f"the model failed: {exc}") from exc
+
+    def _answer_numeric(self, loaded: LoadedModel, calls: Sequence[Any]) -> list[dict[str, Any]]:
+        """:meth:`_answer_calls` of calls decoded in one pass (the numeric micro-batcher's
+        answerer)."""
+        windows = forms.numeric_windows(calls, loaded.spec)
         levels = [check_levels(call.intervals) if call.intervals else () for call in calls]
         try:
             return row_answers(loaded, windows, [call.horizon for call in calls], levels)
@@ -331,7 +402,8 @@ class ForecastService:
 
     async def _tensor(self, call: forms.TensorCall, body: bytes, served: Served) -> bytes:
         forms.check_tensor(*forms.claimed_size(call), self.settings.max_history_rows)
-        await self.ensure([call.identifier])
+        if not self._in_memory(call.identifier):
+            await self.ensure([call.identifier])
         loaded = self._champion(call.identifier, diagnose_batch, body, served)
         served.model = loaded
         windows = forms.tensor_windows(call, loaded.spec)
