@@ -11,7 +11,7 @@ BUILD := build
 # tests/servers; the scripts and benchmarks that reuse them run with tests/ on the path.
 WITH_TEST_SERVERS := PYTHONPATH=tests
 
-.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui bench-cli bench-fleet-serving e2e deploy-check image-check system-deps run clean lock
+.PHONY: help install lint format test faults bench-accuracy bench-pipeline bench-serve bench-serve-ci bench-protocols bench-auth bench-live bench-ui bench-cli bench-fleet-serving bench-fleet e2e deploy-check image-check system-deps run clean lock
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,16 @@ bench-ui: install system-deps  ## Dashboard fleet page load at 1,000 identifiers
 		--screenshot $(BUILD)/bench/ui-fleet-1000.png
 
 bench-fleet-serving: install system-deps  ## One replica serving 1,000 identifiers: RSS with and without the LRU bound, p50/p99 at 32 connections (random identifiers), cold loads, discovery requests at 100 vs 1,000; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_serving --identifiers 1000 --duration 10 \
+		--discovery 100,1000 --json-file $(BUILD)/bench/fleet_serving.json
+
+# The whole fleet proof: 1,000 stations from one upload to their champions (training), then one
+# replica serving them (bench-fleet-serving's run). FLEET_STATIONS and FLEET_REPLICAS scale it.
+FLEET_STATIONS ?= 1000
+FLEET_REPLICAS ?= 1
+bench-fleet: install system-deps  ## Fleet: FLEET_STATIONS (1,000) synthetic stations uploaded at once to promoted champions (wall, CPU s per station and per service; no forecast figures), then the fleet-serving run; JSON in build/bench/
+	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_training --stations $(FLEET_STATIONS) \
+		--trainer-replicas $(FLEET_REPLICAS) --no-figures --json-file $(BUILD)/bench/fleet_training.json
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_serving --identifiers 1000 --duration 10 \
 		--discovery 100,1000 --json-file $(BUILD)/bench/fleet_serving.json
 

@@ -215,6 +215,28 @@ def alias_tag(alias: str) -> str:
     return f"flts.alias.{alias}"
 
 
+def alias_version_tag(alias: str) -> str:
+    """The registered-model tag naming the model version FLTS last pointed ``alias`` at
+    (written after :func:`alias_tag`)."""
+    return f"flts.alias.{alias}.version"
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """Where a registered model's alias points and where FLTS last pointed it, as one
+    registry listing shows them (no per-model reads)."""
+
+    version: str | None
+    """The version the alias names now (``None``: no such alias)."""
+    written_version: str | None
+    """The version FLTS itself last pointed it at (``None``: never, or before this tag)."""
+
+    @property
+    def as_written(self) -> bool:
+        """True when the alias is where FLTS put it: nobody moved it by hand since."""
+        return self.version is not None and self.version == self.written_version
+
+
 #: Per-epoch training curves (a neural model's ``metadata["history"]``), logged as steps.
 EPOCH_METRICS = ("train_loss", "validation_loss", "validation_nrmse")
 
@@ -263,6 +285,10 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
+        # Registered models this process has seen exist: a registered model is never removed
+        # by FLTS, so one create-or-find per name and process is enough (a fleet registers
+        # a version per station and candidate; the failing create cost a round trip each).
+        self._registered: set[str] = set()
 
     # ------------------------------------------------------------------ experiment
 
@@ -397,7 +423,7 @@ class Tracker:
                     )
                     self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT)
                     if describe is not None:
-                        self.register_version(run_id, identifier, description=describe(run_id))
+                        self._new_version(run_id, identifier, describe(run_id))
                     self.client.set_terminated(run_id, FINISHED)
                 except BaseException:
                     self._terminate_quietly(run_id, FAILED)
@@ -583,6 +609,40 @@ class Tracker:
     def registered_model_name(self, identifier: str) -> str:
         return f"{self.settings.tracking.registry_prefix}-{identifier}"
 
+    def _ensure_registered_model(self, name: str) -> None:
+        """Create the registered model ``name`` unless this process knows it exists."""
+        from mlflow.exceptions import MlflowException
+
+        if name in self._registered:
+            return
+        with _mlflow_call():
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        self._registered.add(name)
+
+    def _new_version(self, run_id: str, identifier: str, description: str | None) -> str:
+        """Register the model of a run this process has just created: nobody else knows its
+        id yet, so it cannot have a version, and no search before or after is needed."""
+        name = _filter_value("registered model name", self.registered_model_name(identifier))
+        run_id = _filter_value("run_id", run_id)
+        self._ready()
+        self._ensure_registered_model(name)
+        with _mlflow_call():
+            created = self.client.create_model_version(
+                name,
+                source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+                run_id=run_id,
+                description=description,
+            )
+        return str(created.version)
+
+    def _versions(self, name: str, run_id: str) -> list[Any]:
+        with _mlflow_call():
+            return list(self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'"))
+
     def register_version(
         self, run_id: str, identifier: str, *, description: str | None = None
     ) -> str:
@@ -591,38 +651,53 @@ class Tracker:
         a resumed promotion adds no versions. Its source is the run's MLflow Model, so
         ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` load with
         ``mlflow.pyfunc.load_model``."""
-        from mlflow.exceptions import MlflowException
+        return self._version(run_id, identifier, description=description)[0]
 
+    def _version(
+        self, run_id: str, identifier: str, *, description: str | None = None
+    ) -> tuple[str, str | None, bool]:
+        """:meth:`register_version` with the version's description and whether this call
+        created it (one search when the version exists)."""
         name = _filter_value("registered model name", self.registered_model_name(identifier))
         run_id = _filter_value("run_id", run_id)
         self._ready()
-        with _mlflow_call():
-            try:
-                self.client.create_registered_model(name)
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            query = f"name='{name}' and run_id='{run_id}'"
-            existing = self.client.search_model_versions(query)
-            if not existing:
+        existing = self._versions(name, run_id)
+        created = False
+        if not existing:
+            self._ensure_registered_model(name)
+            with _mlflow_call():
                 self.client.create_model_version(
                     name,
                     source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
                     run_id=run_id,
                     description=description,
                 )
-                # Two writers may both have created a version: both settle on the oldest.
-                existing = self.client.search_model_versions(query)
-        return str(min(int(v.version) for v in existing))
+            created = True
+            # Two writers may both have created a version: both settle on the oldest.
+            existing = self._versions(name, run_id)
+        oldest = min(existing, key=lambda v: int(v.version))
+        text = None if oldest.description is None else str(oldest.description)
+        return str(oldest.version), text, created
 
     def set_version_description(self, run_id: str, identifier: str, description: str) -> str:
         """Replace the description (the model card) of the run's registry version, creating
         the version when the run has none yet; return the version."""
-        version = self.register_version(run_id, identifier, description=description)
-        with _mlflow_call():
-            self.client.update_model_version(
-                self.registered_model_name(identifier), version, description=description
-            )
+        return self.edit_version_description(run_id, identifier, lambda _old: description)
+
+    def edit_version_description(
+        self, run_id: str, identifier: str, edit: Callable[[str | None], str]
+    ) -> str:
+        """Set the description of the run's registry version to ``edit(current)`` (``None``
+        when there is no version or no description yet; the version is created then) and
+        return the version: one search and one update, where reading the card and writing
+        it back separately took three searches (the evaluator does this per candidate)."""
+        version, current, _created = self._version(run_id, identifier)
+        text = edit(current)
+        if text != current:
+            with _mlflow_call():
+                self.client.update_model_version(
+                    self.registered_model_name(identifier), version, description=text
+                )
         return version
 
     def version_description(self, run_id: str, identifier: str) -> str | None:
@@ -630,8 +705,7 @@ class Tracker:
         name = _filter_value("registered model name", self.registered_model_name(identifier))
         run_id = _filter_value("run_id", run_id)
         self._ready()
-        with _mlflow_call():
-            found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        found = self._versions(name, run_id)
         if not found:
             return None
         oldest = min(found, key=lambda v: int(v.version))
@@ -655,10 +729,14 @@ class Tracker:
             # After the alias, never before: a reader that finds the alias differing from
             # this tag knows someone else moved it (flts.promotion.registry). Concurrent
             # writers race on the tag row as on the alias row: set it again over theirs.
-            try:
-                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
-            except MlflowException:
-                self.client.set_registered_model_tag(name, alias_tag(alias), run_id)
+            # The version last: equal to the alias's version, it says the run tag above was
+            # written with it, so a registry sweep can skip the model without reading the
+            # alias's run (:meth:`alias_versions`).
+            for key, value in ((alias_tag(alias), run_id), (alias_version_tag(alias), version)):
+                try:
+                    self.client.set_registered_model_tag(name, key, value)
+                except MlflowException:
+                    self.client.set_registered_model_tag(name, key, value)
         log.info("registry %s: alias %s -> version %s (run %s)", name, alias, version, run_id)
         return version
 
@@ -686,6 +764,7 @@ class Tracker:
         timestamp: datetime,
         figure: Any | None = None,
         figure_path: str = "evaluation/forecast_vs_actual.png",
+        figure_dpi: int | None = None,
     ) -> None:
         """Log the evaluator's test figures onto a candidate's run (and a matplotlib
         ``figure``). Safe to repeat: the timestamp is the decision's and the figure's path
@@ -703,13 +782,32 @@ class Tracker:
             for start in range(0, len(points), _SEARCH_PAGE):
                 self.client.log_batch(run_id, metrics=points[start : start + _SEARCH_PAGE])
             if figure is not None:
-                self.client.log_figure(run_id, figure, figure_path)
+                save = None if figure_dpi is None else {"dpi": figure_dpi}
+                self.client.log_figure(run_id, figure, figure_path, save_kwargs=save)
 
     def registered_identifiers(self) -> list[str]:
         """The identifiers with a registered model under our prefix (``<prefix>-<id>``)."""
+        return sorted(identifier for identifier, _model in self._registered_models())
+
+    def alias_states(self, alias: str) -> dict[str, AliasState]:
+        """Each identifier with a registered model under our prefix, with where ``alias``
+        points and where FLTS last pointed it: one paged listing for the whole registry, so
+        a sweep over a fleet reads per model only the ones someone may have changed."""
+        states: dict[str, AliasState] = {}
+        for identifier, model in self._registered_models():
+            version = dict(getattr(model, "aliases", None) or {}).get(alias)
+            written = dict(model.tags or {}).get(alias_version_tag(alias))
+            states[identifier] = AliasState(
+                version=None if version is None else str(version),
+                written_version=None if written is None else str(written),
+            )
+        return states
+
+    def _registered_models(self) -> list[tuple[str, Any]]:
+        """``(identifier, RegisteredModel)`` of every registered model under our prefix."""
         prefix = f"{self.settings.tracking.registry_prefix}-"
         self._ready()
-        names: list[str] = []
+        models: list[tuple[str, Any]] = []
         token: str | None = None
         with _mlflow_call():
             while True:
@@ -718,11 +816,13 @@ class Tracker:
                     max_results=_SEARCH_PAGE,
                     page_token=token,
                 )
-                names.extend(str(m.name) for m in page)
+                models.extend(
+                    (str(m.name)[len(prefix) :], m) for m in page if str(m.name).startswith(prefix)
+                )
                 token = page.token
                 if not token:
                     break
-        return sorted(name[len(prefix) :] for name in names if name.startswith(prefix))
+        return models
 
     def alias_run_id(self, identifier: str, alias: str) -> str | None:
         """The run behind the registry ``alias`` of the identifier (``None`` when unset)."""

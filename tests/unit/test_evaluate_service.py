@@ -44,7 +44,7 @@ from flts.services.metrics import worker_metrics
 from flts.services.train import TrainService
 from flts.settings import EvaluationSettings, Settings
 from flts.storage import ObjectStore
-from flts.tracking import Tracker
+from flts.tracking import RunRecord, Tracker
 from helpers import training_event
 
 HASH_1 = "1111aaaa" * 2
@@ -189,6 +189,38 @@ def test_scores_are_the_evaluators_own_on_the_test_split(context: ServiceContext
     assert decision.leaderboard[0].model_type == min(expected, key=lambda m: expected[m])
     assert board["PERSISTENCE"].nrmse != pytest.approx(1e-9)
     assert not board["PERSISTENCE"].promoted
+
+
+def test_the_deadline_pass_leaves_a_waiting_hash_alone_for_a_tenth_of_the_deadline(
+    settings: Settings,
+) -> None:
+    """A fleet's backlog of hashes waiting for models is not searched in the tracking store
+    on every tick: each waiting hash is looked at again after a tenth of the deadline, and
+    the deadline is still caught."""
+    expected = EvaluationSettings(expected_models=("RIDGE", "GRU"), deadline_seconds=100)
+    context = ServiceContext(settings.model_copy(update={"evaluation": expected}))
+    clock = Clock()
+    evaluator = EvaluateService(context, clock=clock)
+    evaluator.handle(train(context, write_data(context.store, HASH_1, seed=7), "RIDGE"))
+    clock.now = datetime.now(UTC)
+    searched: list[str] = []
+    search = context.tracker.runs_for
+
+    def counting(**query: str) -> list[RunRecord]:
+        searched.append(query["config_hash"])
+        return search(**query)
+
+    context.tracker.runs_for = counting  # type: ignore[method-assign]
+    assert evaluator.check_deadlines() == []
+    assert evaluator.check_deadlines() == []
+    assert searched == [HASH_1]  # the second tick skipped it
+    clock.advance(11)
+    assert evaluator.check_deadlines() == []
+    assert searched == [HASH_1, HASH_1]
+    clock.advance(90)
+    [decision] = evaluator.check_deadlines()
+    assert decision.deadline_passed
+    assert decision.missing_models == ["GRU"]
 
 
 def test_deadline_scores_what_exists(settings: Settings) -> None:

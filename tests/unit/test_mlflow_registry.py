@@ -15,7 +15,7 @@ from flts.events import MODEL_SELECTED, MODEL_TRAINING, Event, ModelSelectedEven
 from flts.exceptions import InfrastructureError
 from flts.model_card import EVALUATION_HEADING, with_evaluation
 from flts.promotion import CHAMPION_ALIAS, champion_alias_run_id, promote_run
-from flts.promotion.registry import REGISTRY_ACTOR, alias_moved
+from flts.promotion.registry import REGISTRY_ACTOR, alias_moved, unconfirmed_aliases
 from flts.promotion.report import FIGURE_PATH
 from flts.services.context import ServiceContext
 from flts.services.evaluate import EvaluateService
@@ -242,3 +242,45 @@ def test_a_tracking_outage_while_reporting_is_waited_out_then_reported(
         assert entry.run_id is not None
         metrics = tracker.client.get_run(entry.run_id).data.metrics
         assert metrics["test_nrmse"] == pytest.approx(entry.nrmse)
+
+
+def test_one_listing_finds_only_aliases_not_where_flts_put_them(context: ServiceContext) -> None:
+    """The registry sweep's pre-filter: after FLTS's own promotion the alias is at the
+    version it wrote; a hand move makes the identifier a suspect; a station without a
+    champion is none."""
+    runs = train_all(context, CHEAP)
+    decide(context)
+    champion = context.promotions.current("global")
+    assert champion is not None
+    context.tracker.register_version(runs["RIDGE"], "other-station")  # registered, no alias
+    states = context.tracker.alias_states(CHAMPION_ALIAS)
+    assert set(states) == {"global", "other-station"}
+    assert states["global"].as_written
+    assert states["other-station"].version is None
+    assert unconfirmed_aliases(context.tracker) == []
+
+    other = next(r for r in runs.values() if r != champion.run_id)
+    name = context.tracker.registered_model_name("global")
+    version = context.tracker.register_version(other, "global")
+    context.tracker.client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    assert unconfirmed_aliases(context.tracker) == ["global"]
+
+
+def test_editing_a_card_reads_and_writes_the_one_version(context: ServiceContext) -> None:
+    runs = train_all(context, ("RIDGE",))
+    run_id = runs["RIDGE"]
+    card = context.tracker.version_description(run_id, "global")
+    assert card is not None
+    seen: list[str | None] = []
+
+    def edit(current: str | None) -> str:
+        seen.append(current)
+        return with_evaluation(current, f"{EVALUATION_HEADING}\n\nscored")
+
+    version = context.tracker.edit_version_description(run_id, "global", edit)
+    assert seen == [card]  # the trainer's card, as registered
+    assert version == context.tracker.register_version(run_id, "global")
+    updated = context.tracker.version_description(run_id, "global")
+    assert updated == with_evaluation(card, f"{EVALUATION_HEADING}\n\nscored")
+    name = context.tracker.registered_model_name("global")
+    assert len(context.tracker.client.search_model_versions(f"name='{name}'")) == 1

@@ -29,6 +29,20 @@ REGISTRY_ACTOR = "mlflow-registry"
 """The caller recorded in the history for a promotion made by moving the alias."""
 
 
+def unconfirmed_aliases(tracker: Tracker) -> list[str]:
+    """Identifiers whose ``champion`` alias is not where FLTS last put it, by one registry
+    listing: the only ones :func:`alias_moved` can find moved, so a sweep over a fleet reads
+    the alias, the pointer and the run of these alone. The others name exactly the version
+    FLTS wrote with its run tag (:meth:`~flts.tracking.Tracker.set_alias`), which is what
+    :func:`alias_moved` would conclude after three reads each."""
+    states = tracker.alias_states(CHAMPION_ALIAS)
+    return sorted(
+        identifier
+        for identifier, state in states.items()
+        if state.version is not None and not state.as_written
+    )
+
+
 def alias_moved(tracker: Tracker, identifier: str, pointer_run_id: str | None) -> str | None:
     """The run someone other than FLTS moved ``champion`` to, else ``None``.
 

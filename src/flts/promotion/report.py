@@ -22,6 +22,7 @@ decision.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,13 @@ _FIGURES = ("nrmse", "mae5", "rmse5", "mase", "wql")
 #: Test windows drawn in the figure (the newest ones): a day of 2-minute steps.
 FIGURE_WINDOWS = 720
 FIGURE_PATH = "evaluation/forecast_vs_actual.png"
+#: Resolution of the saved figure: 80 dpi keeps the panels readable at a third less CPU and
+#: file size than matplotlib's 100 (the figure is drawn once per candidate of a fleet).
+FIGURE_DPI = 80
+#: Panel height (inches) per target, and the margins as figure fractions: a fixed layout
+#: instead of matplotlib's constrained one, which cost half the drawing time.
+_PANEL_INCHES = 1.8
+_MARGINS = {"left": 0.09, "right": 0.98, "bottom": 0.06, "hspace": 0.25}
 
 
 def test_metrics(entry: LeaderboardEntry) -> dict[str, float]:
@@ -79,7 +87,9 @@ def forecast_figure(
     actual = test.y[-windows:, 0, :]
     predicted = np.clip(prediction[-windows:, 0, :], 0.0, None)
     targets = forecasts.targets
-    figure = Figure(figsize=(10, 1.8 * len(targets) + 0.6), layout="constrained")
+    height = _PANEL_INCHES * len(targets) + 0.6
+    figure = Figure(figsize=(10, height))
+    figure.subplots_adjust(top=1.0 - 0.45 / height, **_MARGINS)
     axes = figure.subplots(len(targets), 1, sharex=True, squeeze=False)[:, 0]
     for index, (axis, target) in enumerate(zip(axes, targets, strict=True)):
         axis.plot(times, actual[:, index], color="black", linewidth=0.8, label="actual")
@@ -89,6 +99,10 @@ def forecast_figure(
             axis.legend(loc="upper right", fontsize="small")
     figure.suptitle(title)
     return figure
+
+
+def _with_section(card: str | None, *, section: str) -> str:
+    return with_evaluation(card, section)
 
 
 def report_decision(
@@ -119,11 +133,11 @@ def report_decision(
                 timestamp=decision.decided_at,
                 figure=figure,
                 figure_path=FIGURE_PATH,
+                figure_dpi=FIGURE_DPI,
             )
-            card = tracker.version_description(run_id, decision.identifier)
             section = evaluation_section(decision, run_id)
-            tracker.set_version_description(
-                run_id, decision.identifier, with_evaluation(card, section)
+            tracker.edit_version_description(
+                run_id, decision.identifier, functools.partial(_with_section, section=section)
             )
         except UnavailableError:
             raise  # an outage: the caller waits it out and reports again

@@ -64,6 +64,7 @@ from flts.promotion import (
     write_decision,
 )
 from flts.promotion.judge import Judge, TestForecasts
+from flts.promotion.registry import unconfirmed_aliases
 from flts.promotion.report import report_decision
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
@@ -72,6 +73,9 @@ if TYPE_CHECKING:
     from flts.tracking import RunRecord
 
 log = logging.getLogger(__name__)
+
+#: Share of ``deadline_seconds`` the deadline pass leaves a still-waiting hash alone.
+REVISIT_SHARE = 0.1
 
 
 class EvaluateService:
@@ -97,6 +101,10 @@ class EvaluateService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._last_sync = -math.inf
+        # Pending hashes found still waiting for models, and when (on the clock) the deadline
+        # pass looks at them again: their reports reach handle() anyway, so the pass only has
+        # a deadline to catch, and a fleet's backlog is not searched in MLflow every tick.
+        self._quiet_until: dict[tuple[str, str], datetime] = {}
 
     # ------------------------------------------------------------------ entry points
 
@@ -117,7 +125,14 @@ class EvaluateService:
         reported while no event reached us); return the decisions made now."""
         made: list[Decision] = []
         with self._lock:
-            for identifier, config_hash in pending(self.context.store):
+            marked = pending(self.context.store)
+            now = self._clock()
+            keep = set(marked)
+            self._quiet_until = {k: v for k, v in self._quiet_until.items() if k in keep}
+            for identifier, config_hash in marked:
+                quiet = self._quiet_until.get((identifier, config_hash))
+                if quiet is not None and quiet > now:
+                    continue
                 try:
                     decision = self._consider(identifier, config_hash)
                 except Exception:  # one broken hash must not block the others
@@ -129,6 +144,11 @@ class EvaluateService:
                     continue
                 if decision is not None:
                     made.append(decision)
+                elif read_decision(self.context.store, identifier, config_hash) is None:
+                    # Still waiting: look again after a tenth of the deadline (so a deadline
+                    # decision comes at most that late), earlier events permitting.
+                    revisit = timedelta(seconds=self.settings.deadline_seconds * REVISIT_SHARE)
+                    self._quiet_until[(identifier, config_hash)] = now + revisit
         self._sync_registry_when_due()
         return made
 
@@ -137,7 +157,7 @@ class EvaluateService:
         at a time (:func:`flts.promotion.follow_registry_alias`); return the promotions."""
         made: list[Promotion] = []
         with self._lock:
-            for identifier in self.context.tracker.registered_identifiers():
+            for identifier in unconfirmed_aliases(self.context.tracker):
                 try:
                     promotion = follow_registry_alias(self.context, identifier)
                 except Exception:  # one identifier must not block the others
