@@ -623,21 +623,35 @@ class Tracker:
                     raise
         self._registered.add(name)
 
+    def _create_version(self, name: str, run_id: str, description: str | None) -> str:
+        """Create a version of the run's model under ``name`` (the registered model made
+        first; made again if someone deleted it since this process saw it)."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in (1, 2):
+            self._ensure_registered_model(name)
+            try:
+                with _mlflow_call():
+                    created = self.client.create_model_version(
+                        name,
+                        source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+                        run_id=run_id,
+                        description=description,
+                    )
+                return str(created.version)
+            except MlflowException as exc:
+                if attempt == 2 or exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                self._registered.discard(name)
+        raise AssertionError("unreachable")
+
     def _new_version(self, run_id: str, identifier: str, description: str | None) -> str:
         """Register the model of a run this process has just created: nobody else knows its
         id yet, so it cannot have a version, and no search before or after is needed."""
         name = _filter_value("registered model name", self.registered_model_name(identifier))
         run_id = _filter_value("run_id", run_id)
         self._ready()
-        self._ensure_registered_model(name)
-        with _mlflow_call():
-            created = self.client.create_model_version(
-                name,
-                source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
-                run_id=run_id,
-                description=description,
-            )
-        return str(created.version)
+        return self._create_version(name, run_id, description)
 
     def _versions(self, name: str, run_id: str) -> list[Any]:
         with _mlflow_call():
@@ -655,29 +669,20 @@ class Tracker:
 
     def _version(
         self, run_id: str, identifier: str, *, description: str | None = None
-    ) -> tuple[str, str | None, bool]:
-        """:meth:`register_version` with the version's description and whether this call
-        created it (one search when the version exists)."""
+    ) -> tuple[str, str | None]:
+        """:meth:`register_version` with the version's description (one search when the
+        version exists)."""
         name = _filter_value("registered model name", self.registered_model_name(identifier))
         run_id = _filter_value("run_id", run_id)
         self._ready()
         existing = self._versions(name, run_id)
-        created = False
         if not existing:
-            self._ensure_registered_model(name)
-            with _mlflow_call():
-                self.client.create_model_version(
-                    name,
-                    source=f"runs:/{run_id}/{MODEL_ARTIFACT}",
-                    run_id=run_id,
-                    description=description,
-                )
-            created = True
+            self._create_version(name, run_id, description)
             # Two writers may both have created a version: both settle on the oldest.
             existing = self._versions(name, run_id)
         oldest = min(existing, key=lambda v: int(v.version))
         text = None if oldest.description is None else str(oldest.description)
-        return str(oldest.version), text, created
+        return str(oldest.version), text
 
     def set_version_description(self, run_id: str, identifier: str, description: str) -> str:
         """Replace the description (the model card) of the run's registry version, creating
@@ -691,7 +696,7 @@ class Tracker:
         when there is no version or no description yet; the version is created then) and
         return the version: one search and one update, where reading the card and writing
         it back separately took three searches (the evaluator does this per candidate)."""
-        version, current, _created = self._version(run_id, identifier)
+        version, current = self._version(run_id, identifier)
         text = edit(current)
         if text != current:
             with _mlflow_call():
@@ -731,7 +736,7 @@ class Tracker:
             # writers race on the tag row as on the alias row: set it again over theirs.
             # The version last: equal to the alias's version, it says the run tag above was
             # written with it, so a registry sweep can skip the model without reading the
-            # alias's run (:meth:`alias_versions`).
+            # alias's run (:meth:`alias_states`).
             for key, value in ((alias_tag(alias), run_id), (alias_version_tag(alias), version)):
                 try:
                     self.client.set_registered_model_tag(name, key, value)

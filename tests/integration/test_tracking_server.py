@@ -113,6 +113,13 @@ def test_set_champion_moves_the_registry_alias(tracker: Tracker, ridge: Forecast
         tracker.registered_model_name("PobleSec"), "champion"
     )
     assert version.source == f"runs:/{second}/{MODEL_ARTIFACT}"
+    # The registry sweep's one listing sees aliases and tags through the server's REST API.
+    assert tracker.alias_states(CHAMPION_ALIAS)["PobleSec"].as_written
+    tracker.client.set_registered_model_alias(
+        tracker.registered_model_name("PobleSec"), "champion", "1"
+    )
+    state = tracker.alias_states(CHAMPION_ALIAS)["PobleSec"]
+    assert (state.version, state.written_version) == ("1", "2")
 
 
 def test_run_exists_for_failed_unknown_and_deleted_runs(tracker: Tracker) -> None:
