@@ -96,10 +96,11 @@ bench-fleet-serving: install system-deps  ## One replica serving 1,000 identifie
 		--discovery 100,1000 --json-file $(BUILD)/bench/fleet_serving.json
 
 # The whole fleet proof: 1,000 stations from one upload to their champions (training), then one
-# replica serving them (bench-fleet-serving's run). FLEET_STATIONS and FLEET_REPLICAS scale it.
+# replica serving them (bench-fleet-serving's run). FLEET_STATIONS and FLEET_REPLICAS (trainers per
+# model type: one RIDGE trainer alone needs most of a core for 1,000 stations) scale it.
 FLEET_STATIONS ?= 1000
-FLEET_REPLICAS ?= 1
-bench-fleet: install system-deps  ## Fleet: FLEET_STATIONS (1,000) synthetic stations uploaded at once to promoted champions (wall, CPU s per station and per service; no forecast figures), then the fleet-serving run; JSON in build/bench/
+FLEET_REPLICAS ?= 2
+bench-fleet: install system-deps  ## Fleet: FLEET_STATIONS (1,000) synthetic stations uploaded at once to promoted champions, FLEET_REPLICAS (2) trainers per type (wall, CPU s per station and per service; no forecast figures), then the fleet-serving run; JSON in build/bench/
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_training --stations $(FLEET_STATIONS) \
 		--trainer-replicas $(FLEET_REPLICAS) --no-figures --json-file $(BUILD)/bench/fleet_training.json
 	$(WITH_TEST_SERVERS) $(BIN)/python -m benchmarks.fleet_serving --identifiers 1000 --duration 10 \
