@@ -40,13 +40,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
-import pandas as pd
 
 from benchmarks.harness import machine_load
 from benchmarks.report import write_report
@@ -112,36 +111,25 @@ def write_fleet(folder: Path, stations: int, seed: int = 0) -> tuple[Path, Path]
     return train_csv, test_csv
 
 
-def _station_tables(path: Path) -> Iterator[tuple[str, bytes]]:
-    frame = pd.read_csv(path)
-    for identifier, rows in frame.groupby(IDENTIFIER_COLUMN, sort=False):
-        yield str(identifier), rows.drop(columns=IDENTIFIER_COLUMN).to_csv(index=False).encode()
-
-
 def upload_fleet(context: Any, train_csv: Path, test_csv: Path) -> dict[str, str]:
     """Upload a bulk train/test CSV pair (one ``identifier`` column, every station's rows)
-    and return each identifier's correlation id.
+    as the fleet's one bulk upload (:func:`flts.fleet.bulk.ingest_bulk_csv`, what the
+    gateway's bulk route runs: split by identifier, every station validated alone, stored,
+    one group manifest, announced one by one) and return each accepted identifier's
+    correlation id; rejected stations raise, a benchmark fleet has none."""
+    from flts.fleet.bulk import ingest_bulk_csv
 
-    This function stands for the fleet's bulk upload: the one call the benchmark makes to
-    hand the whole fleet to the system, and the one place that knows how. Each station's
-    rows become one dataset, validated, stored and announced on ``dataset-uploaded`` by the
-    gateway's own :func:`~flts.services.gateway.ingest_dataset`, one station after another;
-    its CPU is measured apart from the services' (``upload_cpu_seconds``)."""
-    from flts.services.gateway import ingest_dataset
-
-    tests = dict(_station_tables(test_csv))
-    announced: dict[str, str] = {}
-    for identifier, train in _station_tables(train_csv):
-        event, _ = ingest_dataset(
-            context,
-            train=train,
-            test=tests[identifier],
-            identifier=identifier,
-            train_filename=f"{identifier}.csv",
-            test_filename=f"{identifier}_test.csv",
-        )
-        announced[identifier] = event.correlation_id
-    return announced
+    result = ingest_bulk_csv(
+        context,
+        train=train_csv,
+        test=test_csv,
+        identifier_column=IDENTIFIER_COLUMN,
+        train_filename=train_csv.name,
+        test_filename=test_csv.name,
+    )
+    if result.rejected:
+        raise RuntimeError(f"stations rejected: {[r.to_json() for r in result.rejected][:5]}")
+    return {event.identifier: event.correlation_id for event in result.events}
 
 
 # ----------------------------------------------------------------------------- processes
