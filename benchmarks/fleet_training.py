@@ -236,6 +236,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "FLTS_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
             "FLTS_EVALUATION__EXPECTED_MODELS": json.dumps(models),
             "FLTS_EVALUATION__LOG_FIGURES": "true" if args.figures else "false",
+            # The GLOBAL candidates of a group arrive together once every member is logged,
+            # long after the per-station ones: the evaluator waits for them.
+            "FLTS_EVALUATION__DEADLINE_SECONDS": str(args.deadline),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -350,7 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stations", type=int, default=1000, help="Stations in the fleet.")
     parser.add_argument(
-        "--models", default="RIDGE,PERSISTENCE", help="Model types to train (comma-separated)."
+        "--models",
+        default="RIDGE,PERSISTENCE,GLOBAL",
+        help="Model types to train (comma-separated).",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=3600.0,
+        help="The evaluator's deadline for a station's expected models, in seconds.",
     )
     parser.add_argument(
         "--trainer-replicas", type=int, default=1, help="Trainer processes per model type."
