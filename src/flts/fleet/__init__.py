@@ -1,1 +1,2 @@
-"""Running a fleet of stations: bulk uploads and their groups (docs/architecture.md)."""
+"""Running a fleet of stations: bulk uploads and their groups, and the fleet at a glance
+(docs/fleet.md)."""
