@@ -16,9 +16,10 @@ its newest retraining trigger. What a build reads does not grow with the fleet:
 * retraining triggers are read whole (:func:`flts.live.triggers.read_triggers`): there is one
   per drift or schedule event, not one per station.
 
-The index is a hint that may lag its pointers by one interrupted write (it is repaired by the
-next commit and by replicas' full listings); an overview may show that lag, ``flts status
---identifier`` reads the pointer itself. Rows are kept for ``cache_seconds``, so paging
+The index is a hint that may lag a pointer by one interrupted write, until that identifier's
+next commit rewrites its entry (replicas' full listings read the pointers but do not rewrite
+the index); an overview may show that lag, ``flts status --identifier`` reads the pointer
+itself. Rows are kept for ``cache_seconds``, so paging
 through thousands of stations costs a sort in memory, not a build per page.
 """
 
