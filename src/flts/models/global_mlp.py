@@ -50,6 +50,7 @@ from flts.data.windows import Windows, encode_inputs
 from flts.evaluation import score
 from flts.exceptions import ConfigurationError, DataValidationError
 from flts.models.intervals import IntervalCalibration
+from flts.models.mlp import dense_body
 from flts.models.neural import TorchForecaster, _torch_threads
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,9 @@ class GlobalNet(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(stations, embedding_dim)
-        layers: list[nn.Module] = []
-        width = channels * lags + embedding_dim
-        for _ in range(num_layers):
-            layers += [nn.Linear(width, hidden_size), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden_size
-        self.body = nn.Sequential(*layers)
+        self.body, width = dense_body(
+            channels * lags + embedding_dim, hidden_size, num_layers, dropout
+        )
         self.head = nn.Linear(width, horizon * targets)
         self.horizon = horizon
         self.targets = targets

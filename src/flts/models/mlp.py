@@ -25,6 +25,19 @@ from torch import nn
 from flts.models.neural import TorchForecaster
 
 
+def dense_body(
+    width: int, hidden_size: int, num_layers: int, dropout: float
+) -> tuple[nn.Sequential, int]:
+    """``num_layers`` of Linear, ReLU and Dropout from ``width`` inputs, and the width they
+    end with (the input width when there are none): the hidden part of the MLP and of the
+    GLOBAL network."""
+    layers: list[nn.Module] = []
+    for _ in range(num_layers):
+        layers += [nn.Linear(width, hidden_size), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden_size
+    return nn.Sequential(*layers), width
+
+
 class MLPNet(nn.Module):
     """Flatten -> ``layers`` x (Linear, ReLU, Dropout) -> Linear -> ``(n, horizon, targets)``."""
 
@@ -40,12 +53,7 @@ class MLPNet(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = channels * lags
-        for _ in range(num_layers):
-            layers += [nn.Linear(width, hidden_size), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden_size
-        self.body = nn.Sequential(*layers)
+        self.body, width = dense_body(channels * lags, hidden_size, num_layers, dropout)
         self.head = nn.Linear(width, horizon * targets)
         self.horizon = horizon
         self.targets = targets
