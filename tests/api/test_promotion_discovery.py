@@ -112,3 +112,32 @@ def test_a_lost_index_update_is_repaired_by_the_periodic_listing(runs: Runs) -> 
     watcher.poll_once()
     assert watcher.full_listings == 2
     assert watcher.holder.snapshot()["cell-3"].promotion.run_id == "run-persistence"
+
+
+@pytest.mark.parametrize("started", ["before", "after"])
+def test_a_lost_part_costs_no_listing(runs: Runs, started: str) -> None:
+    """A part the store lost (the top still names it) is no reason to list every pointer at
+    every poll, for a replica that held it or one started since."""
+    names = [f"cell-{number}" for number in range(6)]
+    lost, other = part_of(names[0]), part_of(names[1])
+    assert lost != other
+    writer, counting, watcher = _replica(runs, len(names))
+    _promote(writer, names[0], "run-persistence", 1)  # a version of the part no reader has...
+    counting.inner.delete(part_key(lost))  # ... lost (the top still names it)
+    if started == "after":
+        holder = ModelHolder(PromotionModelSource(PromotionStore(counting, runs.exists), runs.load))
+        watcher = ChampionWatcher(holder, poll_seconds=60, full_listing_seconds=0.0)
+        watcher.poll_once()  # the start-up listing
+    _promote(writer, names[1], "run-persistence", 1)
+    counting.reads()
+    for _ in range(3):
+        watcher.poll_once()
+    calls = counting.reads()
+    assert not [call for call in calls if call[0] == "list"], calls
+    assert watcher.full_listings == 1
+    assert calls[-2:] == [("get_if_changed", INDEX_KEY)] * 2  # quiet again after the change
+    assert watcher.holder.snapshot()[names[1]].promotion.run_id == "run-persistence"
+    _promote(writer, names[0], "run-ridge", 2)  # the lost part's next writer rebuilds it
+    watcher.poll_once()
+    assert watcher.full_listings == 1
+    assert watcher.holder.snapshot()[names[0]].promotion.run_id == "run-ridge"

@@ -20,7 +20,14 @@ from flts.fleet.routes import Sort, State
 from flts.fleet.summary import FLEET_SORTS, FLEET_STATES, FleetSummary
 from flts.live.monitor import FIGURES_KEY
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import INDEX_KEY, PARTS_PREFIX, IndexPart, IndexTop, part_key
+from flts.promotion.index import (
+    INDEX_KEY,
+    PARTS_PREFIX,
+    IndexPart,
+    IndexTop,
+    part_key,
+    part_of,
+)
 from flts.services.context import ServiceContext
 from flts.services.gateway import create_gateway_app
 from flts.settings import Settings
@@ -109,6 +116,20 @@ def test_an_index_without_summaries_or_none_at_all_gives_the_same_rows(
     store.delete(INDEX_KEY)
     from_listing, _ = FleetSummary(store).rows()
     assert from_listing == _without_age(expected, from_listing)
+
+
+def test_a_lost_index_part_costs_the_pointers_of_that_part_only(store: ObjectStore) -> None:
+    names = _seed(store, 40)
+    expected, _ = FleetSummary(store).rows()
+    lost = part_of(names[0])
+    store.delete(part_key(lost))
+    counting = CountingStore(store)
+    rows, _ = FleetSummary(counting).rows()
+    assert rows == _without_age(expected, rows)
+    pointers = {key for method, key in counting.reads() if key.endswith("/current.json")}
+    in_lost = {PromotionStore.pointer_key(name) for name in names if part_of(name) == lost}
+    assert in_lost
+    assert pointers == in_lost
 
 
 def _without_age(

@@ -4,8 +4,10 @@ rebuilt, and a repeated commit repairs a lost update."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,7 @@ from flts.promotion.index import (
     PARTS_PREFIX,
     DamagedIndexError,
     IndexReader,
+    IndexTop,
     part_key,
     part_of,
     read_index,
@@ -150,13 +153,112 @@ def test_the_index_is_split_by_identifier_and_a_reader_reads_only_changed_parts(
 def test_a_lost_part_is_rebuilt_and_a_damaged_part_is_reported(promotions: PromotionStore) -> None:
     promotions.record(_promotion("a", "run-1"))
     promotions.record(_promotion("b", "run-2"))
+    assert part_of("a") != part_of("b")
     promotions.store.delete(part_key(part_of("a")))
-    with pytest.raises(DamagedIndexError):
-        read_index(promotions.store)
+    lost = read_index(promotions.store)  # a reader that never held it: the rest, and what is lost
+    assert lost is not None
+    assert lost.entries == {"b": promotions.etag("b")}
+    assert lost.missing == {part_of("a")}
     promotions.record(_promotion("a", "run-3", minutes=1))
     found = read_index(promotions.store)
     assert found is not None
     assert found.entries == _markers(promotions)
+    assert found.missing == frozenset()
     promotions.store.put_atomic(part_key(part_of("b")), b"{broken")
     with pytest.raises(DamagedIndexError):
         read_index(promotions.store)
+
+
+def test_a_reader_keeps_its_copy_of_a_lost_part_and_asks_once_per_version(
+    promotions: PromotionStore,
+) -> None:
+    names = ["a", "b", "c"]
+    assert len({part_of(name) for name in names}) == 3
+    for name in names:
+        promotions.record(_promotion(name, f"run-{name}"))
+    counting = CountingStore(promotions.store)
+    reader = IndexReader(counting)
+    first = reader.read(None)
+    assert first is not None
+    promotions.record(_promotion("a", "run-a2", minutes=1))  # the part changes, then is lost
+    promotions.store.delete(part_key(part_of("a")))
+    promotions.record(_promotion("b", "run-b2", minutes=1))
+    counting.reads()
+    second = reader.read(first.tag)
+    assert second is not None
+    # a's entry as last held (a hint that lags, like a lost update), b's new one.
+    assert second.entries == {**first.entries, "b": promotions.etag("b")}
+    assert second.missing == frozenset()  # held, if old
+    assert sorted(counting.reads()) == sorted(
+        [
+            ("get_if_changed", INDEX_KEY),
+            ("get", part_key(part_of("a"))),
+            ("get", part_key(part_of("b"))),
+        ]
+    )
+    promotions.record(_promotion("c", "run-c2", minutes=1))
+    third = reader.read(second.tag)
+    assert third is not None
+    assert third.entries["c"] == promotions.etag("c")
+    # The version of a's part the store lacks is not asked for again.
+    assert counting.reads() == [("get_if_changed", INDEX_KEY), ("get", part_key(part_of("c")))]
+    promotions.record(_promotion("a", "run-a3", minutes=2))  # its next writer rebuilds it
+    fourth = reader.read(third.tag)
+    assert fourth is not None
+    assert fourth.entries == _markers(promotions)
+
+
+class _RacingStore(CountingStore):
+    """Runs ``race`` once, just before the first write of ``key``: a concurrent writer that
+    gets in between a rebuild's read of the pointers and its write of that part."""
+
+    def __init__(self, inner: ObjectStore, key: str, race: Callable[[], object]) -> None:
+        super().__init__(inner)
+        self.key, self.race, self.raced = key, race, False
+
+    def _maybe_race(self, key: str) -> None:
+        if key == self.key and not self.raced:
+            self.raced = True
+            self.race()
+
+    def put_atomic(self, key: str, data: bytes) -> None:
+        self._maybe_race(key)
+        super().put_atomic(key, data)
+
+    def put_if_match(self, key: str, data: bytes, tag: str | None) -> bool:
+        self._maybe_race(key)
+        return super().put_if_match(key, data, tag)
+
+
+@pytest.mark.parametrize("lost", ["index", "top"])
+def test_a_slow_rebuild_never_overwrites_a_newer_commit(
+    promotions: PromotionStore, lost: str
+) -> None:
+    """The next writer rebuilds every part from a listing of the pointers; a commit of ``a``
+    gets in after that listing, before the rebuild writes ``a``'s part."""
+    promotions.record(_promotion("a", "run-1"))
+    stale = promotions.store.get(part_key(part_of("a")))
+    promotions.record(_promotion("a", "run-2", minutes=1))
+    promotions.record(_promotion("b", "run-2"))
+    if lost == "index":
+        for key in _index_objects(promotions.store):
+            promotions.store.delete(key)
+    else:  # the top, and a's part lags a lost update (so the rebuild rewrites it)
+        promotions.store.delete(INDEX_KEY)
+        promotions.store.put_atomic(part_key(part_of("a")), stale)
+    racing = _RacingStore(
+        promotions.store,
+        part_key(part_of("a")),
+        lambda: promotions.record(_promotion("a", "run-3", minutes=2)),
+    )
+    PromotionStore(racing).record(_promotion("c", "run-4"))
+    assert racing.raced
+    assert promotions.current("a") is not None
+    assert promotions.current("a").run_id == "run-3"  # type: ignore[union-attr]
+    found = read_index(promotions.store)
+    assert found is not None
+    assert found.entries == _markers(promotions)
+    assert found.missing == frozenset()
+    top = IndexTop.model_validate_json(promotions.store.get(INDEX_KEY))
+    for part, digest in top.parts.items():  # the top names the parts as stored
+        assert hashlib.sha256(promotions.store.get(part_key(part))).hexdigest() == digest

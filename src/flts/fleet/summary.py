@@ -8,7 +8,9 @@ its newest retraining trigger. What a build reads does not grow with the fleet:
 * champions come from the promotion index (:mod:`flts.promotion.index`), whose entries carry
   each pointer's champion in brief; a build reads the index's top and only the parts that
   changed since the last build; only an entry without that summary (a damaged pointer) costs
-  a read of its pointer, and with no readable index at all the pointers are listed and read;
+  a read of its pointer, a part the store lost (:meth:`IndexReader.read`) a listing and the
+  reads of that part's pointers, and with no readable index at all the pointers are listed
+  and read;
 * live figures are the monitor's one ``live.json``;
 * stations without a champion yet are found in the dataset metadata, which is written once
   and never changed: each ``meta.json`` is read once per process and remembered, so a build
@@ -37,7 +39,7 @@ from flts.exceptions import DataValidationError
 from flts.live.monitor import read_figures
 from flts.live.triggers import read_triggers
 from flts.promotion import Promotion, PromotionStore
-from flts.promotion.index import ChampionSummary, DamagedIndexError, IndexReader
+from flts.promotion.index import ChampionSummary, DamagedIndexError, IndexReader, part_of
 from flts.storage import ObjectStore
 
 #: Columns the fleet can be sorted by.
@@ -144,6 +146,14 @@ class FleetSummary:
             promotion = self.pointers.current(name)  # damaged pointer: its valid fallback
             if promotion is not None:
                 out[name] = (promotion.run_id, _brief(promotion))
+        missing = self.index.missing  # lost parts, until their next writer rebuilds them
+        if missing:
+            for name in self.pointers.identifiers():  # those parts' pointers only are read
+                if part_of(name) not in missing:
+                    continue
+                promotion = self.pointers.current(name)
+                if promotion is not None:
+                    out[name] = (promotion.run_id, _brief(promotion))
         return out
 
     def _uploaded_identifiers(self) -> set[str]:

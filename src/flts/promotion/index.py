@@ -43,11 +43,25 @@ The pointer stays the one source of truth; the index is a hint and may lag:
   is missing or damaged (:mod:`flts.api.watcher`);
 * a missing or damaged part is rebuilt from a listing of the pointers by the next writer of
   that part, a missing or damaged top (or a one-object index of an earlier version) together
-  with every part.
+  with every part. A rebuild writes each part by compare-and-swap too, merged with the part
+  as stored at that moment (an entry on which the two disagree is read again from its
+  pointer), so a commit that lands between the rebuild's listing and its write of the part
+  is never overwritten with the older entry the listing saw; the top it writes names the
+  parts' bytes as they were then stored;
+* a part the top names but the store lacks (deleted, or lost) costs readers no listing:
+  :class:`IndexReader` keeps the copy it holds (a lagging hint, like a lost update), or
+  reports the part in :attr:`IndexRead.missing` when it never held one, and asks for each
+  hash the top names for that part once. No promotion in the part goes unseen for that: the
+  commit that changes one of its pointers is the part's next writer, which rebuilds it, and
+  replicas saw the pointers as they were before at their start-up listing. Readers never
+  write (an inference replica may hold read-only credentials), and writers do not look for
+  lost parts beyond their own (a listing of the parts per commit), since readers pay next
+  to nothing for one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -131,11 +145,13 @@ class DamagedIndexError(ValueError):
 @dataclass(frozen=True)
 class IndexRead:
     """One version of the index: the top's store version tag, identifier -> pointer tag,
-    and the top's sequence number."""
+    the top's sequence number, and the parts the top names that the store lacks and the
+    reader never held (their identifiers have no entry here)."""
 
     tag: str
     entries: dict[str, str]
     sequence: int
+    missing: frozenset[str] = frozenset()
 
 
 def pointer_tag(data: bytes) -> str:
@@ -174,34 +190,55 @@ class IndexReader:
         self._sequence = 0
         self._digests: dict[str, str] = {}  # part -> sha256 of the bytes held
         self._parts: dict[str, dict[str, IndexEntry]] = {}
+        self._absent: dict[str, str] = {}  # part -> the top's hash of it the store lacked
+
+    @property
+    def missing(self) -> frozenset[str]:
+        """Parts the top names that the store lacked and this reader never held."""
+        return frozenset(self._absent.keys() - self._parts.keys())
 
     def read(self, since: str | None) -> IndexRead | None:
         """The index if the top's version is not ``since`` (``None``: unchanged, one small
         request); ``KeyError`` when there is none, :class:`DamagedIndexError` when an object
-        of it is not readable (a part the top names but the store lacks is damage too)."""
+        of it is not readable.
+
+        A part the top names but the store lacks (deleted, or lost) is no damage: the reader
+        keeps the copy it holds, a hint that lags like a lost update, or reports the part
+        in :attr:`IndexRead.missing`; the part's next writer rebuilds it. Each version the
+        top names of a lost part is asked for once, so a lost part costs one request per
+        change of its hash, not a listing per poll."""
         found = self.store.get_if_changed(INDEX_KEY, since)
         if found is None:
             return None
         top = _parse(IndexTop, INDEX_KEY, found.data)
         for part, digest in top.parts.items():
-            if self._digests.get(part) == digest:
+            if digest in (self._digests.get(part), self._absent.get(part)):
                 continue
             try:
                 data = self.store.get(part_key(part))
             except KeyError:
-                raise DamagedIndexError(f"{INDEX_KEY}: part {part} is missing") from None
+                log.warning(
+                    "promotion index part %s is missing: %s until its next writer rebuilds it",
+                    part,
+                    "its last copy stands" if part in self._parts else "its entries are unknown",
+                )
+                self._absent[part] = digest
+                continue
             self._parts[part] = _parse(IndexPart, part_key(part), data).entries
             # The bytes held, which may be newer than the top says: the next top that
             # names them costs no read.
             self._digests[part] = hashlib.sha256(data).hexdigest()
-        for gone in self._parts.keys() - top.parts.keys():
-            del self._parts[gone]
+            self._absent.pop(part, None)
+        for gone in (self._parts.keys() | self._absent.keys()) - top.parts.keys():
+            self._parts.pop(gone, None)
             self._digests.pop(gone, None)
+            self._absent.pop(gone, None)
         self._tag, self._sequence = found.tag, top.sequence
-        return IndexRead(found.tag, self._tags(), top.sequence)
+        return IndexRead(found.tag, self._tags(), top.sequence, self.missing)
 
     def refresh(self) -> dict[str, IndexEntry]:
-        """Every entry, as of now (reads what changed since the last read)."""
+        """Every entry, as of now (reads what changed since the last read; the parts
+        :attr:`missing` have none)."""
         self.read(self._tag)
         return {name: entry for part in self._parts.values() for name, entry in part.items()}
 
@@ -227,9 +264,10 @@ def note_pointer(pointers: PromotionStore, identifier: str) -> bool:
     store = pointers.store
     part = part_of(identifier)
     named = part in _current_top(pointers).parts
-    if not _cas(store, part_key(part), lambda data: _part_with(pointers, data, identifier, named)):
+    key = part_key(part)
+    if _cas(store, key, lambda data: _part_with(pointers, data, identifier, named)) is None:
         return _gave_up(identifier)
-    if not _cas(store, INDEX_KEY, lambda data: _top_with(pointers, data, part)):
+    if _cas(store, INDEX_KEY, lambda data: _top_with(pointers, data, part)) is None:
         return _gave_up(identifier)
     return True
 
@@ -265,9 +303,20 @@ def _gave_up(identifier: str) -> bool:
     return False
 
 
-def _cas(store: ObjectStore, key: str, change: Callable[[bytes | None], bytes | None]) -> bool:
+@dataclass(frozen=True)
+class _Stored:
+    """What a compare-and-swap left under its key: the bytes, ``None`` when absent."""
+
+    data: bytes | None
+
+
+def _cas(
+    store: ObjectStore, key: str, change: Callable[[bytes | None], bytes | None]
+) -> _Stored | None:
     """Replace ``key``'s bytes with ``change(bytes or None when absent)`` by compare-and-swap,
-    retried on a lost race; ``change`` returns ``None`` when there is nothing to write."""
+    retried on a lost race; ``change`` returns ``None`` when there is nothing to write. The
+    bytes then stored (written, or found right as they were), or ``None`` if every attempt
+    lost its race."""
     for attempt in range(_ATTEMPTS):
         try:
             version = store.get_versioned(key)
@@ -275,10 +324,19 @@ def _cas(store: ObjectStore, key: str, change: Callable[[bytes | None], bytes | 
         except KeyError:
             tag, data = None, None
         updated = change(data)
-        if updated is None or store.put_if_match(key, updated, tag):
-            return True
+        if updated is None:
+            return _Stored(data)
+        if store.put_if_match(key, updated, tag):
+            return _Stored(updated)
         time.sleep(random.uniform(0.0, 0.01 * (attempt + 1)))  # spread the racing writers
-    return False
+    return None
+
+
+def _same(old: IndexEntry | None, new: IndexEntry | None) -> bool:
+    """Whether two entries say the same of a pointer (their sequence numbers aside)."""
+    if old is None or new is None:
+        return old is new
+    return old.model_copy(update={"sequence": new.sequence}) == new
 
 
 def _part_with(
@@ -301,12 +359,7 @@ def _part_with(
         document = _rebuild_parts(pointers, part).get(part, IndexPart(sequence=1))
     entries = dict(document.entries)
     entry = _entry(pointers, identifier, document.sequence + 1)
-    old = entries.get(identifier)
-    unchanged = (
-        old is None
-        if entry is None
-        else old is not None and old.model_copy(update={"sequence": entry.sequence}) == entry
-    )
+    unchanged = _same(entries.get(identifier), entry)
     if unchanged and not rebuilt:
         return None
     if entry is None:
@@ -375,11 +428,58 @@ def _rebuild_parts(pointers: PromotionStore, only: str | None = None) -> dict[st
 
 
 def _rebuild_all(pointers: PromotionStore) -> IndexTop:
-    """Write every part afresh from a listing and return the top that names them."""
+    """Write every part afresh from a listing and return the top that names them as stored.
+
+    Each part is written by compare-and-swap against the part as stored at the write
+    (:func:`_merged`), never blindly: a commit between this rebuild's read of a pointer and
+    its write of the part has put a newer entry there, which a plain write would replace
+    with the older one read here, hiding that promotion until the station's next commit."""
     store = pointers.store
     digests = {}
-    for part, document in _rebuild_parts(pointers).items():
-        data = document.model_dump_json().encode()
-        store.put_atomic(part_key(part), data)
-        digests[part] = hashlib.sha256(data).hexdigest()
+    for part, rebuilt in _rebuild_parts(pointers).items():
+        key = part_key(part)
+        stored = _cas(store, key, functools.partial(_merged, pointers, part, rebuilt))
+        if stored is None:  # its writers keep changing it: name it as it is now
+            try:
+                stored = _Stored(store.get(key))
+            except KeyError:
+                stored = _Stored(None)
+        if stored.data is not None:
+            digests[part] = hashlib.sha256(stored.data).hexdigest()
     return IndexTop(sequence=1, parts=digests)
+
+
+def _merged(
+    pointers: PromotionStore, part: str, rebuilt: IndexPart, data: bytes | None
+) -> bytes | None:
+    """The part to store in place of ``data`` (the part as stored now): ``rebuilt`` where
+    there is no readable part; otherwise the stored part, with each entry on which it and
+    ``rebuilt`` disagree read again from its pointer, since either may be the newer (the
+    rebuild read the pointers a while ago, a commit may have written the part since).
+    ``None``: the stored part is right as it is."""
+    document = None
+    if data is not None:
+        try:
+            document = _parse(IndexPart, part_key(part), data)
+        except DamagedIndexError as exc:
+            log.warning("rebuilding promotion index part %s: %s", part, exc)
+    if document is None:
+        return rebuilt.model_dump_json().encode()
+    sequence = document.sequence + 1
+    entries = dict(document.entries)
+    changed = False
+    for identifier in sorted(document.entries.keys() | rebuilt.entries.keys()):
+        old = document.entries.get(identifier)
+        if _same(old, rebuilt.entries.get(identifier)):
+            continue
+        entry = _entry(pointers, identifier, sequence)
+        if _same(old, entry):
+            continue
+        changed = True
+        if entry is None:
+            del entries[identifier]
+        else:
+            entries[identifier] = entry
+    if not changed:
+        return None
+    return IndexPart(sequence=sequence, entries=entries).model_dump_json().encode()
