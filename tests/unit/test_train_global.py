@@ -30,7 +30,13 @@ from flts.services.context import ServiceContext
 from flts.services.evaluate import EvaluateService
 from flts.services.runner import build_service
 from flts.services.train import TrainService
-from flts.services.train_global import GlobalTrainService, claim_key, outcome_key
+from flts.services.train_global import (
+    GlobalTrainService,
+    claim_key,
+    outcome_key,
+    ready_key,
+    waiting_key,
+)
 from flts.settings import EvaluationSettings, Settings, TrainingSettings
 from helpers import training_event, write_data
 
@@ -190,25 +196,218 @@ def test_member_outside_its_manifest_fails(context: ServiceContext) -> None:
     assert "does not list it" in (report.payload.error or "")
 
 
+def failures(context: ServiceContext, station: str) -> list[ModelTrainingEvent]:
+    return [
+        r
+        for r in reports(context.bus)
+        if r.identifier == station and r.payload.status is TrainingStatus.FAILED
+    ]
+
+
+def failed_runs(context: ServiceContext, event: TrainingDataEvent) -> list[str]:
+    return [
+        r.run_id
+        for r in context.tracker.runs_for(
+            config_hash=event.payload.config_hash, identifier=event.identifier
+        )
+        if r.model_type == "GLOBAL" and r.status == "FAILED"
+    ]
+
+
+def test_member_ready_just_after_the_claimants_listing_is_reported_late(
+    context: ServiceContext, trainings: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s3's handler found no claim and writes its marker right after the claimant listed the
+    ready members: the claimant's second listing reports it, and the handler's own second
+    look (here: the rest of its handling, as a redelivery) does not log a second failure."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    events = member_events(context)
+    claimant = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    claimant.handle(events["s1"])
+    claimant.handle(events["s2"])
+    now[0] += timedelta(seconds=context.settings.training.group_wait_seconds + 1)
+    listing = claimant._ready
+
+    def listed_then_s3_writes(manifest: GroupManifest) -> dict[str, TrainingDataEvent]:
+        ready = listing(manifest)
+        context.store.put_json(
+            ready_key("fleet", "s3"),
+            {"ready_at": now[0].isoformat(), "event": events["s3"].model_dump(mode="json")},
+        )
+        return ready
+
+    monkeypatch.setattr(claimant, "_ready", listed_then_s3_writes)
+    assert claimant.tick() == ["fleet"]
+    assert trainings == [["s1", "s2"]]
+    [late] = failures(context, "s3")
+    assert "after group fleet was claimed" in (late.payload.error or "")
+    [run_id] = failed_runs(context, events["s3"])
+    assert late.payload.run_id == run_id
+
+    GlobalTrainService(context, params=TINY).handle(events["s3"])  # the handler goes on
+    assert failed_runs(context, events["s3"]) == [run_id]  # reported again, logged once
+    assert {r.payload.run_id for r in failures(context, "s3")} == {run_id}
+    assert sorted(successes(context)) == ["s1", "s2"]
+
+
+def test_member_whose_marker_follows_the_claim_reports_itself_late(
+    context: ServiceContext, trainings: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s3's handler looks for a claim (none), the other trainer claims and trains the group
+    without s3, then s3's marker is written: the handler looks again and reports it, and
+    leaves no waiting marker behind for a group that is done."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    events = member_events(context)
+    claimant = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    claimant.handle(events["s1"])
+    claimant.handle(events["s2"])
+    now[0] += timedelta(seconds=context.settings.training.group_wait_seconds + 1)
+    late = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    looked = late._claim
+    looks: list[dict[str, Any] | None] = []
+
+    def claimed_just_after_the_look(group: str) -> dict[str, Any] | None:
+        found = looked(group)
+        if not looks:
+            assert claimant.tick() == ["fleet"]
+        looks.append(found)
+        return found
+
+    monkeypatch.setattr(late, "_claim", claimed_just_after_the_look)
+    late.handle(events["s3"])
+    assert looks[0] is None
+    assert trainings == [["s1", "s2"]]
+    [failed] = failures(context, "s3")
+    assert "after group fleet was claimed" in (failed.payload.error or "")
+    assert not context.store.exists(waiting_key("fleet"))
+    assert sorted(successes(context)) == ["s1", "s2"]
+
+
+def past_the_lease(settings: Settings) -> timedelta:
+    """Longer than a claim's lease: the larger of the group wait and the evaluation deadline."""
+    lease = max(settings.training.group_wait_seconds, settings.evaluation.deadline_seconds)
+    return timedelta(seconds=lease + 1)
+
+
+def outage_during_training(
+    context: ServiceContext, monkeypatch: pytest.MonkeyPatch, *, store_down: bool
+) -> list[bool]:
+    """The group's fit raises an outage; with ``store_down`` the store then refuses every
+    call too, until the returned flag is cleared."""
+    from flts.exceptions import InfrastructureError
+    from flts.models import global_mlp
+
+    down = [False]
+    store = context.store
+
+    def outage(*_args: Any, **_kwargs: Any) -> Any:
+        down[0] = store_down
+        raise InfrastructureError("store unreachable")
+
+    def unless_down(name: str) -> None:
+        real = getattr(store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if down[0]:
+                raise InfrastructureError("store unreachable")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, call)
+
+    for name in ("get", "get_versioned", "put_if_match", "put_atomic", "put", "delete", "exists"):
+        unless_down(name)
+    monkeypatch.setattr(global_mlp, "fit_group", outage)
+    return down
+
+
 def test_an_outage_releases_the_claim(
     context: ServiceContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flts.exceptions import InfrastructureError
     from flts.models import global_mlp
 
+    real_fit = global_mlp.fit_group
     events = member_events(context, stations=("s1",))
     service = GlobalTrainService(context, params=TINY)
-
-    def outage(*_args: Any, **_kwargs: Any) -> Any:
-        raise InfrastructureError("store unreachable")
-
-    monkeypatch.setattr(global_mlp, "fit_group", outage)
+    outage_during_training(context, monkeypatch, store_down=False)
     with pytest.raises(InfrastructureError):
         service.handle(events["s1"])
-    assert not context.store.exists(claim_key("fleet"))
-    monkeypatch.undo()
-    service.handle(events["s1"])  # the bus's retry
+    claim = context.store.get_json(claim_key("fleet"))
+    assert claim["released_at"]
+    assert claim["members"] == {"s1": events["s1"].payload.config_hash}
+    monkeypatch.setattr(global_mlp, "fit_group", real_fit)
+    service.handle(events["s1"])  # the bus's retry resumes the claim at once
     assert list(successes(context)) == ["s1"]
+    assert "released_at" not in context.store.get_json(claim_key("fleet"))
+
+
+def test_a_claim_the_outage_kept_is_resumed_after_its_lease(
+    context: ServiceContext, trainings: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is down when the claim should be released: the claim stays, and once its
+    lease has passed without a renewal another trainer resumes and trains the group."""
+    from flts.exceptions import InfrastructureError
+    from flts.models import global_mlp
+
+    real_fit = global_mlp.fit_group
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    events = member_events(context, stations=("s1", "s2"))
+    first = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    first.handle(events["s1"])
+    down = outage_during_training(context, monkeypatch, store_down=True)
+    with pytest.raises(InfrastructureError):
+        first.handle(events["s2"])
+    down[0] = False  # the store is back; the claim was never released
+    monkeypatch.setattr(global_mlp, "fit_group", real_fit)
+    claim = context.store.get_json(claim_key("fleet"))
+    assert "released_at" not in claim
+    other = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    assert other.tick() == []  # within the lease its holder may still be training
+    assert trainings == []
+    now[0] += past_the_lease(context.settings)
+    assert other.tick() == ["fleet"]
+    assert trainings == [["s1", "s2"]]
+    assert sorted(successes(context)) == ["s1", "s2"]
+    assert sorted(context.store.get_json(outcome_key("fleet"))["runs"]) == ["s1", "s2"]
+    assert not context.store.exists(waiting_key("fleet"))
+    assert claim["lease_seconds"] == past_the_lease(context.settings).total_seconds() - 1
+
+
+def test_a_holder_whose_claim_was_resumed_stops(
+    context: ServiceContext, trainings: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder silent past its lease (stalled in the fit) is resumed by another trainer;
+    when it wakes up it finds the claim not its own and logs nothing: one run per member."""
+    from flts.models import global_mlp
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    events = member_events(context, stations=("s1", "s2"))
+    stalled = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    other = GlobalTrainService(context, params=TINY, clock=lambda: now[0])
+    counted = global_mlp.fit_group
+    stalls = [True]
+
+    def stalls_once(members: Any, **kwargs: Any) -> Any:
+        if stalls:  # the first fit: its lease runs out meanwhile
+            stalls.pop()
+            now[0] += past_the_lease(context.settings)
+            assert other.tick() == ["fleet"]
+        return counted(members, **kwargs)
+
+    monkeypatch.setattr(global_mlp, "fit_group", stalls_once)
+    stalled.handle(events["s1"])
+    stalled.handle(events["s2"])
+    assert trainings == [["s1", "s2"], ["s1", "s2"]]
+    for event in events.values():
+        runs = [
+            r
+            for r in context.tracker.runs_for(
+                config_hash=event.payload.config_hash, identifier=event.identifier
+            )
+            if r.model_type == "GLOBAL"
+        ]
+        assert [r.status for r in runs] == ["FINISHED"]
+    assert sorted(successes(context)) == ["s1", "s2"]
 
 
 def test_evaluator_waits_for_global_and_judges_it_per_station(

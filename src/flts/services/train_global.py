@@ -14,6 +14,8 @@ GLOBAL`` collects them and trains the group once:
    claims the group by *creating* ``groups/<group>/claim.json`` (``ObjectStore.
    put_if_absent``: of two replicas exactly one trains, docs/architecture.md rule 13) and
    trains :func:`flts.models.global_mlp.fit_group` on the ready members' processed data.
+   The claim fixes the group's members once (identifier and config hash): whoever trains
+   the group later, after an outage or a dead trainer, trains exactly those.
 4. For each member it logs one run (that member's self-contained model, its model card, its
    validation scores) and publishes ``model-training`` SUCCESS for that (identifier, config
    hash), so the evaluator judges the GLOBAL candidate per station like any other. A model
@@ -23,12 +25,37 @@ GLOBAL`` collects them and trains the group once:
    FAILED with that reason (its station keeps its per-station candidates); a member that
    never arrives has no config hash to report on and is only named in the outcome.
 
+Late members, whichever way the race goes. A member's handler looks for a claim, writes
+its ready marker, then looks again; a claimant lists the ready markers, creates the claim,
+then lists them again. A marker written after the claimant's first listing is therefore
+seen either by the claimant's second listing or by the handler's second look (the claim
+exists by then), and the member is reported late by at least one of them; the handler that
+finds a claim writes no waiting marker. Both may report it: a late report first looks for
+a GLOBAL run already terminal for that config hash and re-announces it instead of logging
+another failed run. Two reports at the same moment may still log two failed runs; that is
+harmless, as the evaluator takes one run per model type from the tracking store and decides
+a config hash once (a report after the decision changes nothing).
+
+The claim is a lease. It carries its holder (``owner``), ``renewed_at`` and
+``lease_seconds``: the larger of ``training.group_wait_seconds`` and
+``evaluation.deadline_seconds`` (by the deadline the evaluator stops waiting for the
+holder anyway). The holder renews it by compare-and-swap (``put_if_match``) at every step
+of the training (before and after the fit, before each member's run) once a quarter of the
+lease has passed, and stops, reporting nothing more, if it finds the claim no longer its own.
+A claim with no outcome that was released, or not renewed for a whole lease, is *resumed*:
+another trainer (any event of the group, or :meth:`tick`) replaces it by compare-and-swap
+with itself as holder, so one trainer resumes it, and trains the claimed members again
+(members already logged are re-announced, never logged twice). This assumes the fit, the
+longest step between two renewals, takes well under three quarters of the lease, and that
+the trainers' clocks agree to well within it; otherwise a live holder is presumed gone, the
+group is fitted twice, and the first holder stops at its next renewal.
+
 An event without a group trains a group of one at once, through the plain trainer's path.
-Store and tracking outages propagate (the bus retries); the claim is released first, so the
-retried event claims and trains again, re-announcing the members already logged. A trainer
-process killed while it trains leaves its claim in place: delete ``claim.json`` and the
-members' events are trained again when redelivered or republished (known gap, see
-docs/architecture.md).
+Store and tracking outages propagate (the bus retries); the holder first marks its claim
+released (``released_at``), so the retried event or the next tick resumes it at once. If
+that write fails too (the store is still down), the claim is resumed when its lease runs
+out. A trainer process killed while it trains is the same case: its claim is resumed once
+the lease has passed without a renewal.
 """
 
 from __future__ import annotations
@@ -50,6 +77,7 @@ from flts.fleet.groups import GroupManifest, read_group
 from flts.services.context import ServiceContext
 from flts.services.metrics import worker_metrics
 from flts.services.train import TRAINING_SEED, TrainService, processed_keys
+from flts.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +85,8 @@ GLOBAL = "GLOBAL"
 WAITING_PREFIX = "groups-waiting"
 #: How often the runner calls :meth:`GlobalTrainService.tick` (groups past their wait).
 TICK_SECONDS = 5.0
+#: A holder renews its claim once this share of the lease has passed since it last did.
+RENEW_SHARE = 0.25
 
 
 def group_prefix(group: str) -> str:
@@ -79,6 +109,65 @@ def waiting_key(group: str) -> str:
     return f"{WAITING_PREFIX}/{group}.json"
 
 
+class _ClaimLostError(Exception):
+    """The claim this trainer held was resumed by another (its lease ran out) or removed."""
+
+
+class _Holding:
+    """A claim this trainer holds: renews it when due, and says when it is no longer ours."""
+
+    def __init__(
+        self, store: ObjectStore, group: str, claim: dict[str, Any], clock: Callable[[], datetime]
+    ) -> None:
+        self.store = store
+        self.group = group
+        self.owner: str = claim["owner"]
+        self.lease = timedelta(seconds=float(claim["lease_seconds"]))
+        self.renewed_at = datetime.fromisoformat(claim["renewed_at"])
+        self._clock = clock
+
+    def keep(self) -> None:
+        """Renew the claim if a quarter of its lease has passed (``_ClaimLostError`` if it is not
+        ours any more): called between steps, so a live holder is never presumed dead."""
+        now = self._clock()
+        if now - self.renewed_at < self.lease * RENEW_SHARE:
+            return
+        key = claim_key(self.group)
+        try:
+            found = self.store.get_versioned(key)
+        except KeyError:  # removed by an operator: whoever claims it next trains it
+            raise _ClaimLostError(f"the claim of group {self.group} was removed") from None
+        current = json.loads(found.data)
+        if current.get("owner") != self.owner:
+            raise _ClaimLostError(f"group {self.group} was resumed by {current.get('owner')}")
+        current["renewed_at"] = now.isoformat()
+        if not self.store.put_if_match(key, json.dumps(current).encode(), found.tag):
+            raise _ClaimLostError(f"group {self.group}'s claim changed while it was renewed")
+        self.renewed_at = now
+
+    def release(self) -> None:
+        """Mark the claim released so a retry resumes it at once; best effort (during an
+        outage this write fails too, and the lease running out does the same, later)."""
+        key = claim_key(self.group)
+        try:
+            found = self.store.get_versioned(key)
+            current = json.loads(found.data)
+            if current.get("owner") != self.owner:
+                return
+            current["released_at"] = self._clock().isoformat()
+            self.store.put_if_match(key, json.dumps(current).encode(), found.tag)
+        except Exception:  # the training error matters more; the lease covers this
+            log.warning(
+                "GLOBAL: could not release the claim of group %s; it is resumed after its "
+                "lease (%.0fs since %s)",
+                self.group,
+                self.lease.total_seconds(),
+                self.renewed_at.isoformat(),
+                exc_info=True,
+                extra={"event": "group-claim-not-released", "model_type": GLOBAL},
+            )
+
+
 class GlobalTrainService(TrainService):
     """Collects a group's ``training-data`` events and trains the group once (module doc)."""
 
@@ -97,6 +186,9 @@ class GlobalTrainService(TrainService):
         if self.model_type != GLOBAL:
             raise DataValidationError(f"GlobalTrainService trains GLOBAL, not {self.model_type}")
         self.wait = timedelta(seconds=context.settings.training.group_wait_seconds)
+        # A holder silent this long is presumed gone (module doc): never shorter than the wait,
+        # and by the evaluation deadline nobody waits for its candidates any more.
+        self.lease = max(self.wait, timedelta(seconds=context.settings.evaluation.deadline_seconds))
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
 
@@ -124,14 +216,19 @@ class GlobalTrainService(TrainService):
                 return
             claim = self._claim(group)
             if claim is not None:
-                if claim["members"].get(event.identifier) != event.payload.config_hash:
-                    self._late(event, group, claim)
-                return  # the claimant trains (or trained) this member and reports it
+                self._claimed(event, manifest, claim)
+                return
             self.context.store.put_json(
                 ready_key(group, event.identifier),
                 {"ready_at": self._clock().isoformat(), "event": event.model_dump(mode="json")},
                 atomic=True,
             )
+            # A trainer may have listed the ready members, without this one, and claimed the
+            # group between the first look and the marker: look again (module doc).
+            claim = self._claim(group)
+            if claim is not None:
+                self._claimed(event, manifest, claim)
+                return
             self.context.store.put_if_absent(
                 waiting_key(group),
                 json.dumps({"group": group, "first_ready_at": self._clock().isoformat()}).encode(),
@@ -165,10 +262,10 @@ class GlobalTrainService(TrainService):
     # ------------------------------------------------------------------ coordination
 
     def _claim(self, group: str) -> dict[str, Any] | None:
-        key = claim_key(group)
-        if not self.context.store.exists(key):
+        try:
+            claim: dict[str, Any] = self.context.store.get_json(claim_key(group))
+        except KeyError:
             return None
-        claim: dict[str, Any] = self.context.store.get_json(key)
         return claim
 
     def _ready(self, manifest: GroupManifest) -> dict[str, TrainingDataEvent]:
@@ -182,11 +279,28 @@ class GlobalTrainService(TrainService):
                 ready[event.identifier] = event
         return ready
 
+    def _claimed(
+        self, event: TrainingDataEvent, manifest: GroupManifest, claim: dict[str, Any]
+    ) -> None:
+        """An event of a claimed group: late unless the claim lists it; if it does, the
+        holder reports it, or this trainer resumes a claim released or out of its lease."""
+        if claim["members"].get(event.identifier) != event.payload.config_hash:
+            self._late(event, manifest.group, claim)
+        else:
+            self._train_when_due(manifest)
+
     def _train_when_due(self, manifest: GroupManifest) -> bool:
-        """Claim and train ``manifest``'s group if it is complete or past its wait."""
+        """Claim and train ``manifest``'s group if it is complete or past its wait, or resume
+        its claim if that was released or its lease ran out."""
         group = manifest.group
-        if not self.context.store.exists(waiting_key(group)) or self._claim(group) is not None:
+        if not self.context.store.exists(waiting_key(group)):
             return False
+        try:
+            found = self.context.store.get_versioned(claim_key(group))
+        except KeyError:
+            found = None
+        if found is not None:
+            return self._resume(manifest, json.loads(found.data), found.tag)
         ready = self._ready(manifest)
         if not ready:
             return False
@@ -197,25 +311,110 @@ class GlobalTrainService(TrainService):
             )
             if self._clock() - first < self.wait:
                 return False
-        missing = sorted(set(manifest.members) - set(ready))
+        now = self._clock().isoformat()
         claim = {
             "group": group,
             "owner": uuid.uuid4().hex,
-            "claimed_at": self._clock().isoformat(),
+            "claimed_at": now,
+            "renewed_at": now,
+            "lease_seconds": self.lease.total_seconds(),
             "members": {i: e.payload.config_hash for i, e in sorted(ready.items())},
-            "missing": missing,
+            "missing": sorted(set(manifest.members) - set(ready)),
         }
         if not self.context.store.put_if_absent(claim_key(group), json.dumps(claim).encode()):
             return False  # another trainer claimed it first
+        return self._train_claimed(manifest, claim, ready)
+
+    def _resume(self, manifest: GroupManifest, claim: dict[str, Any], tag: str) -> bool:
+        """Take over a claim that was released or not renewed for its lease (module doc)."""
+        group = manifest.group
+        if self.context.store.exists(outcome_key(group)):
+            # Trained: the waiting marker outlived it (a crash between the two writes).
+            self.context.store.delete(waiting_key(group))
+            return False
+        now = self._clock()
+        released = claim.get("released_at")
+        renewed = datetime.fromisoformat(claim.get("renewed_at") or claim["claimed_at"])
+        lease = timedelta(seconds=float(claim.get("lease_seconds", self.lease.total_seconds())))
+        if released is None and now - renewed <= lease:
+            return False  # its holder is training it
+        taken = {
+            **{k: v for k, v in claim.items() if k != "released_at"},
+            "owner": uuid.uuid4().hex,
+            "renewed_at": now.isoformat(),
+            "lease_seconds": self.lease.total_seconds(),
+        }
+        if not self.context.store.put_if_match(claim_key(group), json.dumps(taken).encode(), tag):
+            return False  # another trainer resumed (or its holder renewed) it first
+        log.warning(
+            "GLOBAL: resuming group %s from holder %s (%s)",
+            group,
+            claim.get("owner"),
+            f"released at {released}" if released else f"silent since {renewed.isoformat()}",
+            extra={"event": "group-claim-resumed", "model_type": GLOBAL},
+        )
+        members: dict[str, str] = taken["members"]
+        ready = {
+            identifier: event
+            for identifier, event in self._ready(manifest).items()
+            if members.get(identifier) == event.payload.config_hash
+        }
+        return self._train_claimed(manifest, taken, ready)
+
+    def _train_claimed(
+        self, manifest: GroupManifest, claim: dict[str, Any], ready: dict[str, TrainingDataEvent]
+    ) -> bool:
+        """Train a group this trainer holds the claim of; ``False`` if the claim was lost."""
+        holding = _Holding(self.context.store, manifest.group, claim, self._clock)
         try:
-            self._train_group(manifest, ready, missing)
+            self._report_unclaimed(manifest, claim)
+            missing = sorted(set(manifest.members) - set(ready))
+            self._train_group(manifest, ready, missing, holding)
+        except _ClaimLostError as lost:
+            # Resumed by another trainer, which reports every member: stop here.
+            log.warning(
+                "GLOBAL: stopped training group %s: %s",
+                manifest.group,
+                lost,
+                extra={"event": "group-claim-lost", "model_type": GLOBAL},
+            )
+            return False
         except BaseException:
-            # An outage (or a stop) mid-way: release the claim so the retry trains again.
-            self.context.store.delete(claim_key(group))
+            # An outage (or a stop) mid-way: release the claim so the retry resumes it.
+            holding.release()
             raise
         return True
 
+    def _report_unclaimed(self, manifest: GroupManifest, claim: dict[str, Any]) -> None:
+        """Report late every member ready but not in the claim: its marker may have been
+        written after the claimant listed the ready set (module doc)."""
+        prefix = f"{group_prefix(manifest.group)}/ready"
+        for key in self.context.store.list(prefix):
+            identifier = key.removeprefix(f"{prefix}/").removesuffix(".json")
+            if identifier not in manifest.members or identifier in claim["members"]:
+                continue  # a claimed member whose marker changed reports itself (_claimed)
+            record = self.context.store.get_json(key)
+            self._late(TrainingDataEvent.model_validate(record["event"]), manifest.group, claim)
+
     def _late(self, event: TrainingDataEvent, group: str, claim: dict[str, Any]) -> None:
+        """Report FAILED for a member the claim does not list, once per config hash: a run
+        already terminal (reported before, e.g. by the other side of the race in the module
+        doc, or for a redelivered event) is re-announced instead of logging another."""
+        runs = self.context.tracker.runs_for(
+            config_hash=event.payload.config_hash, identifier=event.identifier
+        )
+        reported = [r for r in runs if r.model_type == self.model_type and r.terminal]
+        if reported:
+            run = next((r for r in reported if r.finished), reported[-1])
+            status = TrainingStatus.SUCCESS if run.finished else TrainingStatus.FAILED
+            self._publish(
+                event,
+                status,
+                run_id=run.run_id,
+                error=None if run.finished else run.error,
+                train_seconds=run.train_seconds if run.finished else None,
+            )
+            return
         trained = len(claim["members"])
         self._report_failure(
             event,
@@ -229,9 +428,14 @@ class GlobalTrainService(TrainService):
     # ------------------------------------------------------------------ training
 
     def _train_group(
-        self, manifest: GroupManifest, ready: dict[str, TrainingDataEvent], missing: list[str]
+        self,
+        manifest: GroupManifest,
+        ready: dict[str, TrainingDataEvent],
+        missing: list[str],
+        holding: _Holding,
     ) -> None:
-        """Train the group's network once, then log and announce one run per member."""
+        """Train the group's network once, then log and announce one run per member
+        (renewing the claim between steps: ``_ClaimLostError`` stops it)."""
         from flts.models.global_mlp import fit_group
 
         group = manifest.group
@@ -250,6 +454,7 @@ class GlobalTrainService(TrainService):
         def loader(event: TrainingDataEvent) -> Any:
             return lambda: read_splits(self.context.store, processed_keys(event.payload)).windows()
 
+        holding.keep()
         try:
             fit = fit_group(
                 {i: loader(e) for i, e in ready.items()}, params=self.params, seed=TRAINING_SEED
@@ -257,6 +462,7 @@ class GlobalTrainService(TrainService):
         except InfrastructureError:
             raise
         except Exception as exc:  # the model's (or the members' data's) fault: tell everyone
+            holding.keep()
             for event in ready.values():
                 self._report_failure(event, exc)
             self._record_outcome(group, {}, sorted(ready), missing, started)
@@ -264,12 +470,14 @@ class GlobalTrainService(TrainService):
         runs: dict[str, str] = {}
         failed: list[str] = []
         for identifier, event in sorted(ready.items()):
+            holding.keep()
             run_id = self._log_member(event, fit)
             if run_id is None:
                 failed.append(identifier)
             else:
                 runs[identifier] = run_id
         worker_metrics().training_duration.labels(GLOBAL).observe(time.perf_counter() - started)
+        holding.keep()
         self._record_outcome(group, runs, failed, missing, started)
 
     def _log_member(self, event: TrainingDataEvent, fit: Any) -> str | None:
