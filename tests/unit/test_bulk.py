@@ -239,3 +239,24 @@ def test_a_bus_outage_mid_group_leaves_the_rest_to_the_reconciler(
     manifest = read_group(context.store, str(group))
     assert manifest is not None
     assert sorted(manifest.members) == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("quoted_header", [False, True])
+def test_rows_with_a_trailing_delimiter_keep_their_columns(
+    tmp_path: Path, quoted_header: bool
+) -> None:
+    """Each data line ends in a comma (one field more than the header): the CSV parser must
+    drop the empty field, not read the first column as an index and shift the others."""
+    a, b = _station("A", 12, seed=1), _station("B", 12, seed=2)
+    frame = pd.concat([a.iloc[:6], b, a.iloc[6:]])
+    header, *lines = frame.to_csv(index=False).encode().splitlines()
+    if quoted_header:  # a quote in the header sends the whole file to the parser
+        header = b",".join(b'"' + name + b'"' for name in header.split(b","))
+    data = b"\n".join([header, *(line + b"," for line in lines)]) + b"\n"
+    paths = split_csv(data, "station", tmp_path, chunk_rows=5)
+    assert list(paths) == ["A", "B"]
+    for name, want in (("A", a), ("B", b)):
+        got = pd.read_csv(paths[name], dtype=str)
+        assert list(got.columns) == list(synthetic_traffic(1).columns)
+        assert got["time"].tolist() == want["time"].astype(str).tolist()
+        assert got["down"].tolist() == want["down"].astype(str).tolist()

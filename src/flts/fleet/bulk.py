@@ -228,6 +228,13 @@ def split_csv(
                     data,
                     header=0 if rest == 0 else None,  # from the start, the parser reads it
                     names=None if rest == 0 else header,
+                    # Never the first column as the index: a row with a trailing delimiter
+                    # has one field more than the header, which pandas would otherwise read
+                    # as an unnamed index and shift every named column by one. The header's
+                    # columns by position, so the empty last field is dropped without the
+                    # parser's warning about it.
+                    index_col=False,
+                    usecols=range(len(header)),
                     dtype=str,
                     keep_default_na=False,
                     chunksize=chunk_rows,
