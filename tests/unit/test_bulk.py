@@ -17,6 +17,7 @@ from flts.datasets import read_dataset_metas
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Envelope, Event
 from flts.exceptions import BusError, DataValidationError
 from flts.fleet.bulk import (
+    AnnouncementPendingError,
     ingest_bulk,
     ingest_bulk_csv,
     match_files,
@@ -227,16 +228,22 @@ def test_a_bus_outage_mid_group_leaves_the_rest_to_the_reconciler(
 
     context.bus.publish = flaky  # type: ignore[method-assign,assignment]
     data = _bulk(_station("A", seed=1), _station("B", seed=2), _station("C", seed=3))
-    with pytest.raises(BusError):
+    with pytest.raises(AnnouncementPendingError) as caught:
         ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    assert isinstance(caught.value.__cause__, BusError)
+    result = caught.value.result  # the whole upload: nothing to retry
+    assert [m["identifier"] for m in result.datasets] == ["A", "B", "C"]
     outbox = Outbox(context)
-    assert len(outbox.pending()) == 2  # B failed, C not tried: both recorded, neither lost
+    # B failed, C not tried: both recorded, neither lost, both named as pending
+    assert sorted(outbox.pending()) == sorted(result.pending)
+    assert result.pending == [m["dataset_id"] for m in result.datasets[1:]]
+    assert result.group in str(caught.value)
     context.bus.publish = publish  # type: ignore[method-assign]
     assert len(outbox.reconcile()) == 2
     events = _announced(context)
     assert sorted(e.identifier for e in events) == ["A", "B", "C"]
-    [group] = {e.payload.group for e in events}
-    manifest = read_group(context.store, str(group))
+    assert {e.payload.group for e in events} == {result.group}
+    manifest = read_group(context.store, result.group)
     assert manifest is not None
     assert sorted(manifest.members) == ["A", "B", "C"]
 
