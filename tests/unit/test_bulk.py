@@ -17,6 +17,7 @@ from flts.datasets import read_dataset_metas
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Envelope, Event
 from flts.exceptions import BusError, DataValidationError
 from flts.fleet.bulk import (
+    AnnouncementPendingError,
     ingest_bulk,
     ingest_bulk_csv,
     match_files,
@@ -227,15 +228,42 @@ def test_a_bus_outage_mid_group_leaves_the_rest_to_the_reconciler(
 
     context.bus.publish = flaky  # type: ignore[method-assign,assignment]
     data = _bulk(_station("A", seed=1), _station("B", seed=2), _station("C", seed=3))
-    with pytest.raises(BusError):
+    with pytest.raises(AnnouncementPendingError) as caught:
         ingest_bulk_csv(context, train=data, test=None, identifier_column="station")
+    assert isinstance(caught.value.__cause__, BusError)
+    result = caught.value.result  # the whole upload: nothing to retry
+    assert [m["identifier"] for m in result.datasets] == ["A", "B", "C"]
     outbox = Outbox(context)
-    assert len(outbox.pending()) == 2  # B failed, C not tried: both recorded, neither lost
+    # B failed, C not tried: both recorded, neither lost, both named as pending
+    assert sorted(outbox.pending()) == sorted(result.pending)
+    assert result.pending == [m["dataset_id"] for m in result.datasets[1:]]
+    assert result.group in str(caught.value)
     context.bus.publish = publish  # type: ignore[method-assign]
     assert len(outbox.reconcile()) == 2
     events = _announced(context)
     assert sorted(e.identifier for e in events) == ["A", "B", "C"]
-    [group] = {e.payload.group for e in events}
-    manifest = read_group(context.store, str(group))
+    assert {e.payload.group for e in events} == {result.group}
+    manifest = read_group(context.store, result.group)
     assert manifest is not None
     assert sorted(manifest.members) == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("quoted_header", [False, True])
+def test_rows_with_a_trailing_delimiter_keep_their_columns(
+    tmp_path: Path, quoted_header: bool
+) -> None:
+    """Each data line ends in a comma (one field more than the header): the CSV parser must
+    drop the empty field, not read the first column as an index and shift the others."""
+    a, b = _station("A", 12, seed=1), _station("B", 12, seed=2)
+    frame = pd.concat([a.iloc[:6], b, a.iloc[6:]])
+    header, *lines = frame.to_csv(index=False).encode().splitlines()
+    if quoted_header:  # a quote in the header sends the whole file to the parser
+        header = b",".join(b'"' + name + b'"' for name in header.split(b","))
+    data = b"\n".join([header, *(line + b"," for line in lines)]) + b"\n"
+    paths = split_csv(data, "station", tmp_path, chunk_rows=5)
+    assert list(paths) == ["A", "B"]
+    for name, want in (("A", a), ("B", b)):
+        got = pd.read_csv(paths[name], dtype=str)
+        assert list(got.columns) == list(synthetic_traffic(1).columns)
+        assert got["time"].tolist() == want["time"].astype(str).tolist()
+        assert got["down"].tolist() == want["down"].astype(str).tolist()

@@ -1,6 +1,6 @@
 """The gateway's outbox: an upload the bus cannot announce answers 503 with ``Retry-After``
-and is not listed, the reconciler announces it (once) when the bus is back, and a store
-outage at the HTTP edge is a 503 too."""
+(a bulk upload 202 with its group) and is not listed, the reconciler announces it (once) when
+the bus is back, and a store outage at the HTTP edge is a 503 too."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from flts.bus import open_bus
 from flts.data.synthetic import synthetic_traffic
 from flts.events import DATASET_UPLOADED, DatasetUploadedEvent, Event
 from flts.exceptions import InfrastructureError
+from flts.fleet.groups import GROUPS_PREFIX, group_key, read_group
 from flts.services.context import ServiceContext
 from flts.services.gateway import create_gateway_app, ingest_dataset
 from flts.services.outbox import Outbox, entry_key
@@ -98,6 +100,49 @@ def test_an_upload_the_bus_cannot_announce_is_503_unlisted_then_reconciled(
     assert event.payload.dataset_id == pending
     assert listed(create_gateway_app(back)) == [pending]
     assert Outbox(back).pending() == []
+    back.close()
+
+
+def test_a_bulk_upload_the_bus_cannot_announce_is_202_with_its_group(
+    contexts: Contexts,
+) -> None:
+    """Stored, in the group and in the outbox: the answer says the upload is done (202 with
+    the group and the pending stations), not a 503 a client would retry into a second group;
+    the reconciler announces every station of that group once the bus is back."""
+    frames = []
+    for seed, name in enumerate(("A", "B")):
+        frame = synthetic_traffic(300, seed=seed)
+        frame.insert(0, "cell", name)
+        frames.append(frame)
+    fleet = pd.concat(frames).to_csv(index=False).encode()
+    down = contexts.new()
+    down.bus.close()
+    app = create_gateway_app(down)
+    response = request(
+        app,
+        "POST",
+        "/v1/datasets",
+        files={"train": ("fleet.csv", fleet)},
+        data={"identifier_column": "cell"},
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    manifest = read_group(down.store, body["group"])
+    assert manifest is not None
+    assert sorted(manifest.members) == ["A", "B"]
+    ids = sorted(manifest.members.values())
+    assert sorted(body["pending"]) == sorted(Outbox(down).pending()) == ids
+    assert sorted(m["dataset_id"] for m in body["datasets"]) == ids
+    assert body["group"] in body["detail"]
+    assert listed(app) == []  # not listed before it is announced
+
+    back = contexts.new()
+    assert sorted(Outbox(back).reconcile()) == ids
+    events = announced(contexts.settings.bus.url)
+    assert {e.payload.group for e in events} == {body["group"]}
+    assert sorted(e.payload.dataset_id for e in events) == ids
+    assert sorted(listed(create_gateway_app(back))) == ids
+    assert list(back.store.list(GROUPS_PREFIX.rstrip("/"))) == [group_key(body["group"])]
     back.close()
 
 

@@ -416,6 +416,39 @@ def test_a_new_layout_goes_on_from_the_old_monitors_state() -> None:
     assert not first & {e.event_id for e in later}  # a repeated id would be dropped
 
 
+@pytest.mark.parametrize("stale_first", [True, False])
+def test_adopting_a_stale_watch_keeps_the_highest_schedule_count(stale_first: bool) -> None:
+    """Two old states watch one station: a stale one ahead in drift alarms but behind in
+    schedules, and a current one. Whichever is adopted first, the next scheduled trigger
+    gets an event id neither used (a reused id would be dropped as a duplicate)."""
+    store, bus = _store(), MemoryBus()
+    _promote(store)
+    seen = pd.DataFrame({"identifier": ["S1"]})
+    current = RetrainTriggers(
+        store, bus, SPEC, drift=None, schedule=HOUR, state_key="old/current.json"
+    )
+    assert current.observe(seen, NOW) == []  # the schedule's clock starts
+    used = [e.event_id for e in current.observe(seen, NOW + timedelta(hours=2))]
+    current.save()
+    stale = store.get_json("old/current.json")
+    stale["S1"]["alarms"] = 5  # drift fired there, then that monitor stopped
+    store.put_json("old/stale.json", stale)
+    for hours in (4, 6):
+        used += [e.event_id for e in current.observe(seen, NOW + timedelta(hours=hours))]
+    current.save()
+    assert len(set(used)) == 3
+
+    adopting = RetrainTriggers(
+        store, bus, SPEC, drift=None, schedule=HOUR, state_key="new/triggers.json"
+    )
+    keys = ["old/stale.json", "old/current.json"]
+    for key in keys if stale_first else keys[::-1]:
+        adopting.adopt(key, lambda name: True)
+    assert adopting.watches["S1"].alarms == 5  # the same champion: its drift count too
+    [event] = adopting.observe(seen, NOW + timedelta(hours=8))
+    assert event.event_id not in used
+
+
 def test_read_figures_prefers_the_newest_document_of_each_identifier() -> None:
     """A layout changed and the old monitor's figures stayed: its identifiers a shard now
     reports come from the shard, the rest still from the old one, and the time is the

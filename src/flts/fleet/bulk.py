@@ -16,6 +16,11 @@ identifier and problems while the others go on. The accepted ones share one new 
 their files are stored, the group manifest (:mod:`flts.fleet.groups`) naming exactly them is
 written, and only then is each recorded in the outbox and announced, so a trainer that sees
 any member's ``training-data`` can read the whole group.
+
+Once every accepted station is recorded in the outbox the upload is done: an outage while
+announcing them (:class:`AnnouncementPendingError`) leaves the rest to the outbox's reconciler
+(:mod:`flts.services.outbox`), so the gateway answers 202 with the group instead of a 503 a
+client would retry, which would store the same stations again as a second group.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import pandas as pd
 from flts.data.reader import CHUNK_ROWS
 from flts.datasets import new_dataset_id
 from flts.events import DatasetUploadedEvent
-from flts.exceptions import DataValidationError
+from flts.exceptions import DataValidationError, InfrastructureError
 from flts.fleet.groups import GroupManifest, write_group
 from flts.services.context import ServiceContext
 from flts.services.gateway import (
@@ -85,21 +90,42 @@ class Rejected:
 
 @dataclass
 class BulkResult:
-    """What a bulk upload did: its group, the announced stations and the rejected ones."""
+    """What a bulk upload did: its group, the accepted stations (their events and metadata,
+    every one stored and in the outbox), the rejected ones, and the dataset ids of accepted
+    stations whose announcement has not completed yet (empty unless an outage interrupted
+    it: the outbox's reconciler announces them)."""
 
     group: str
     events: list[DatasetUploadedEvent] = field(default_factory=list)
     datasets: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        """The gateway's 201 body."""
+        """The gateway's 201 (or, with ``pending`` stations, 202) body."""
         return {
             "group": self.group,
             "accepted": len(self.datasets),
             "datasets": self.datasets,
             "rejected": [r.to_json() for r in self.rejected],
+            "pending": self.pending,
         }
+
+
+class AnnouncementPendingError(InfrastructureError):
+    """An outage stopped the announcement of a bulk upload after every accepted station was
+    stored, named in the group manifest and recorded in the outbox: nothing is lost (the
+    reconciler announces ``result.pending``), so the upload must not be repeated. ``result``
+    is the whole upload, its group included."""
+
+    def __init__(self, result: BulkResult, cause: InfrastructureError) -> None:
+        super().__init__(
+            f"group {result.group} is stored; {len(result.pending)} of its "
+            f"{len(result.datasets)} stations will be announced (and listed) once the "
+            f"outage is over, without a retry: {cause}",
+            retry_after=cause.retry_after,
+        )
+        self.result = result
 
 
 def new_group_id() -> str:
@@ -228,6 +254,13 @@ def split_csv(
                     data,
                     header=0 if rest == 0 else None,  # from the start, the parser reads it
                     names=None if rest == 0 else header,
+                    # Never the first column as the index: a row with a trailing delimiter
+                    # has one field more than the header, which pandas would otherwise read
+                    # as an unnamed index and shift every named column by one. The header's
+                    # columns by position, so the empty last field is dropped without the
+                    # parser's warning about it.
+                    index_col=False,
+                    usecols=range(len(header)),
                     dtype=str,
                     keep_default_na=False,
                     chunksize=chunk_rows,
@@ -413,8 +446,9 @@ def ingest_bulk(
     record every one in the outbox and announce them one by one (the order of the module
     docstring). Raises :class:`DataValidationError` when no station is accepted (nothing is
     stored then), :class:`~flts.exceptions.InfrastructureError` when the store cannot be
-    reached and :class:`~flts.exceptions.BusError` when an event cannot be published (every
-    accepted station is in the outbox by then, so the reconciler announces the rest)."""
+    reached before every station is recorded, and :class:`AnnouncementPendingError` (with
+    the result) when an outage stops the announcements after that: the reconciler announces
+    the rest, so the upload is complete and must not be repeated."""
     accepted, rejected = validate_stations(context, stations, horizon=horizon, lags=lags)
     result = BulkResult(group=new_group_id(), rejected=rejected)
     ids = [new_dataset_id() for _ in accepted]
@@ -431,10 +465,16 @@ def ingest_bulk(
     ]
     for event, meta in described:  # recorded before any is announced: none is lost
         outbox.record(event, meta)
-    for event, meta in described:
-        outbox.announce(event, meta)
-        result.events.append(event)
-        result.datasets.append(meta)
+    result.events = [event for event, _ in described]
+    result.datasets = [meta for _, meta in described]
+    for position, (event, meta) in enumerate(described):
+        try:
+            outbox.announce(event, meta)
+        except InfrastructureError as exc:
+            # The rest is not tried: the outage would fail each in turn, and the reconciler
+            # goes through the outbox in order once it is over.
+            result.pending = [later["dataset_id"] for _, later in described[position:]]
+            raise AnnouncementPendingError(result, exc) from exc
     return result
 
 

@@ -355,7 +355,10 @@ class RetrainTriggers:
         watch started again from zero would publish ids already used, which consumers drop
         as duplicates, and the identifier would not be retrained until the count caught up.
         Of two states with a watch for one identifier the one further on (more triggers)
-        wins."""
+        wins, but each sequence number is the higher of the two whichever watch wins: a
+        stale state can be ahead in drift alarms and behind in schedules, and keeping its
+        schedule count would reuse an id already published. The alarm count is merged the
+        same way only when both watch the same champion (its drift ids name the champion)."""
         try:
             document = json.loads(self.store.get(key))
         except (KeyError, ValueError):
@@ -366,7 +369,19 @@ class RetrainTriggers:
                 continue
             watch = _Watch(**state)
             mine = self.watches.get(name)
-            if mine is None or (watch.alarms + watch.schedules) > (mine.alarms + mine.schedules):
+            if mine is None:
+                self.watches[name] = watch
+                taken += 1
+                continue
+            chosen, other = (
+                (watch, mine)
+                if (watch.alarms + watch.schedules) > (mine.alarms + mine.schedules)
+                else (mine, watch)
+            )
+            chosen.schedules = max(chosen.schedules, other.schedules)
+            if chosen.run_id == other.run_id:
+                chosen.alarms = max(chosen.alarms, other.alarms)
+            if chosen is watch:
                 self.watches[name] = watch
                 taken += 1
         return taken

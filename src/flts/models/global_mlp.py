@@ -21,7 +21,8 @@ Why it looks like this:
   window. The sample is drawn once, seeded, so a seed reproduces the model.
 * **Early stopping on the pooled validation splits**: the mean over stations of each
   station's validation NRMSE in original units (the figure the evaluator ranks by), with the
-  best epoch's weights restored, as :class:`~flts.models.neural.TorchForecaster` does.
+  best epoch's weights restored, as :class:`~flts.models.neural.TorchForecaster` does
+  (one rule for both: :class:`~flts.models.stopping.EarlyStopping`).
 * **Each station's model is self-contained.** Its saved directory holds the shared weights,
   its own station index (a parameter), its scalers, feature spec and interval calibration
   (fitted on its own validation split), so inference replicas, batch inference, the MLflow
@@ -52,6 +53,7 @@ from flts.exceptions import ConfigurationError, DataValidationError
 from flts.models.intervals import IntervalCalibration
 from flts.models.mlp import dense_body
 from flts.models.neural import TorchForecaster, _torch_threads
+from flts.models.stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -435,9 +437,13 @@ def _train(
     )
     loss_fn = template._loss_function(censored=bool(p["censored"]))
     batch_size, noise, clip = int(p["batch_size"]), float(p["input_noise"]), float(p["grad_clip"])
-    best_score = _validation_nrmse(net, samples, template.spec)
-    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    best_epoch, since_best, since_decay = 0, 0, 0
+    stopping = EarlyStopping(
+        net,
+        optimizer,
+        _validation_nrmse(net, samples, template.spec),
+        patience=int(p["patience"]),
+        decay_patience=int(p["lr_decay_patience"]),
+    )
     history: list[dict[str, float]] = []
     for epoch in range(1, int(p["max_epochs"]) + 1):
         net.train()
@@ -457,21 +463,11 @@ def _train(
         record = {"epoch": float(epoch), "train_loss": total / len(x), "validation_nrmse": nrmse}
         history.append({k: round(v, 6) for k, v in record.items()})
         template._report(epoch, record)
-        if nrmse < best_score:
-            best_score, best_epoch, since_best, since_decay = nrmse, epoch, 0, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            since_best += 1
-            since_decay += 1
-        if since_best >= int(p["patience"]):
+        if stopping.update(epoch, nrmse):
             break
-        if since_decay >= int(p["lr_decay_patience"]):
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.5
-            since_decay = 0
-    net.load_state_dict(best_state)
+    stopping.restore()
     template._report(len(history), history[-1], finished=True)
-    return history, best_epoch
+    return history, stopping.best_epoch
 
 
 def _validation_nrmse(net: GlobalNet, samples: Iterable[_Sample], spec: FeatureSpec) -> float:

@@ -9,7 +9,8 @@ Training choices and why:
 
 * Early stopping watches the headline NRMSE on the validation split in original units, the
   figure the evaluator ranks by (as :class:`~flts.models.ridge.Ridge` does for its penalty),
-  and the best epoch's weights are restored, so more epochs never make the model worse.
+  and the best epoch's weights are restored, so more epochs never make the model worse
+  (:class:`~flts.models.stopping.EarlyStopping`, shared with the global network).
 * No linear "highway" from the window to the output: initialised at the ridge solution it
   kept validation no worse than ridge, but the validation split (spikier than test) then
   held the network at ridge and test NRMSE got worse (PobleSec 0.831-0.838 vs 0.825).
@@ -46,6 +47,7 @@ from flts.exceptions import ConfigurationError, ModelError
 from flts.models.base import Forecaster
 from flts.models.onnx_runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAME
 from flts.models.progress import EpochProgress, report_epoch
+from flts.models.stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +231,15 @@ class TorchForecaster(Forecaster):
         rng = np.random.default_rng(self.seed)
         batch_size, noise = int(p["batch_size"]), float(p["input_noise"])
         history: list[dict[str, float]] = []
-        since_best = since_decay = 0
         started = time.perf_counter()
         initial = self._validate(x_val, y_val, validation, validation_loss_fn)
-        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        best = (initial["validation_nrmse"], 0, state)
+        stopping = EarlyStopping(
+            module,
+            optimizer,
+            initial["validation_nrmse"],
+            patience=int(p["patience"]),
+            decay_patience=int(p["lr_decay_patience"]),
+        )
         self.metadata["initial_validation_nrmse"] = initial["validation_nrmse"]
         for epoch in range(1, int(p["max_epochs"]) + 1):
             module.train()
@@ -246,32 +252,20 @@ class TorchForecaster(Forecaster):
             if self.on_epoch is not None:
                 self.on_epoch(epoch, record)
             self._report(epoch, record)
-            if record["validation_nrmse"] < best[0]:
-                state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-                best = (record["validation_nrmse"], epoch, state)
-                since_best = since_decay = 0
-            else:
-                since_best += 1
-                since_decay += 1
-            if since_best >= int(p["patience"]):
+            if stopping.update(epoch, record["validation_nrmse"]):
                 break
-            if since_decay >= int(p["lr_decay_patience"]):
-                # Halve the step when validation stalls: the cheap part of a plateau schedule.
-                for group in optimizer.param_groups:
-                    group["lr"] *= 0.5
-                since_decay = 0
-        module.load_state_dict(best[2])
+        stopping.restore()
         self._report(len(history), history[-1], finished=True)
         best_record = (
-            history[best[1] - 1]
-            if best[1] > 0
+            history[stopping.best_epoch - 1]
+            if stopping.best_epoch > 0
             else {
                 "validation_loss": initial["validation_loss"],
                 "validation_nrmse": initial["validation_nrmse"],
             }
         )
         self.metadata.update(
-            best_epoch=best[1],
+            best_epoch=stopping.best_epoch,
             epochs_run=len(history),
             stopped_early=len(history) < int(p["max_epochs"]),
             best_validation_nrmse=best_record["validation_nrmse"],

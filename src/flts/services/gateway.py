@@ -57,9 +57,11 @@ Upload rules:
 * **Bulk.** With ``identifier_column`` or several ``train`` files the upload is split into
   stations (:mod:`flts.fleet.bulk`), each validated with the checks above on its own; the
   answer is 201 with the group, the accepted stations' metadata and the rejected stations'
-  problems, or 422 when none passes. At most ``gateway.max_upload_files`` file parts; the
-  byte limit covers the whole request, so a large fleet goes through ``flts pipeline`` or
-  :func:`flts.fleet.bulk.ingest_bulk_csv` from a file instead.
+  problems, or 422 when none passes. An outage that interrupts the announcements after every
+  accepted station is in the outbox answers 202 with the same body, its ``pending`` stations
+  announced by the reconciler (see "Outages"). At most ``gateway.max_upload_files`` file
+  parts; the byte limit covers the whole request, so a large fleet goes through ``flts
+  pipeline`` or :func:`flts.fleet.bulk.ingest_bulk_csv` from a file instead.
 * **Keys.** ``dataset_id`` is minted here (UTC time + random hex), never taken from the
   request; the client's file names are sanitised and kept as metadata only; the identifier is
   validated with the event envelope's rules before it goes anywhere.
@@ -74,7 +76,10 @@ Outages: an object store or bus that cannot be reached answers 503 with ``Retry-
 (``gateway.retry_after_seconds``), on every route. An upload whose files and outbox entry
 were stored but whose event could not be published says so in its 503: it is announced (and
 listed) once the bus is back, and a retry of the same files makes a second dataset with the
-same content, which preprocessing maps to the same config hash (no second training).
+same content, which preprocessing maps to the same config hash (no second training). A bulk
+upload in that state answers 202 instead, with its group and the stations still to be
+announced: a retry there would store every station again under a second group, so the
+answer says the upload is done.
 """
 
 from __future__ import annotations
@@ -222,14 +227,20 @@ UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-#: The 201 body of a bulk upload (:meth:`flts.fleet.bulk.BulkResult.to_json`).
+#: The 201 and 202 body of a bulk upload (:meth:`flts.fleet.bulk.BulkResult.to_json`).
 BULK_RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["group", "accepted", "datasets", "rejected"],
+    "required": ["group", "accepted", "datasets", "rejected", "pending"],
     "properties": {
         "group": IDENTIFIER_SCHEMA,
         "accepted": {"type": "integer", "minimum": 1},
         "datasets": {"type": "array", "items": {"type": "object"}},
+        "pending": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Dataset ids of accepted stations not announced yet (202 only).",
+        },
+        "detail": {"type": "string", "description": "Why stations are pending (202 only)."},
         "rejected": {
             "type": "array",
             "items": {
@@ -592,6 +603,13 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                     }
                 },
             },
+            202: {
+                "description": "Bulk upload only: every accepted station is stored and in the "
+                "group, but an outage interrupted announcing them; the `pending` ones are "
+                "announced (and listed) once it is over. Do not retry: a retry is a second "
+                "group of the same stations.",
+                "content": {"application/json": {"schema": BULK_RESULT_SCHEMA}},
+            },
             **problem_responses(413, 415, 422, 503),
         },
         openapi_extra={"requestBody": UPLOAD_BODY},
@@ -741,12 +759,11 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
                 result = await run_in_threadpool(
                     fleet.ingest_bulk, context, stations, horizon=horizon, lags=lags, outbox=outbox
                 )
-        except BusError as exc:
-            raise BusError(
-                "the stations are stored and will be announced (and listed) once the event "
-                f"bus is back; it is unavailable now: {exc}",
-                retry_after=retry_after,
-            ) from exc
+        except fleet.AnnouncementPendingError as exc:
+            # Stored, in the group manifest and in the outbox: the upload is done and the
+            # reconciler announces the rest. A 503 would invite a retry, i.e. a second group.
+            body = {**exc.result.to_json(), "detail": str(exc)}
+            return JSONResponse(body, status_code=202)
         return JSONResponse(result.to_json(), status_code=201)
 
     @app.get("/v1/datasets", response_model=None, responses=problem_responses(422, 503))
