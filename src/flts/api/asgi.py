@@ -223,6 +223,8 @@ class InferenceApp:
         return self.service.holder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, unlike the layers inside: uvicorn tells ASGI 3 apps from
+        # ASGI 2 ones by that.
         await self._stack(scope, receive, send)
 
     def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:

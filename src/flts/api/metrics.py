@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -197,11 +197,12 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500  # if the app dies before answering, that is what the client sees
 
-        async def send_wrapper(message: Message) -> None:
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            # uvicorn's own send coroutine, returned (no coroutine of this wrapper per send)
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         metrics = self.metrics
         metrics.requests_in_flight += 1

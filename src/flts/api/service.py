@@ -242,16 +242,27 @@ class ForecastService:
         """``POST /v1/forecast``: one request, one answer.
 
         Bodies of JSON numbers for the spec every loaded model shares (nearly all of them)
-        are decoded in one pass (:meth:`_forecast_numeric`); anything else, and any body
-        that pass cannot answer, takes the two steps of :mod:`flts.api.forms`, which decide
-        alone what is refused and how."""
+        are decoded in one pass (:func:`forms.decode_numeric`) and, when the model that
+        answers has that spec and is micro-batched, answered with the same steps in the same
+        order as the two-step path. Anything else, and any body that pass cannot answer,
+        takes the two steps of :mod:`flts.api.forms`, which decide alone what is refused and
+        how. Both are inline here: every nested coroutine is one more frame to create and to
+        resume for each of the few microseconds-long forecasts a busy replica answers."""
         shared = self._shared_form()
-        if shared is not None:
-            numeric = forms.decode_numeric(body, shared[1])
-            if numeric is not None:
-                payload = await self._forecast_numeric(numeric, shared[0], body, served)
-                if payload is not None:
-                    return payload
+        if shared is not None and (numeric := forms.decode_numeric(body, shared[1])) is not None:
+            forms.check_history(len(numeric.history), self.settings.max_history_rows)
+            if not self._in_memory(numeric.identifier):
+                await self.ensure([numeric.identifier])
+            loaded = self._champion(numeric.identifier, diagnose_forecast, body, served)
+            if (loaded.inline and loaded.model.batch_invariant) and (
+                loaded.spec is shared[0] or loaded.spec == shared[0]
+            ):
+                served.model = loaded
+                try:
+                    answer = await self._numeric_batcher.forecast(loaded, numeric)
+                except RejectedError as exc:
+                    raise self._refusal(exc, diagnose_forecast, body) from exc
+                return self._recorded(orjson.dumps(answer))
         try:
             call = forms.decode(ForecastCall, body)
         except RejectedError as exc:
@@ -272,27 +283,6 @@ class ForecastService:
                 [answer] = await self._predict(
                     loaded, 1, lambda: row_answers(loaded, windows, [call.horizon], [levels])
                 )
-        except RejectedError as exc:
-            raise self._refusal(exc, diagnose_forecast, body) from exc
-        return self._recorded(orjson.dumps(answer))
-
-    async def _forecast_numeric(
-        self, call: Any, spec: FeatureSpec, body: bytes, served: Served
-    ) -> bytes | None:
-        """:meth:`forecast` of a body :func:`forms.decode_numeric` decoded for ``spec``: the
-        same steps in the same order; ``None`` when the model that answers has another spec
-        or is not micro-batched (the two-step path then answers)."""
-        forms.check_history(len(call.history), self.settings.max_history_rows)
-        if not self._in_memory(call.identifier):
-            await self.ensure([call.identifier])
-        loaded = self._champion(call.identifier, diagnose_forecast, body, served)
-        if not (loaded.inline and loaded.model.batch_invariant) or (
-            loaded.spec is not spec and loaded.spec != spec
-        ):
-            return None
-        served.model = loaded
-        try:
-            answer = await self._numeric_batcher.forecast(loaded, call)
         except RejectedError as exc:
             raise self._refusal(exc, diagnose_forecast, body) from exc
         return self._recorded(orjson.dumps(answer))

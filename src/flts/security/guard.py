@@ -24,7 +24,7 @@ API. ``flts up`` and the Helm chart always configure keys.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -124,21 +124,22 @@ class AuthMiddleware:
             raise PermissionDeniedError(f"key {principal.name!r} lacks the {need!r} scope")
         return principal
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function returning the coroutine of what answers (the app, or the refusal):
+        # the check needs no await, and every frame between uvicorn and a forecast is
+        # resumed once more for each await of the forecast.
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         try:
             principal = self.check(scope)
         except FLTSError as exc:
             if scope["type"] == "http":
-                await self.render(exc)(scope, receive, send)
-            else:  # a websocket: no route takes one, refuse without an HTTP body
-                await send({"type": "websocket.close", "code": 1008})
-            return
+                return self.render(exc)(scope, receive, send)
+            # a websocket: no route takes one, refuse without an HTTP body
+            return send({"type": "websocket.close", "code": 1008})
         if principal is not None:
             scope[PRINCIPAL_SCOPE_KEY] = principal
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def principal_of(scope: Mapping[str, Any]) -> Principal:
