@@ -1,9 +1,11 @@
 """flts.client's logic without a server: refusals typed from each error body the services
-send, the retry rule, and histories going out as the records the forecast route takes."""
+send, the retry rule, histories going out as the records the forecast route takes, and the
+file parts of a bulk upload named as the gateway matches them."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -18,7 +20,14 @@ from flts.client import (
     Unavailable,
     ValidationFailed,
 )
-from flts.client.calls import forecast_frame, history_records, retry_delay
+from flts.client.calls import (
+    forecast_frame,
+    history_records,
+    post_fleet_observations,
+    retry_delay,
+    upload_fleet,
+    upload_stations,
+)
 from flts.client.errors import error_from
 
 
@@ -106,3 +115,45 @@ def test_forecast_frame_indexes_steps_and_times_with_interval_columns() -> None:
     assert frame["down_lower_80"].tolist() == [2.0, 1.0]
     assert frame["down_upper_80"].tolist() == [5.0, 6.0]
     assert frame.attrs["model"] == {"run_id": "r1"}
+
+
+def test_station_files_are_named_by_their_key_and_paths_keep_their_names(tmp_path: Path) -> None:
+    export = tmp_path / "export.csv"
+    export.write_bytes(b"time,down\n")
+    keyed = upload_stations(
+        {"A": b"a", "B": export}, {"A": pd.DataFrame({"down": [1.0]})}, horizon=None, lags=3
+    )
+    assert [(role, part[0]) for role, part in keyed.files] == [
+        ("train", "A.csv"),
+        ("train", "B.csv"),
+        ("test", "A_test.csv"),
+    ]
+    assert keyed.files[1][1][1] == b"time,down\n"
+    assert keyed.data == {"lags": "3"}
+    assert (keyed.accept, keyed.retry) == ((201, 202), False)
+    (tmp_path / "Sants.csv").write_bytes(b"x")
+    paths = upload_stations([export, tmp_path / "Sants.csv"], None, horizon=None, lags=None)
+    assert [part[0] for _, part in paths.files] == ["export.csv", "Sants.csv"]
+
+
+def test_a_bulk_call_that_the_gateway_would_take_as_one_station_is_refused() -> None:
+    with pytest.raises(ValueError, match="two or more"):
+        upload_stations({"A": b"a"}, {"A": b"t"}, horizon=None, lags=None)
+    with pytest.raises(ValueError, match="identifier_column"):
+        upload_fleet(b"a", None, identifier_column=" ", horizon=None, lags=None)
+    column = upload_fleet(b"a", None, identifier_column="cell", horizon=2, lags=None)
+    assert column.data == {"identifier_column": "cell", "horizon": "2"}
+    assert (column.accept, column.retry) == ((201, 202), False)
+
+
+def test_fleet_observations_go_out_per_station_in_order() -> None:
+    index = pd.date_range("2026-01-01", periods=2, freq="2min", name="time")
+    rows = pd.DataFrame({"down": [1.0, math.nan]}, index=index)
+    call = post_fleet_observations({"S2": rows.iloc[:1], "S1": rows}, "time")
+    assert call.json == {
+        "stations": [
+            {"identifier": "S2", "rows": history_records(rows.iloc[:1])},
+            {"identifier": "S1", "rows": history_records(rows)},
+        ]
+    }
+    assert call.retry is True

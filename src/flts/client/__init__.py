@@ -10,11 +10,19 @@ httpx (``pip install 'flts[client]'``).
         flts.wait_for_champion("PobleSec")
         frame = flts.forecast("PobleSec", history, intervals=[80])
 
-Refusals are typed errors (:mod:`flts.client.errors`) carrying the server's reasons.
+Refusals are typed errors (:mod:`flts.client.errors`) carrying the server's reasons; the
+many-station answers are typed dicts (:mod:`flts.client.answers`).
 docs/clients.md shows more.
 """
 
 from flts.client.aio import AsyncFLTSClient
+from flts.client.answers import (
+    BulkUpload,
+    RejectedStation,
+    StationRefused,
+    StationsObserved,
+    StationStored,
+)
 from flts.client.errors import (
     Conflict,
     ConnectionFailed,
@@ -34,6 +42,7 @@ from flts.client.sync import FLTSClient
 
 __all__ = [
     "AsyncFLTSClient",
+    "BulkUpload",
     "Conflict",
     "ConnectionFailed",
     "DeadlineExceeded",
@@ -43,7 +52,11 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "RejectedStation",
     "ServerError",
+    "StationRefused",
+    "StationStored",
+    "StationsObserved",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMedia",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -13,7 +13,8 @@ import httpx
 import pandas as pd
 
 from flts.client import calls
-from flts.client.calls import TIME_COLUMN, Call, CsvSource
+from flts.client.answers import BulkUpload, StationsObserved
+from flts.client.calls import TIME_COLUMN, Call, CsvSource, StationFiles
 from flts.client.errors import ConnectionFailed, FLTSClientError, Unavailable, error_from
 from flts.client.settings import ClientSettings
 
@@ -185,6 +186,42 @@ class AsyncFLTSClient:
             calls.upload(train, test, identifier=identifier, horizon=horizon, lags=lags)
         )
 
+    async def upload_fleet(
+        self,
+        train: CsvSource,
+        test: CsvSource | None = None,
+        *,
+        identifier_column: str,
+        horizon: int | None = None,
+        lags: int | None = None,
+    ) -> BulkUpload:
+        """Upload many stations in one CSV (and its test CSV) whose ``identifier_column``
+        names each row's station: one dataset per accepted station, all in one group, and
+        the rejected stations with their problems.
+
+        Nothing is retried, and a non-empty ``pending`` (an outage while announcing) is
+        still success: the gateway announces those stations itself. :class:`ValidationFailed`
+        when no station passes, with every station's problems."""
+        return await self._send(
+            calls.upload_fleet(
+                train, test, identifier_column=identifier_column, horizon=horizon, lags=lags
+            )
+        )
+
+    async def upload_stations(
+        self,
+        trains: StationFiles,
+        tests: StationFiles | None = None,
+        *,
+        horizon: int | None = None,
+        lags: int | None = None,
+    ) -> BulkUpload:
+        """Upload many stations, one training file each: ``{station: csv}`` (sent as
+        ``<station>.csv``, its test as ``<station>_test.csv``) or paths whose stems name the
+        stations. A station without a test file holds out its last rows. Answers as
+        :meth:`upload_fleet`; at least two stations (one is :meth:`upload`)."""
+        return await self._send(calls.upload_stations(trains, tests, horizon=horizon, lags=lags))
+
     async def datasets(self, identifier: str | None = None) -> list[dict[str, Any]]:
         """Metadata of the stored datasets, newest first."""
         return await self._send(calls.datasets(identifier))
@@ -197,3 +234,12 @@ class AsyncFLTSClient:
         return await self._send(
             calls.post_observations(identifier, rows, self.settings.time_column)
         )
+
+    async def post_fleet_observations(
+        self, stations: Mapping[str, pd.DataFrame]
+    ) -> StationsObserved:
+        """Append many stations' new rows in one request, ``{identifier: rows}``: each
+        station is stored whole or refused with its problems (``stations`` in the answer
+        says which) while the others go on. :class:`NotFound` when no station has a
+        champion, :class:`ValidationFailed` when none was stored otherwise."""
+        return await self._send(calls.post_fleet_observations(stations, self.settings.time_column))

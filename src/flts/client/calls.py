@@ -16,14 +16,21 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Generic, Literal, TypeVar
+from typing import IO, Any, Generic, Literal, TypeVar, cast
 
 import httpx
 import pandas as pd
 
+from flts.client.answers import BulkUpload, StationsObserved
+
 T = TypeVar("T")
 #: What an upload takes for a CSV: a path, its bytes, an open binary file or a DataFrame.
 CsvSource = str | os.PathLike[str] | bytes | IO[bytes] | pd.DataFrame
+#: One file per station in a bulk upload: the station's CSV by its identifier, or paths
+#: whose file names' stems are the identifiers.
+StationFiles = Mapping[str, CsvSource] | Sequence[str | os.PathLike[str]]
+#: How a bulk upload names a station's test file after its training file ``<stem>.csv``.
+TEST_SUFFIX = "_test"
 #: How every FLTS CSV and every answer names the time column by default.
 TIME_COLUMN = "time"
 
@@ -201,6 +208,22 @@ def _csv_part(name: str, source: CsvSource) -> tuple[str, Any, str]:
     return filename, io.BytesIO(data), "text/csv"
 
 
+def _named_part(filename: str, source: CsvSource) -> tuple[str, Any, str]:
+    """``source`` sent under ``filename`` whatever its own name: in a bulk upload of several
+    files the gateway names each station by its file's stem."""
+    _, content, media = _csv_part(filename, source)
+    return filename, content, media
+
+
+def _task_fields(horizon: int | None, lags: int | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if horizon is not None:
+        fields["horizon"] = str(horizon)
+    if lags is not None:
+        fields["lags"] = str(lags)
+    return fields
+
+
 def upload(
     train: CsvSource,
     test: CsvSource | None,
@@ -213,13 +236,89 @@ def upload(
     files = {"train": _csv_part("train", train)}
     if test is not None:
         files["test"] = _csv_part("test", test)
-    data: dict[str, Any] = {"identifier": identifier}
-    if horizon is not None:
-        data["horizon"] = str(horizon)
-    if lags is not None:
-        data["lags"] = str(lags)
+    data: dict[str, Any] = {"identifier": identifier, **_task_fields(horizon, lags)}
     return Call(
         "gateway", "POST", "/v1/datasets", _json, files=files, data=data, accept=(201,), retry=False
+    )
+
+
+def _bulk_upload(response: httpx.Response) -> BulkUpload:
+    return cast(BulkUpload, response.json())
+
+
+def upload_fleet(
+    train: CsvSource,
+    test: CsvSource | None,
+    *,
+    identifier_column: str,
+    horizon: int | None,
+    lags: int | None,
+) -> Call[BulkUpload]:
+    """``POST /v1/datasets`` of one CSV whose ``identifier_column`` names each row's station.
+
+    A 202 (stored, announcements pending after an outage) is an answer, not an error, and
+    nothing is retried: either way the upload is done, and a repeat would be a second group
+    of the same stations."""
+    if not identifier_column.strip():
+        # The gateway reads an empty column name as none: one file would be a single upload.
+        raise ValueError("identifier_column must name the column of each row's station")
+    files = {"train": _csv_part("train", train)}
+    if test is not None:
+        files["test"] = _csv_part("test", test)
+    data = {"identifier_column": identifier_column, **_task_fields(horizon, lags)}
+    return Call(
+        "gateway",
+        "POST",
+        "/v1/datasets",
+        _bulk_upload,
+        files=files,
+        data=data,
+        accept=(201, 202),
+        retry=False,
+    )
+
+
+def _station_parts(role: str, files: StationFiles, suffix: str) -> list[tuple[str, Any]]:
+    """Repeated ``role`` parts: a mapping's files named ``<station><suffix>.csv``, paths
+    under their own names (the gateway matches them and reports a name that does not fit)."""
+    if isinstance(files, str | os.PathLike):
+        raise TypeError(f"{role} files must be a mapping of station to CSV or a list of paths")
+    if isinstance(files, Mapping):
+        return [
+            (role, _named_part(f"{station}{suffix}.csv", source))
+            for station, source in files.items()
+        ]
+    return [(role, _csv_part(role, path)) for path in files]
+
+
+def upload_stations(
+    trains: StationFiles,
+    tests: StationFiles | None,
+    *,
+    horizon: int | None,
+    lags: int | None,
+) -> Call[BulkUpload]:
+    """``POST /v1/datasets`` of one training file per station (and ``<station>_test.csv``
+    test files); read and never retried as :func:`upload_fleet`."""
+    parts = _station_parts("train", trains, "")
+    if len(parts) < 2:
+        # The gateway takes one file without an identifier column as a single upload, which
+        # would store it as station "global" rather than under its name.
+        raise ValueError(
+            "a bulk upload of files needs two or more stations; upload one station with "
+            "upload(train, test, identifier=...)"
+        )
+    if tests is not None:
+        parts += _station_parts("test", tests, TEST_SUFFIX)
+    return Call(
+        "gateway",
+        "POST",
+        "/v1/datasets",
+        _bulk_upload,
+        files=parts,
+        data=_task_fields(horizon, lags),
+        accept=(201, 202),
+        retry=False,
     )
 
 
@@ -238,6 +337,27 @@ def post_observations(
     """``POST /v1/observations`` (idempotent on identifier and time, so safe to retry)."""
     body = {"identifier": identifier, "rows": history_records(rows, time_column)}
     return Call("gateway", "POST", "/v1/observations", _json, json=body)
+
+
+def post_fleet_observations(
+    stations: Mapping[str, pd.DataFrame], time_column: str
+) -> Call[StationsObserved]:
+    """``POST /v1/observations`` of many stations (``{"stations": [...]}``): a 200 reports
+    each station stored or refused whole; retried like the single form (idempotent on
+    identifier and time, so a repeat stores nothing twice)."""
+    body = {
+        "stations": [
+            {"identifier": identifier, "rows": history_records(rows, time_column)}
+            for identifier, rows in stations.items()
+        ]
+    }
+    return Call(
+        "gateway",
+        "POST",
+        "/v1/observations",
+        lambda response: cast(StationsObserved, response.json()),
+        json=body,
+    )
 
 
 # ----------------------------------------------------------------------------- retries
