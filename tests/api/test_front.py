@@ -13,12 +13,16 @@ from typing import Any
 
 import orjson
 import pytest
+import uvicorn
 
 from flts.api import ModelHolder, PromotionModelSource, TrackingModelSource, create_app
+from flts.api.asgi import middleware_stack
+from flts.api.metrics import ApiMetrics
 from flts.api.watcher import ChampionWatcher
 from flts.models import load_model
 from flts.promotion import Promotion, PromotionStore
 from flts.services.context import ServiceContext
+from flts.settings import SecuritySettings
 
 from .support import CONFIG_HASH, Harness, LiveServer, Runs, history_records, make_settings
 
@@ -174,3 +178,20 @@ def test_cold_start_from_the_cache_then_the_full_pointer_check(
     finally:
         reader.close()
         writer.close()
+
+
+def test_uvicorn_runs_the_app_and_its_layers_as_asgi3(tmp_path: Path, runs: Runs) -> None:
+    """uvicorn tells ASGI 3 apps from ASGI 2 ones by whether ``__call__`` is a coroutine
+    function: the replica and each public layer must stay one (the layers inside hand each
+    other plain functions returning coroutines, which uvicorn would take for ASGI 2)."""
+    context = ServiceContext(make_settings(tmp_path))
+    promotions = PromotionStore(context.store, run_exists=runs.exists)
+    app = create_app(context, follow_bus=False, source=PromotionModelSource(promotions, runs.load))
+    outer, guarded = middleware_stack(app.framework, ApiMetrics(), SecuritySettings())
+    try:
+        for candidate in (app, outer, guarded):
+            config = uvicorn.Config(candidate, log_config=None)
+            config.load()
+            assert config.interface == "asgi3", type(candidate).__name__
+    finally:
+        context.close()

@@ -146,7 +146,7 @@ def middleware_stack(
     auth layer among them (whose policy protocols add their probes to)."""
     keys = key_ring(security, "inference API")
     guarded = protect(app, security, keys=keys, default="forecast", render=render)
-    return MetricsMiddleware(guarded, metrics), guarded
+    return MetricsMiddleware(guarded.dispatch, metrics), guarded
 
 
 class InferenceApp:

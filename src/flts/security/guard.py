@@ -124,10 +124,15 @@ class AuthMiddleware:
             raise PermissionDeniedError(f"key {principal.name!r} lacks the {need!r} scope")
         return principal
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # A plain function returning the coroutine of what answers (the app, or the refusal):
-        # the check needs no await, and every frame between uvicorn and a forecast is
-        # resumed once more for each await of the forecast.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, so that uvicorn runs this layer as an ASGI 3 app on its own.
+        await self.dispatch(scope, receive, send)
+
+    def dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """:meth:`__call__` as a plain function returning the coroutine of what answers
+        (the app, or the refusal), for an enclosing layer to await: the check needs no
+        await, and every frame between uvicorn and a forecast is resumed once more for each
+        await of the forecast."""
         if scope["type"] == "lifespan":
             return self.app(scope, receive, send)
         try:
