@@ -1,15 +1,21 @@
 """The dashboard in a real headless Chromium against the embedded system (tests/ui/conftest.py).
 
-In order, as an operator would: a broken CSV is refused with its problem shown at its CSV line;
-a slice of PobleSec is uploaded through the page and its run followed to the leaderboard; the
-fleet lists the station; the station page draws one point per test window the batch inference
+What an operator does: a broken CSV is refused with its problem shown at its CSV line; a slice
+of PobleSec is uploaded through the page and its run followed to the leaderboard; the fleet
+lists a trained station; the station page draws one point per test window the batch inference
 logged; a key without the admin scope is refused promote and rollback and the admin key does
 both, recorded under its name; the exploratory view summarises every column. Each test writes
 a screenshot of its page to build/ui/ and fails on any console error.
+
+The tests share the system but no results: each one uploads (or asks a fixture to upload) the
+station it looks at, so any of them passes alone, in any order. The page upload and the
+promotions each have a station of their own: the first must start from nothing, the second
+changes its champion, and neither may change the station the other pages check.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +24,23 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from flts.data.spec import FeatureSpec
-from servers.client import bearer, wait_http
+from servers.client import bearer, upload_dataset, wait_http
 
 from .conftest import DATA_DIR, Console, System, screenshot
 
+#: The station the fleet, station and exploratory tests look at (the ``trained`` fixture's).
 IDENTIFIER = "PobleSec"
+#: The station the upload test drops through the page, and the one whose champion the
+#: promotion test switches. Neither name contains "poble", so filtering the fleet by it finds
+#: the one row of IDENTIFIER whichever tests ran before.
+DROPPED = "Dropped"
+SWITCHED = "Switched"
 TRAIN_ROWS = 1_500
 TEST_ROWS = 400
 #: Test windows the batch inference scores: one per test row with a full history before it.
 WINDOWS = TEST_ROWS - FeatureSpec().lags - FeatureSpec().horizon + 1
-#: What the tests learned so far (the later pages look at the run the upload started).
-state: dict[str, Any] = {}
+#: Upload to decision for two fast trainers on TRAIN_ROWS rows, with room for a slow machine.
+DECISION_SECONDS = 240
 
 
 def _slice(name: str, rows: int, target: Path) -> Path:
@@ -115,7 +127,7 @@ def test_an_upload_is_followed_to_its_leaderboard(
     train = _slice("PobleSec.csv", TRAIN_ROWS, tmp_path / "PobleSec.csv")
     test = _slice("PobleSec_test.csv", TEST_ROWS, tmp_path / "PobleSec_test.csv")
     _open(page, system, "/data", system.viewer_key)
-    page.get_by_label("Identifier (station)").fill(IDENTIFIER)
+    page.get_by_label("Identifier (station)").fill(DROPPED)
     # Both files dropped on the drop zone at once: the one named *test* becomes the test file.
     page.locator("#drop").dispatch_event(
         "drop", {"dataTransfer": _data_transfer(page, [train, test])}
@@ -124,7 +136,9 @@ def test_an_upload_is_followed_to_its_leaderboard(
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-result [role=status]")).to_contain_text("Accepted", timeout=60_000)
     dataset_id = page.locator("#upload-result a").inner_text()
-    expect(page.locator("#progress")).to_have_attribute("data-finished", "true", timeout=240_000)
+    expect(page.locator("#progress")).to_have_attribute(
+        "data-finished", "true", timeout=DECISION_SECONDS * 1_000
+    )
     for model in ("RIDGE", "PERSISTENCE"):
         step = page.locator(f"[data-step=train-{model}]")
         expect(step).to_have_attribute("data-status", "FINISHED")
@@ -136,9 +150,9 @@ def test_an_upload_is_followed_to_its_leaderboard(
     expect(page.locator("[data-step=promoted]")).to_contain_text(champion["run_id"])
     promoted = board.locator("tr.promoted")
     expect(promoted).to_have_attribute("data-model", champion["model_type"])
+    assert progress["identifier"] == DROPPED
     _assert_labelled(page)
     screenshot(page, "data")
-    state.update(dataset_id=dataset_id, champion=champion, progress=progress)
     assert console.errors == []
 
 
@@ -157,21 +171,53 @@ def _data_transfer(page: Page, files: list[Path]) -> Any:
     )
 
 
-@pytest.fixture
-def run() -> dict[str, Any]:
-    assert "dataset_id" in state, (
-        "needs the upload of test_an_upload_is_followed_to_its_leaderboard"
+@dataclass(frozen=True)
+class Trained:
+    """A station uploaded through the API and decided: what the pages about it should show."""
+
+    dataset_id: str
+    champion: dict[str, Any]
+    progress: dict[str, Any]  # the dataset's progress once decided (its leaderboard)
+
+
+def _train(system: System, identifier: str, folder: Path) -> Trained:
+    """Upload the PobleSec slice as ``identifier`` and wait for the evaluator's decision (its
+    ``done`` state is written after the promotion, so the champion is current on return)."""
+    train = _slice("PobleSec.csv", TRAIN_ROWS, folder / "train.csv").read_bytes()
+    test = _slice("PobleSec_test.csv", TEST_ROWS, folder / "test.csv").read_bytes()
+    response = upload_dataset(
+        system.url, train, test, identifier, timeout=60, key=system.viewer_key
     )
-    return state
+    assert response.status_code in (200, 201, 202), response.text
+    dataset_id = str(response.json()["dataset_id"])
+    path = f"/ui/api/datasets/{dataset_id}/progress"
+    progress = wait_http(
+        lambda: (p := _api(system, path))["finished"] and p, DECISION_SECONDS, "the decision"
+    )
+    champion = progress["decision"]["champion"]
+    assert champion is not None, progress["decision"]
+    return Trained(dataset_id, champion, progress)
+
+
+@pytest.fixture(scope="module")
+def trained(system: System, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """IDENTIFIER trained once for the tests that only read its pages."""
+    return _train(system, IDENTIFIER, tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def switchable(system: System, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """SWITCHED trained for the promotion test alone: it changes this station's champion."""
+    return _train(system, SWITCHED, tmp_path_factory.mktemp("switchable"))
 
 
 def test_the_fleet_lists_the_station_with_its_champion(
-    page: Page, system: System, console: Console, run: dict[str, Any]
+    page: Page, system: System, console: Console, trained: Trained
 ) -> None:
     _open(page, system, "/fleet", system.viewer_key)
     row = page.locator(f"#fleet tbody tr[data-identifier={IDENTIFIER}]")
     expect(row).to_have_count(1)
-    expect(row.locator("td").nth(1)).to_have_text(run["champion"]["model_type"])
+    expect(row.locator("td").nth(1)).to_have_text(trained.champion["model_type"])
     fleet = _api(system, "/ui/api/fleet")
     expect(page.locator("#fleet tbody tr")).to_have_count(len(fleet["rows"]))
     # Sorting is the server's; the column headers are buttons, so the keyboard sorts too.
@@ -188,7 +234,7 @@ def test_the_fleet_lists_the_station_with_its_champion(
 
 
 def test_the_station_chart_draws_every_test_window(
-    page: Page, system: System, console: Console, run: dict[str, Any]
+    page: Page, system: System, console: Console, trained: Trained
 ) -> None:
     path = f"/ui/api/stations/{IDENTIFIER}/series?target=down&points=500"
     series = wait_http(
@@ -206,8 +252,8 @@ def test_the_station_chart_draws_every_test_window(
         "() => document.getElementById('station-chart').data.map(t => [t.name, t.x.length])"
     )
     assert dict(drawn) == {"actual": WINDOWS, "forecast (step 1)": WINDOWS}
-    expect(page.locator("#lineage")).to_contain_text(run["champion"]["run_id"])
-    expect(page.locator("#lineage")).to_contain_text(run["dataset_id"])
+    expect(page.locator("#lineage")).to_contain_text(trained.champion["run_id"])
+    expect(page.locator("#lineage")).to_contain_text(trained.dataset_id)
     expect(page.locator("#per-horizon tbody tr")).to_have_count(1)  # horizon 1: step 1
     _assert_labelled(page)
     screenshot(page, "station")
@@ -215,13 +261,13 @@ def test_the_station_chart_draws_every_test_window(
 
 
 def test_promote_and_rollback_need_the_admin_scope(
-    page: Page, system: System, console: Console, run: dict[str, Any]
+    page: Page, system: System, console: Console, switchable: Trained
 ) -> None:
-    leaderboard = run["progress"]["decision"]["leaderboard"]
+    leaderboard = switchable.progress["decision"]["leaderboard"]
     other = next(e for e in leaderboard if not e["promoted"] and e["status"] == "SUCCESS")
-    first = run["champion"]["run_id"]
+    first = switchable.champion["run_id"]
     console.refusals.add(403)
-    _open(page, system, f"/decisions?identifier={IDENTIFIER}", system.viewer_key)
+    _open(page, system, f"/decisions?identifier={SWITCHED}", system.viewer_key)
     expect(page.locator(".decision")).to_have_count(1)
     promote = page.get_by_role(
         "button", name=f"Promote {other['model_type']} run {other['run_id']}"
@@ -239,7 +285,7 @@ def test_promote_and_rollback_need_the_admin_scope(
     expect(page.locator("#decision-status [role=status]")).to_contain_text(other["run_id"])
     screenshot(page, "decisions")
 
-    page.goto(f"{system.url}/ui/#/promotions/{IDENTIFIER}")
+    page.goto(f"{system.url}/ui/#/promotions/{SWITCHED}")
     expect(page.locator("#current-champion")).to_contain_text(other["run_id"])
     _switch_key(page, system.viewer_key)
     page.get_by_role("button", name="Roll back").click()
@@ -264,13 +310,13 @@ def test_promote_and_rollback_need_the_admin_scope(
 
 
 def test_the_exploratory_view_summarises_every_column(
-    page: Page, system: System, console: Console, run: dict[str, Any]
+    page: Page, system: System, console: Console, trained: Trained
 ) -> None:
-    _open(page, system, f"/data/{run['dataset_id']}", system.viewer_key)
+    _open(page, system, f"/data/{trained.dataset_id}", system.viewer_key)
     spec = FeatureSpec()
     summary = page.locator("table[aria-label='Column summary'] tbody tr")
     expect(summary).to_have_count(len(spec.inputs))
-    explored = _api(system, f"/ui/api/datasets/{run['dataset_id']}/explore")
+    explored = _api(system, f"/ui/api/datasets/{trained.dataset_id}/explore")
     assert explored["rows"] == TRAIN_ROWS + TEST_ROWS
     down = summary.filter(has=page.locator("td", has_text="down")).first
     expect(down).to_be_visible()
