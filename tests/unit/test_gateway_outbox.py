@@ -190,3 +190,27 @@ def test_a_store_outage_at_the_http_edge_is_503_with_retry_after(
         assert response.headers["retry-after"] == "9"
         assert "object store" in response.json()["detail"]
     context.close()
+
+
+def test_the_pending_answer_masks_the_cause(
+    contexts: Contexts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 202's ``detail`` names the outage like a problem document would: with the
+    credentials of any backend URL in it masked (docs/security.md)."""
+    frame = synthetic_traffic(300, seed=1)
+    frame.insert(0, "cell", "A")
+
+    def refuse(self: Outbox, event: Any, meta: Any) -> None:
+        raise InfrastructureError("kafka://flts:hunter2@broker:9092 is unreachable")
+
+    monkeypatch.setattr(Outbox, "announce", refuse)
+    response = request(
+        create_gateway_app(contexts.new()),
+        "POST",
+        "/v1/datasets",
+        files={"train": ("fleet.csv", frame.to_csv(index=False).encode())},
+        data={"identifier_column": "cell"},
+    )
+    assert response.status_code == 202, response.text
+    assert "hunter2" not in response.text
+    assert "kafka://flts:****@broker:9092" in response.json()["detail"]

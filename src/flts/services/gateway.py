@@ -136,6 +136,7 @@ from flts.exceptions import (
 from flts.fleet.routes import fleet_router
 from flts.live.ingest import ObservationIngest
 from flts.live.routes import observation_router
+from flts.redaction import redact
 from flts.security.guard import OPEN, AccessPolicy, key_ring, protect
 from flts.security.spreadsheet import escape_formulas
 from flts.services.admin import ADMIN_PREFIX, admin_router
@@ -762,7 +763,8 @@ def create_gateway_app(context: ServiceContext) -> FastAPI:
         except fleet.AnnouncementPendingError as exc:
             # Stored, in the group manifest and in the outbox: the upload is done and the
             # reconciler announces the rest. A 503 would invite a retry, i.e. a second group.
-            body = {**exc.result.to_json(), "detail": str(exc)}
+            # masked like every problem document: the cause may name a backend URL
+            body = {**exc.result.to_json(), "detail": redact(str(exc))}
             return JSONResponse(body, status_code=202)
         return JSONResponse(result.to_json(), status_code=201)
 
