@@ -4,6 +4,7 @@ late members, a group of one and redeliveries."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -374,10 +375,14 @@ def test_a_claim_the_outage_kept_is_resumed_after_its_lease(
 
 
 def test_a_holder_whose_claim_was_resumed_stops(
-    context: ServiceContext, trainings: list[list[str]], monkeypatch: pytest.MonkeyPatch
+    context: ServiceContext,
+    trainings: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A holder silent past its lease (stalled in the fit) is resumed by another trainer;
-    when it wakes up it finds the claim not its own and logs nothing: one run per member."""
+    when it wakes up it finds the claim not its own, says so and reports nothing: one run
+    and one success per member, the resuming trainer's."""
     from flts.models import global_mlp
 
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
@@ -396,8 +401,10 @@ def test_a_holder_whose_claim_was_resumed_stops(
 
     monkeypatch.setattr(global_mlp, "fit_group", stalls_once)
     stalled.handle(events["s1"])
-    stalled.handle(events["s2"])
+    with caplog.at_level(logging.WARNING, logger="flts"):
+        stalled.handle(events["s2"])
     assert trainings == [["s1", "s2"], ["s1", "s2"]]
+    assert [getattr(r, "event", None) for r in caplog.records].count("group-claim-lost") == 1
     for event in events.values():
         runs = [
             r
@@ -407,7 +414,12 @@ def test_a_holder_whose_claim_was_resumed_stops(
             if r.model_type == "GLOBAL"
         ]
         assert [r.status for r in runs] == ["FINISHED"]
-    assert sorted(successes(context)) == ["s1", "s2"]
+    reported = [
+        r.identifier
+        for r in reports(context.bus)
+        if r.payload.status is TrainingStatus.SUCCESS and r.payload.model_type == "GLOBAL"
+    ]
+    assert sorted(reported) == ["s1", "s2"]  # each once: the stalled holder reported none
 
 
 def test_evaluator_waits_for_global_and_judges_it_per_station(
