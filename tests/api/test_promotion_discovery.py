@@ -114,10 +114,15 @@ def test_a_lost_index_update_is_repaired_by_the_periodic_listing(runs: Runs) -> 
     assert watcher.holder.snapshot()["cell-3"].promotion.run_id == "run-persistence"
 
 
+def _listings(calls: list[tuple[str, str]]) -> int:
+    return sum(1 for method, _ in calls if method == "list")
+
+
 @pytest.mark.parametrize("started", ["before", "after"])
-def test_a_lost_part_costs_no_listing(runs: Runs, started: str) -> None:
-    """A part the store lost (the top still names it) is no reason to list every pointer at
-    every poll, for a replica that held it or one started since."""
+def test_a_lost_part_costs_one_listing_per_version_not_per_poll(runs: Runs, started: str) -> None:
+    """A part the store lost (the top still names it) costs a replica one listing per hash
+    the top names of it, not one per poll, and no promotion in it goes unseen: the copy a
+    replica held before is stale, so the part's pointers are read."""
     names = [f"cell-{number}" for number in range(6)]
     lost, other = part_of(names[0]), part_of(names[1])
     assert lost != other
@@ -133,11 +138,27 @@ def test_a_lost_part_costs_no_listing(runs: Runs, started: str) -> None:
     for _ in range(3):
         watcher.poll_once()
     calls = counting.reads()
-    assert not [call for call in calls if call[0] == "list"], calls
+    # The replica that held the part lists once (its copy is stale); one started since read
+    # every pointer at start, at this very hash of the part.
+    assert _listings(calls) == watcher.lost_part_listings == (1 if started == "before" else 0)
+    read = {key for method, key in calls if method == "get" and key.endswith("/current.json")}
+    assert read <= {PromotionStore.pointer_key(n) for n in names if part_of(n) in (lost, other)}
     assert watcher.full_listings == 1
     assert calls[-2:] == [("get_if_changed", INDEX_KEY)] * 2  # quiet again after the change
-    assert watcher.holder.snapshot()[names[1]].promotion.run_id == "run-persistence"
-    _promote(writer, names[0], "run-ridge", 2)  # the lost part's next writer rebuilds it
-    watcher.poll_once()
-    assert watcher.full_listings == 1
+    snapshot = watcher.holder.snapshot()
+    assert snapshot[names[0]].promotion.run_id == "run-persistence"
+    assert snapshot[names[1]].promotion.run_id == "run-persistence"
+    # Rebuilt by its next writer, and lost again: a new hash of it, one listing more.
+    listed = watcher.lost_part_listings
+    _promote(writer, names[0], "run-ridge", 2)
+    counting.inner.delete(part_key(lost))
+    for _ in range(3):
+        watcher.poll_once()
+    assert _listings(counting.reads()) == 1
+    assert watcher.lost_part_listings == listed + 1
     assert watcher.holder.snapshot()[names[0]].promotion.run_id == "run-ridge"
+    _promote(writer, names[0], "run-persistence", 3)  # the lost part's next writer rebuilds it
+    watcher.poll_once()
+    assert _listings(counting.reads()) == 0
+    assert watcher.full_listings == 1
+    assert watcher.holder.snapshot()[names[0]].promotion.run_id == "run-persistence"

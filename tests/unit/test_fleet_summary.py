@@ -132,6 +132,61 @@ def test_a_lost_index_part_costs_the_pointers_of_that_part_only(store: ObjectSto
     assert pointers == in_lost
 
 
+def test_a_lost_index_part_is_listed_once_per_version_and_never_served_stale(
+    store: ObjectStore,
+) -> None:
+    """A build that held a part before a commit in it and its loss serves that commit (its
+    copy is stale), and lists the pointers once per hash the top names of the part, not at
+    every build."""
+    names = _seed(store, 40)
+    lost = part_of(names[0])
+    other = next(name for name in names if part_of(name) != lost)
+    counting = CountingStore(store)
+    summary = FleetSummary(counting)
+    summary.rows()  # holds every part
+
+    def promote(name: str, run_id: str, hours: int) -> None:
+        promotions = PromotionStore(store)
+        current = promotions.current(name)
+        assert current is not None
+        promotions.record(
+            current.model_copy(
+                update={
+                    "run_id": run_id,
+                    "previous_run_id": current.run_id,
+                    "promoted_at": T0 + timedelta(hours=hours),
+                }
+            )
+        )
+
+    def build() -> tuple[dict[str, str], int]:
+        counting.reads()
+        rows, _ = summary.rows()
+        listings = [k for m, k in counting.reads() if m == "list" and "promotion" in k]
+        return {row["identifier"]: row["run_id"] for row in rows}, len(listings)
+
+    promote(names[0], "run-new", 1)  # a commit in the part, then the part is lost
+    store.delete(part_key(lost))
+    assert build() == ({**_pointer_runs(store, names), names[0]: "run-new"}, 1)
+    assert build()[1] == 0  # the pointers read for that version of the part are kept
+    promote(other, "run-other", 1)  # another part changes: the lost one's hash does not
+    runs, listings = build()
+    assert (runs[names[0]], runs[other], listings) == ("run-new", "run-other", 0)
+    promote(names[0], "run-newer", 2)  # the part's next writer rebuilds it
+    runs, listings = build()
+    assert (runs[names[0]], listings) == ("run-newer", 0)
+    store.delete(part_key(lost))  # lost again, at that hash, which this build holds: no read
+    promote(other, "run-other-2", 2)
+    runs, listings = build()
+    assert (runs[names[0]], runs[other], listings) == ("run-newer", "run-other-2", 0)
+
+
+def _pointer_runs(store: ObjectStore, names: list[str]) -> dict[str, str | None]:
+    """identifier -> the champion run its pointer names."""
+    promotions = PromotionStore(store)
+    return {n: (p.run_id if (p := promotions.current(n)) is not None else None) for n in names}
+
+
 def _without_age(
     expected: list[dict[str, typing.Any]], actual: list[dict[str, typing.Any]]
 ) -> list[dict[str, typing.Any]]:

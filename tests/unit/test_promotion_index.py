@@ -158,18 +158,37 @@ def test_a_lost_part_is_rebuilt_and_a_damaged_part_is_reported(promotions: Promo
     lost = read_index(promotions.store)  # a reader that never held it: the rest, and what is lost
     assert lost is not None
     assert lost.entries == {"b": promotions.etag("b")}
-    assert lost.missing == {part_of("a")}
+    assert lost.missing.keys() == {part_of("a")}
     promotions.record(_promotion("a", "run-3", minutes=1))
     found = read_index(promotions.store)
     assert found is not None
     assert found.entries == _markers(promotions)
-    assert found.missing == frozenset()
+    assert found.missing == {}
     promotions.store.put_atomic(part_key(part_of("b")), b"{broken")
     with pytest.raises(DamagedIndexError):
         read_index(promotions.store)
 
 
-def test_a_reader_keeps_its_copy_of_a_lost_part_and_asks_once_per_version(
+def test_a_reader_keeps_a_current_copy_of_a_lost_part(promotions: PromotionStore) -> None:
+    """A part lost while the top still names the very bytes a reader holds: that copy is
+    the part as the top says, so it stands and costs nothing."""
+    promotions.record(_promotion("a", "run-a"))
+    promotions.record(_promotion("b", "run-b"))
+    counting = CountingStore(promotions.store)
+    reader = IndexReader(counting)
+    first = reader.read(None)
+    assert first is not None
+    promotions.store.delete(part_key(part_of("a")))  # lost, no commit in it
+    promotions.record(_promotion("b", "run-b2", minutes=1))
+    counting.reads()
+    second = reader.read(first.tag)
+    assert second is not None
+    assert second.entries == _markers(promotions)
+    assert second.missing == {}
+    assert counting.reads() == [("get_if_changed", INDEX_KEY), ("get", part_key(part_of("b")))]
+
+
+def test_a_reader_drops_a_stale_copy_of_a_lost_part_and_asks_once_per_version(
     promotions: PromotionStore,
 ) -> None:
     names = ["a", "b", "c"]
@@ -181,14 +200,17 @@ def test_a_reader_keeps_its_copy_of_a_lost_part_and_asks_once_per_version(
     first = reader.read(None)
     assert first is not None
     promotions.record(_promotion("a", "run-a2", minutes=1))  # the part changes, then is lost
+    lost_digest = IndexTop.model_validate_json(promotions.store.get(INDEX_KEY)).parts[part_of("a")]
     promotions.store.delete(part_key(part_of("a")))
     promotions.record(_promotion("b", "run-b2", minutes=1))
     counting.reads()
     second = reader.read(first.tag)
     assert second is not None
-    # a's entry as last held (a hint that lags, like a lost update), b's new one.
-    assert second.entries == {**first.entries, "b": promotions.etag("b")}
-    assert second.missing == frozenset()  # held, if old
+    # The copy of a's part held is older than the top says: no entry for a (its old one
+    # would hide run-a2), the part reported with the top's hash of it; b's new entry.
+    assert second.entries == {"b": promotions.etag("b"), "c": first.entries["c"]}
+    assert second.missing == {part_of("a"): lost_digest}
+    assert reader.missing == second.missing
     assert sorted(counting.reads()) == sorted(
         [
             ("get_if_changed", INDEX_KEY),
@@ -200,12 +222,14 @@ def test_a_reader_keeps_its_copy_of_a_lost_part_and_asks_once_per_version(
     third = reader.read(second.tag)
     assert third is not None
     assert third.entries["c"] == promotions.etag("c")
+    assert third.missing == second.missing  # still lost, at the same hash
     # The version of a's part the store lacks is not asked for again.
     assert counting.reads() == [("get_if_changed", INDEX_KEY), ("get", part_key(part_of("c")))]
     promotions.record(_promotion("a", "run-a3", minutes=2))  # its next writer rebuilds it
     fourth = reader.read(third.tag)
     assert fourth is not None
     assert fourth.entries == _markers(promotions)
+    assert fourth.missing == {}
 
 
 class _RacingStore(CountingStore):
@@ -258,7 +282,7 @@ def test_a_slow_rebuild_never_overwrites_a_newer_commit(
     found = read_index(promotions.store)
     assert found is not None
     assert found.entries == _markers(promotions)
-    assert found.missing == frozenset()
+    assert found.missing == {}
     top = IndexTop.model_validate_json(promotions.store.get(INDEX_KEY))
     for part, digest in top.parts.items():  # the top names the parts as stored
         assert hashlib.sha256(promotions.store.get(part_key(part))).hexdigest() == digest

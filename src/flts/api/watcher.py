@@ -9,6 +9,10 @@ Two independent paths, either of which suffices:
   reading only their pointers. The index is a hint, the pointer the truth: at start, every
   ``full_listing_seconds`` and whenever the index is missing or damaged the watcher lists
   every pointer and compares each one's marker instead (what a lost index update needs).
+  A part of the index the store lost is not that: its identifiers come without entries
+  (:attr:`~flts.promotion.index.IndexRead.missing`), and the watcher lists the pointers once
+  per hash the top names of that part and refreshes those of that part, so a lost part
+  costs one listing per change of it (its next writer rebuilds it), not one per poll.
   It works with no bus at all and catches up after any outage; a marker is only recorded
   once the swap succeeded, so a failed load is retried at every poll.
 * **Bus broadcast**: a thread consumes ``model-selected`` in the replica's own consumer group
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from flts.api.holder import ModelHolder, RefreshOutcome
 from flts.bus import Bus
 from flts.events import MODEL_SELECTED, Event
+from flts.promotion.index import part_of
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +61,15 @@ class ChampionWatcher:
         self.full_listing_seconds = full_listing_seconds
         self._index_tag: str | None = None
         self._entries: dict[str, str] = {}
+        self._missing: dict[str, str] = {}  # the index's lost parts -> the top's hash of each
+        #: Lost index parts whose pointers were read, with the top's hash of each then.
+        self._lost: dict[str, str] = {}
         self._listed_at: float | None = None  # monotonic time of the last full listing
         #: Completed polls (successful or not) and full listings among them.
         self.polls = 0
         self.full_listings = 0
+        #: Listings made to read the pointers of lost index parts.
+        self.lost_part_listings = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -100,15 +110,17 @@ class ChampionWatcher:
         except (KeyError, ValueError) as exc:  # missing or damaged: the listing is the truth
             if self._index_tag is not None or self._listed_at is None:
                 log.warning("promotion index unusable (%s): listing every pointer", exc)
-            self._index_tag, self._entries = None, {}
+            self._index_tag, self._entries, self._missing = None, {}, {}
             due = True
         else:
             if read is not None:
                 self._index_tag, self._entries = read.tag, read.entries
+                self._missing = read.missing
         if due:
             self._list_all()
             self._listed_at = now
             self.full_listings += 1
+            self._lost = dict(self._missing)  # that listing read the lost parts' pointers too
             return
         for identifier, tag in self._entries.items():
             if self._stop.is_set():
@@ -116,6 +128,27 @@ class ChampionWatcher:
             if not self.holder.owns(identifier):
                 continue
             self._apply(identifier, source.marker(identifier, tag))
+        self._read_lost(self._missing)
+
+    def _read_lost(self, missing: dict[str, str]) -> None:
+        """Refresh the identifiers of the lost index parts (part -> the top's hash of it)
+        not read yet at that hash: one listing, then those parts' pointers. The index has no
+        entry for them, and a copy held of such a part was stale (a commit changed its
+        hash), so without this a promotion there stayed unseen until the part is rebuilt."""
+        new = {part for part, digest in missing.items() if self._lost.get(part) != digest}
+        if not new:
+            self._lost = {part: self._lost[part] for part in missing}
+            return
+        source = self.holder.source
+        log.info("promotion index parts %s are lost: reading their pointers", sorted(new))
+        for identifier in source.identifiers():
+            if self._stop.is_set():
+                return  # not recorded: the next poll lists again
+            if part_of(identifier) not in new or not self.holder.owns(identifier):
+                continue
+            self._apply(identifier, source.etag(identifier))  # marker before pointer
+        self.lost_part_listings += 1
+        self._lost = dict(missing)
 
     def _list_all(self) -> None:
         """The repair path: list the identifiers with a pointer and read each one's marker."""

@@ -8,9 +8,10 @@ its newest retraining trigger. What a build reads does not grow with the fleet:
 * champions come from the promotion index (:mod:`flts.promotion.index`), whose entries carry
   each pointer's champion in brief; a build reads the index's top and only the parts that
   changed since the last build; only an entry without that summary (a damaged pointer) costs
-  a read of its pointer, a part the store lost (:meth:`IndexReader.read`) a listing and the
-  reads of that part's pointers, and with no readable index at all the pointers are listed
-  and read;
+  a read of its pointer; a part the store lost (:meth:`IndexReader.read`) costs one listing
+  and the reads of that part's pointers per hash the top names of it (they are kept until
+  that hash changes, which the part's next commit does by rebuilding it); and with no
+  readable index at all the pointers are listed and read;
 * live figures are the monitor's one ``live.json``;
 * stations without a champion yet are found in the dataset metadata, which is written once
   and never changed: each ``meta.json`` is read once per process and remembered, so a build
@@ -115,6 +116,9 @@ class FleetSummary:
         self.index = IndexReader(store)  # reads only the index parts that changed
         self._cached: tuple[float, list[dict[str, Any]], str | None] | None = None
         self._lock = threading.Lock()
+        #: Lost index part -> (the top's hash of it, its identifiers' champions read from
+        #: their pointers): kept until that hash changes, so a build lists once per change.
+        self._lost: dict[str, tuple[str, dict[str, tuple[str, ChampionSummary]]]] = {}
         #: meta.json key -> its identifier (metadata is written once: read once).
         self._meta_identifiers: dict[str, str] = {}
 
@@ -146,15 +150,33 @@ class FleetSummary:
             promotion = self.pointers.current(name)  # damaged pointer: its valid fallback
             if promotion is not None:
                 out[name] = (promotion.run_id, _brief(promotion))
-        missing = self.index.missing  # lost parts, until their next writer rebuilds them
-        if missing:
+        for _digest, lost in self._lost_champions().values():
+            out.update(lost)
+        return out
+
+    def _lost_champions(self) -> dict[str, tuple[str, dict[str, tuple[str, ChampionSummary]]]]:
+        """The champions of the index parts the store lost, from their pointers: read once
+        per hash the top names of each (the index has no entry for them, and a copy held
+        before was stale), with one listing for all the parts read anew."""
+        missing = self.index.missing
+        kept = {
+            p: self._lost[p]
+            for p, d in missing.items()
+            if p in self._lost and self._lost[p][0] == d
+        }
+        new = missing.keys() - kept.keys()
+        if new:
+            found: dict[str, dict[str, tuple[str, ChampionSummary]]] = {p: {} for p in new}
             for name in self.pointers.identifiers():  # those parts' pointers only are read
-                if part_of(name) not in missing:
+                part = part_of(name)
+                if part not in new:
                     continue
                 promotion = self.pointers.current(name)
                 if promotion is not None:
-                    out[name] = (promotion.run_id, _brief(promotion))
-        return out
+                    found[part][name] = (promotion.run_id, _brief(promotion))
+            kept.update({part: (missing[part], found[part]) for part in new})
+        self._lost = kept
+        return kept
 
     def _uploaded_identifiers(self) -> set[str]:
         """Identifiers with a stored dataset, reading each ``meta.json`` once per process."""

@@ -48,15 +48,18 @@ The pointer stays the one source of truth; the index is a hint and may lag:
   pointer), so a commit that lands between the rebuild's listing and its write of the part
   is never overwritten with the older entry the listing saw; the top it writes names the
   parts' bytes as they were then stored;
-* a part the top names but the store lacks (deleted, or lost) costs readers no listing:
-  :class:`IndexReader` keeps the copy it holds (a lagging hint, like a lost update), or
-  reports the part in :attr:`IndexRead.missing` when it never held one, and asks for each
-  hash the top names for that part once. No promotion in the part goes unseen for that: the
-  commit that changes one of its pointers is the part's next writer, which rebuilds it, and
-  replicas saw the pointers as they were before at their start-up listing. Readers never
-  write (an inference replica may hold read-only credentials), and writers do not look for
-  lost parts beyond their own (a listing of the parts per commit), since readers pay next
-  to nothing for one.
+* a part the top names but the store lacks (deleted, or lost) costs readers no listing per
+  poll. :class:`IndexReader` asks for each hash the top names for that part once. If the
+  hash is the one of the copy it holds, that copy is the part as the top says and stands;
+  otherwise any copy it holds is stale (a commit happened in that part since), so it drops
+  it and reports the part in :attr:`IndexRead.missing` with the top's hash of it, without
+  entries. Its callers then read that part's pointers once per hash, from one listing (a
+  replica, :mod:`flts.api.watcher`; a fleet overview, :mod:`flts.fleet.summary`), and hold
+  what they read until the hash changes: the commit that changes one of the part's
+  pointers is the part's next writer, which rebuilds it (and so changes its hash). Readers
+  never write (an inference replica may hold read-only credentials), and writers do not
+  look for lost parts beyond their own (a listing of the parts per commit), since readers
+  pay one listing per lost version of a part.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -145,13 +148,13 @@ class DamagedIndexError(ValueError):
 @dataclass(frozen=True)
 class IndexRead:
     """One version of the index: the top's store version tag, identifier -> pointer tag,
-    the top's sequence number, and the parts the top names that the store lacks and the
-    reader never held (their identifiers have no entry here)."""
+    the top's sequence number, and the parts the top names that the store lacks, each with
+    the top's hash of it (their identifiers have no entry here: read their pointers)."""
 
     tag: str
     entries: dict[str, str]
     sequence: int
-    missing: frozenset[str] = frozenset()
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def pointer_tag(data: bytes) -> str:
@@ -177,6 +180,18 @@ def _parse(model: type[_M], key: str, data: bytes) -> _M:
         ) from exc
 
 
+def _readable(model: type[_M], key: str, data: bytes | None) -> _M | None:
+    """``data`` as a ``model`` for a writer: ``None`` when absent or damaged (a damaged
+    object is logged; the writer rebuilds it)."""
+    if data is None:
+        return None
+    try:
+        return _parse(model, key, data)
+    except DamagedIndexError as exc:
+        log.warning("rebuilding a damaged promotion index object: %s", exc)
+        return None
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -193,20 +208,23 @@ class IndexReader:
         self._absent: dict[str, str] = {}  # part -> the top's hash of it the store lacked
 
     @property
-    def missing(self) -> frozenset[str]:
-        """Parts the top names that the store lacked and this reader never held."""
-        return frozenset(self._absent.keys() - self._parts.keys())
+    def missing(self) -> dict[str, str]:
+        """Parts the top names that the store lacked (this reader holds no copy of them, or
+        only a stale one, dropped), each with the top's hash of it."""
+        return dict(self._absent)
 
     def read(self, since: str | None) -> IndexRead | None:
         """The index if the top's version is not ``since`` (``None``: unchanged, one small
         request); ``KeyError`` when there is none, :class:`DamagedIndexError` when an object
         of it is not readable.
 
-        A part the top names but the store lacks (deleted, or lost) is no damage: the reader
-        keeps the copy it holds, a hint that lags like a lost update, or reports the part
-        in :attr:`IndexRead.missing`; the part's next writer rebuilds it. Each version the
-        top names of a lost part is asked for once, so a lost part costs one request per
-        change of its hash, not a listing per poll."""
+        A part the top names but the store lacks (deleted, or lost) is no damage. It is
+        only asked for when the top's hash of it differs from the copy held, so the copy
+        held, if any, is older than the top says (a commit happened in the part since): it
+        is dropped and the part reported in :attr:`IndexRead.missing` with the top's hash,
+        and the caller reads that part's pointers. Each hash the top names of a lost part is
+        asked for once, so a lost part costs one request per change of its hash, not one
+        per poll; the part's next writer rebuilds it."""
         found = self.store.get_if_changed(INDEX_KEY, since)
         if found is None:
             return None
@@ -218,11 +236,14 @@ class IndexReader:
                 data = self.store.get(part_key(part))
             except KeyError:
                 log.warning(
-                    "promotion index part %s is missing: %s until its next writer rebuilds it",
+                    "promotion index part %s is missing (%s): its pointers are read instead "
+                    "until its next writer rebuilds it",
                     part,
-                    "its last copy stands" if part in self._parts else "its entries are unknown",
+                    "the copy held is stale" if part in self._parts else "none held",
                 )
                 self._absent[part] = digest
+                self._parts.pop(part, None)
+                self._digests.pop(part, None)
                 continue
             self._parts[part] = _parse(IndexPart, part_key(part), data).entries
             # The bytes held, which may be newer than the top says: the next top that
@@ -283,10 +304,9 @@ def _current_top(pointers: PromotionStore) -> IndexTop:
             tag = None
         else:
             tag = version.tag
-            try:
-                return _parse(IndexTop, INDEX_KEY, version.data)
-            except DamagedIndexError as exc:
-                log.warning("rebuilding the promotion index: %s", exc)
+            stored = _readable(IndexTop, INDEX_KEY, version.data)
+            if stored is not None:
+                return stored
         top = _rebuild_all(pointers)
         if store.put_if_match(INDEX_KEY, top.model_dump_json().encode(), tag):
             return top
@@ -346,13 +366,8 @@ def _part_with(
     (``None``: already so). ``named``: the top names this part, so if it is absent it was
     lost (rebuilt from a listing) rather than never written (started empty)."""
     part = part_of(identifier)
-    document = None
-    if data is not None:
-        try:
-            document = _parse(IndexPart, part_key(part), data)
-        except DamagedIndexError as exc:
-            log.warning("rebuilding promotion index part %s: %s", part, exc)
-    elif not named:
+    document = _readable(IndexPart, part_key(part), data)
+    if data is None and not named:
         document = IndexPart()
     rebuilt = document is None
     if document is None:
@@ -374,12 +389,7 @@ def _top_with(pointers: PromotionStore, data: bytes | None, part: str) -> bytes 
     newer part written in between is never hidden by this write); ``None``: already so. A
     missing or unreadable top is rebuilt with every part first."""
     store = pointers.store
-    top = None
-    if data is not None:
-        try:
-            top = _parse(IndexTop, INDEX_KEY, data)
-        except DamagedIndexError as exc:
-            log.warning("rebuilding the promotion index: %s", exc)
+    top = _readable(IndexTop, INDEX_KEY, data)
     if top is None:  # lost since this writer read it
         return _rebuild_all(pointers).model_dump_json().encode()
     try:
@@ -457,12 +467,7 @@ def _merged(
     ``rebuilt`` disagree read again from its pointer, since either may be the newer (the
     rebuild read the pointers a while ago, a commit may have written the part since).
     ``None``: the stored part is right as it is."""
-    document = None
-    if data is not None:
-        try:
-            document = _parse(IndexPart, part_key(part), data)
-        except DamagedIndexError as exc:
-            log.warning("rebuilding promotion index part %s: %s", part, exc)
+    document = _readable(IndexPart, part_key(part), data)
     if document is None:
         return rebuilt.model_dump_json().encode()
     sequence = document.sequence + 1
