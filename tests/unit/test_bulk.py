@@ -267,3 +267,39 @@ def test_rows_with_a_trailing_delimiter_keep_their_columns(
         assert list(got.columns) == list(synthetic_traffic(1).columns)
         assert got["time"].tolist() == want["time"].astype(str).tolist()
         assert got["down"].tolist() == want["down"].astype(str).tolist()
+
+
+@pytest.mark.parametrize("quoted_header", [False, True])
+def test_rows_with_a_field_beyond_the_header_are_refused(
+    tmp_path: Path, quoted_header: bool
+) -> None:
+    """A non-empty field after the header's last column is data the header does not name
+    (here an unquoted thousands separator, ``1,000``, and a stray value): the file is
+    refused with the CSV lines named, not split with the field silently dropped. Plain
+    blocks first (the parser takes over mid-file) or the whole file parsed."""
+    frame = _station("A", 12, seed=1)
+    header, *lines = frame.to_csv(index=False).encode().splitlines()
+    if quoted_header:
+        header = b",".join(b'"' + name + b'"' for name in header.split(b","))
+    lines[6] += b",EXTRA"  # line 8 of the file (the header is line 1)
+    lines[9] += b",000"  # line 11
+    data = b"\n".join([header, *lines]) + b"\n"
+    with pytest.raises(DataValidationError) as caught:
+        split_csv(data, "station", tmp_path, block_bytes=200)
+    message = str(caught.value)
+    assert "fields beyond the header's" in message
+    assert "lines 8, 11" in message
+    assert "'EXTRA'" in message
+
+
+@pytest.mark.parametrize("row", [0, 7])
+def test_two_fields_beyond_the_header_are_refused(tmp_path: Path, row: int) -> None:
+    """Two fields more than the header (not a trailing delimiter): the parser would drop
+    data, so the file is refused, whether the first row it reads has them or a later one."""
+    frame = _station("A", 12, seed=1)
+    header, *lines = frame.to_csv(index=False).encode().splitlines()
+    header = b'"' + header.replace(b",", b'","') + b'"'  # the whole file to the parser
+    lines[row] += b",5,6"
+    data = b"\n".join([header, *lines]) + b"\n"
+    with pytest.raises(DataValidationError, match="unreadable CSV"):
+        split_csv(data, "station", tmp_path)

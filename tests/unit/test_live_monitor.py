@@ -449,6 +449,42 @@ def test_adopting_a_stale_watch_keeps_the_highest_schedule_count(stale_first: bo
     assert event.event_id not in used
 
 
+@pytest.mark.parametrize("stale_first", [True, False])
+def test_adopting_prefers_the_watch_on_the_current_champion(stale_first: bool) -> None:
+    """A stale state watches an older champion and is ahead in triggers (5 alarms, 1
+    schedule); the current one watches the champion now promoted (2 alarms, 3 schedules).
+    Its watch must win: a watch on the older champion would be reset on the next pass and
+    publish the champion's drift ids from 0 again, which consumers drop as duplicates."""
+    store, bus = _store(), MemoryBus()
+    promotions = PromotionStore(store)
+    for run in ("rX", "rY"):
+        promotions.record(
+            Promotion(run_id=run, model_type="RIDGE", config_hash="c0", identifier="S1")
+        )
+    # champion watched, drift alarms, schedules, hours since it last fed and scheduled
+    states = {"old/stale.json": ("rX", 5, 1, 5.0), "old/current.json": ("rY", 2, 3, 0.5)}
+    for key, (run, alarms, schedules, hours) in states.items():
+        ago = (NOW - timedelta(hours=hours)).isoformat()
+        counts = {"run_id": run, "alarms": alarms, "schedules": schedules}
+        store.put_json(key, {"S1": {**counts, "fed_until": ago, "scheduled_at": ago}})
+
+    adopting = RetrainTriggers(
+        store, bus, SPEC, drift=None, schedule=HOUR, state_key="new/triggers.json"
+    )
+    keys = list(states) if stale_first else list(states)[::-1]
+    taken = [adopting.adopt(key, lambda name: True) for key in keys]
+    # Each count is what the call changed: the second one changes the watch only when the
+    # current state comes second (a stale state adds nothing to the current watch).
+    assert taken == ([1, 1] if stale_first else [1, 0])
+    assert adopting.adopt(keys[-1], lambda name: True) == 0  # nothing new the second time
+    watch = adopting.watches["S1"]
+    assert (watch.run_id, watch.alarms, watch.schedules) == ("rY", 2, 3)
+    assert watch.scheduled_at == store.get_json("old/current.json")["S1"]["scheduled_at"]
+    seen = pd.DataFrame({"identifier": ["S1"]})
+    assert adopting.observe(seen, NOW) == []  # the current schedule clock, not the stale one
+    assert adopting.watches["S1"].alarms == 2  # the champion's drift count goes on
+
+
 def test_read_figures_prefers_the_newest_document_of_each_identifier() -> None:
     """A layout changed and the old monitor's figures stayed: its identifiers a shard now
     reports come from the shard, the rest still from the old one, and the time is the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,71 @@ def test_reading_in_chunks_keeps_every_row_and_value(
     chunked = read_traffic_csv(io.BytesIO(data), spec, chunk_rows=7)
     pd.testing.assert_frame_equal(chunked.frame, whole.frame)
     assert chunked.frequency == whole.frequency
+
+
+def _with_line_ends(frame: pd.DataFrame, ends: dict[int, str]) -> bytes:
+    """The CSV of ``frame`` with ``ends[row]`` (default a bare comma) after each data line."""
+    header, *lines = frame.to_csv(index=False).splitlines()
+    return "\n".join(
+        [header, *(f"{line},{ends.get(row, '')}" for row, line in enumerate(lines))]
+    ).encode()
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 10_000])
+def test_a_trailing_delimiter_on_each_line_keeps_the_columns(
+    frame: pd.DataFrame, spec: FeatureSpec, chunk_rows: int
+) -> None:
+    """Every line ends in a comma (one empty field more than the header): the columns are
+    read by their header position, not shifted by the first one taken as an index."""
+    expected = read_traffic_csv(_csv(frame), spec)
+    got = read_traffic_csv(io.BytesIO(_with_line_ends(frame, {})), spec, chunk_rows=chunk_rows)
+    pd.testing.assert_frame_equal(got.frame, expected.frame)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 10_000])
+def test_a_field_beyond_the_header_is_refused_naming_its_lines(
+    frame: pd.DataFrame, spec: FeatureSpec, chunk_rows: int
+) -> None:
+    """A non-empty field after the header's last column is data no column names (an
+    unquoted ``1,000`` here): refused with the CSV lines, over every chunk, not dropped."""
+    data = _with_line_ends(frame, {3: "EXTRA", 20: "000"})
+    with pytest.raises(DataValidationError) as caught:
+        read_traffic_csv(io.BytesIO(data), spec, chunk_rows=chunk_rows)
+    (problem,) = caught.value.problems
+    # Rows 3 and 20 are CSV lines 5 and 22: the header is line 1.
+    assert "beyond the header's" in problem
+    assert "lines 5, 22: 'EXTRA'" in problem
+
+
+def test_two_fields_beyond_the_header_are_refused(frame: pd.DataFrame, spec: FeatureSpec) -> None:
+    """Two fields more than the header would be dropped by the parser: refused."""
+    for row in (0, 9):
+        data = _with_line_ends(frame, {row: "1,2"})
+        with pytest.raises(DataValidationError, match="not a readable CSV"):
+            read_traffic_csv(io.BytesIO(data), spec)
+
+
+def test_a_csv_from_a_path_or_a_stream_that_cannot_seek(
+    tmp_path: Path, frame: pd.DataFrame, spec: FeatureSpec
+) -> None:
+    """The header is read before the rows: a path is opened twice, a stream that cannot
+    seek is read back from memory; both give the rows of a seekable stream."""
+    data = _with_line_ends(frame, {})
+    expected = read_traffic_csv(io.BytesIO(data), spec).frame
+    (tmp_path / "data.csv").write_bytes(data)
+    pd.testing.assert_frame_equal(read_traffic_csv(tmp_path / "data.csv", spec).frame, expected)
+    stream = _Unseekable(data)
+    pd.testing.assert_frame_equal(read_traffic_csv(stream, spec).frame, expected)
+
+
+class _Unseekable(io.BytesIO):
+    """A stream read once, front to back (a socket, a pipe)."""
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("seek")
+
+    def tell(self) -> int:
+        raise io.UnsupportedOperation("tell")

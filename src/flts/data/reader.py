@@ -12,6 +12,8 @@ all chunks, so the messages are the ones a single read of the whole file gives.
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,14 +88,88 @@ def _csv_chunks(
     source: str | Path | IO[str] | IO[bytes], chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
     """The CSV's rows as string tables of ``chunk_rows`` rows (at least one, maybe empty); a
-    file pandas cannot read is one :class:`DataValidationError`, wherever the damage is."""
+    file pandas cannot read is one :class:`DataValidationError`, wherever the damage is, and
+    so are fields beyond the header's columns other than an empty trailing one (each line
+    naming them, see :func:`csv_rows`)."""
+    extra = _Offenders()
     try:
-        with pd.read_csv(
-            source, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows
-        ) as reader:
-            yield from reader
+        if not isinstance(source, (str, Path)) and not source.seekable():
+            # The header is read before the rows, so the stream is read back from memory.
+            source = io.BytesIO(_as_bytes(source.read()))
+        start = None if isinstance(source, (str, Path)) else source.tell()
+        header = list(pd.read_csv(source, dtype=str, nrows=0).columns)
+        if start is not None:
+            assert not isinstance(source, (str, Path))
+            source.seek(start)
+        rows = csv_rows(
+            source, header, chunk_rows, skip_header=True, keep_default_na=False, na_values=[""]
+        )
+        for chunk, beyond in rows:
+            if len(beyond):
+                if not extra:
+                    extra.example = beyond.iloc[0]
+                extra.positions.append(beyond.index.to_numpy())
+            yield chunk
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"not a readable CSV file: {exc}".strip()) from exc
+    if extra:
+        raise DataValidationError(
+            f"fields beyond the header's {len(header)} columns on CSV lines "
+            f"{_csv_line(extra.rows())}: {extra.example!r} (a line may end in one delimiter, "
+            "with nothing after it)"
+        )
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def csv_rows(
+    source: str | Path | IO[str] | IO[bytes],
+    header: Sequence[str],
+    chunk_rows: int,
+    *,
+    skip_header: bool,
+    **options: Any,
+) -> Iterator[tuple[pd.DataFrame, pd.Series]]:
+    """The rows of a CSV read as the columns ``header`` names, by position, ``chunk_rows``
+    at a time (``options`` go to ``pandas.read_csv``; ``skip_header``: the source starts
+    with the header line), each chunk with the non-empty values of a field beyond the
+    header's last column, indexed by row position.
+
+    A line ending in a delimiter has one field more than the header, empty: pandas would
+    read the first column as an unnamed index and shift every named one, or with
+    ``index_col=False`` drop whatever the extra field holds, saying so only in a warning.
+    So the extra field is read as a column of its own, for the caller to refuse when it
+    holds something, and pandas' warning (two fields or more beyond the header, data it
+    would drop) is a :class:`pandas.errors.ParserError`."""
+    extra = "".join(header) + " extra"  # longer than any column the header names
+    reader = pd.read_csv(
+        source,
+        header=None,
+        skiprows=1 if skip_header else None,
+        names=[*header, extra],
+        index_col=False,
+        dtype=str,
+        chunksize=chunk_rows,
+        **options,
+    )
+    with reader:
+        while True:
+            try:
+                # Only around the parsing: the filter is process-wide.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", pd.errors.ParserWarning)
+                    chunk = next(reader, None)
+            except pd.errors.ParserWarning as exc:
+                raise pd.errors.ParserError(
+                    f"a line has two or more fields beyond the header's {len(header)} "
+                    "columns, which the parser would drop"
+                ) from exc
+            if chunk is None:
+                return
+            beyond = chunk.pop(extra)
+            yield chunk, beyond[beyond.notna() & (beyond != "")]
 
 
 def _row_label(positions: np.ndarray) -> str:

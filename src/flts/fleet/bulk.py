@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from flts.data.reader import CHUNK_ROWS
+from flts.data.reader import CHUNK_ROWS, csv_rows, quote
 from flts.datasets import new_dataset_id
 from flts.events import DatasetUploadedEvent
 from flts.exceptions import DataValidationError, InfrastructureError
@@ -222,6 +222,24 @@ def _split_plain(
             return None
 
 
+def _beyond(data: IO[bytes], rest: int, beyond: pd.Series, role: str, header: Sequence[str]) -> str:
+    """The complaint about the rows of one chunk with a field beyond the header's columns
+    (``beyond``, by row position from ``rest``): their lines, counted as one a row, after
+    the lines before ``rest`` (the header's alone when the parser read the whole file)."""
+    first = 2
+    if rest:  # counted only when refusing the file, a block at a time
+        data.seek(0)
+        first, left = 1, rest
+        while left > 0 and (block := data.read(min(left, BLOCK_BYTES))):
+            first, left = first + block.count(b"\n"), left - len(block)
+    lines = [first + int(position) for position in beyond.index]
+    return (
+        f"{role}: fields beyond the header's {len(header)} columns on CSV lines "
+        f"{quote(lines)}: {beyond.iloc[0]!r} (a line may end in one delimiter, with nothing "
+        "after it)"
+    )
+
+
 def split_csv(
     source: Source,
     column: str,
@@ -250,24 +268,18 @@ def split_csv(
             rest = _split_plain(data, len(header), header.index(column), appender, block_bytes)
             if rest is not None:
                 data.seek(rest)
-                chunks = pd.read_csv(
+                rows = csv_rows(
                     data,
-                    header=0 if rest == 0 else None,  # from the start, the parser reads it
-                    names=None if rest == 0 else header,
-                    # Never the first column as the index: a row with a trailing delimiter
-                    # has one field more than the header, which pandas would otherwise read
-                    # as an unnamed index and shift every named column by one. The header's
-                    # columns by position, so the empty last field is dropped without the
-                    # parser's warning about it.
-                    index_col=False,
-                    usecols=range(len(header)),
-                    dtype=str,
+                    header,
+                    chunk_rows,
+                    skip_header=rest == 0,  # from the start, the header line comes first
                     keep_default_na=False,
-                    chunksize=chunk_rows,
                 )
-                for chunk in chunks:
-                    for value, rows in chunk.groupby(column, sort=False, dropna=False):
-                        text = rows.drop(columns=column).to_csv(
+                for chunk, beyond in rows:
+                    if len(beyond):
+                        raise DataValidationError(_beyond(data, rest, beyond, role, header))
+                    for value, part in chunk.groupby(column, sort=False, dropna=False):
+                        text = part.drop(columns=column).to_csv(
                             index=False, header=False, lineterminator="\n"
                         )
                         appender.append(str(value), text.encode())

@@ -182,6 +182,18 @@ DEFAULT_DRIFT = DriftSettings()
 NO_SCHEDULE = Schedule()
 
 
+_NEVER = pd.Timestamp.min.tz_localize(UTC)
+
+
+def _instant(text: str | None) -> pd.Timestamp:
+    """A watch's stored time as a UTC timestamp (naive ones are UTC), the earliest if unset,
+    so the times of two states compare whichever way each was written."""
+    if text is None:
+        return _NEVER
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
 class RetrainTriggers:
     """Drift and schedule triggers for the monitor (see module doc)."""
 
@@ -349,42 +361,60 @@ class RetrainTriggers:
 
     def adopt(self, key: str, owns: Callable[[str], bool]) -> int:
         """Take over the watches of the identifiers ``owns`` accepts from another monitor's
-        state at ``key`` (a new shard layout starting from the old one's); the number taken.
+        state at ``key`` (a new shard layout starting from the old one's); the number of
+        watches taken or changed (one this monitor had, merged with the other state's).
 
         Not only a courtesy: a trigger's event id follows from its sequence number, so a
         watch started again from zero would publish ids already used, which consumers drop
         as duplicates, and the identifier would not be retrained until the count caught up.
-        Of two states with a watch for one identifier the one further on (more triggers)
-        wins, but each sequence number is the higher of the two whichever watch wins: a
-        stale state can be ahead in drift alarms and behind in schedules, and keeping its
-        schedule count would reuse an id already published. The alarm count is merged the
-        same way only when both watch the same champion (its drift ids name the champion)."""
+        Of two watches for one identifier the one on the current champion wins (otherwise
+        the fresher one, see :meth:`_merged`); its schedule count is the higher of the two
+        whichever wins, its alarm count only when both watch the same champion."""
         try:
             document = json.loads(self.store.get(key))
         except (KeyError, ValueError):
             return 0
-        taken = 0
+        changed = 0
         for name, state in document.items():
             if not owns(name):
                 continue
             watch = _Watch(**state)
             mine = self.watches.get(name)
-            if mine is None:
-                self.watches[name] = watch
-                taken += 1
-                continue
-            chosen, other = (
-                (watch, mine)
-                if (watch.alarms + watch.schedules) > (mine.alarms + mine.schedules)
-                else (mine, watch)
+            merged = watch if mine is None else self._merged(name, mine, watch)
+            if mine is None or vars(merged) != vars(mine):
+                self.watches[name] = merged
+                changed += 1
+        return changed
+
+    def _merged(self, identifier: str, mine: _Watch, theirs: _Watch) -> _Watch:
+        """One watch of two for ``identifier``.
+
+        Drift event ids name the champion and its alarm count, which :meth:`observe` resets
+        on a champion change: a stale watch on an older champion winning by its higher count
+        would be reset on the next pass and publish the current champion's drift ids again
+        (a stale detector state and schedule clock with it). So the watch on the current
+        champion wins, else the fresher one (fed further, then scheduled later), else the
+        one further on. The schedule ids do not name the champion: that count is the higher
+        of the two; the alarm count too when both watch the same champion."""
+        champion: str | None = None
+        if mine.run_id != theirs.run_id:
+            current = self.promotions.current(identifier)
+            champion = None if current is None else current.run_id
+
+        def rank(watch: _Watch) -> tuple[bool, pd.Timestamp, pd.Timestamp, int]:
+            return (
+                champion is not None and watch.run_id == champion,
+                _instant(watch.fed_until),
+                _instant(watch.scheduled_at),
+                watch.alarms + watch.schedules,
             )
-            chosen.schedules = max(chosen.schedules, other.schedules)
-            if chosen.run_id == other.run_id:
-                chosen.alarms = max(chosen.alarms, other.alarms)
-            if chosen is watch:
-                self.watches[name] = watch
-                taken += 1
-        return taken
+
+        chosen, other = (theirs, mine) if rank(theirs) > rank(mine) else (mine, theirs)
+        merged = _Watch(**vars(chosen))
+        merged.schedules = max(chosen.schedules, other.schedules)
+        if chosen.run_id == other.run_id:
+            merged.alarms = max(chosen.alarms, other.alarms)
+        return merged
 
     def _load(self) -> None:
         try:
