@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from flts.data import FeatureSpec, read_traffic_csv, validate_frame
+from flts.data.reader import csv_rows
 from flts.data.spec import LTE_FEATURES
 from flts.exceptions import DataValidationError
 
@@ -231,3 +232,27 @@ class _Unseekable(io.BytesIO):
 
     def tell(self) -> int:
         raise io.UnsupportedOperation("tell")
+
+
+def test_concurrent_reads_leave_the_warning_filters_as_they_were() -> None:
+    """Each chunk is parsed with pandas' parser warning as an error, a process-wide filter:
+    uploads read in parallel threads must not leave it installed for everything else."""
+    import threading
+    import warnings
+
+    before = list(warnings.filters)
+    text = "time,down\n" + "".join(f"2024-01-01 00:{m:02d}:00,{m}\n" for m in range(60))
+
+    def read() -> None:
+        for _ in range(200):
+            for _chunk, _beyond in csv_rows(
+                io.StringIO(text), ["time", "down"], 7, skip_header=True
+            ):
+                pass
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert warnings.filters == before

@@ -13,6 +13,7 @@ all chunks, so the messages are the ones a single read of the whole file gives.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,10 @@ def _csv_chunks(
         )
 
 
+#: Held while a chunk is parsed with the parser's warning as an error (see csv_rows).
+_PARSER_WARNINGS = threading.Lock()
+
+
 def _as_bytes(data: str | bytes) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
@@ -157,8 +162,10 @@ def csv_rows(
     with reader:
         while True:
             try:
-                # Only around the parsing: the filter is process-wide.
-                with warnings.catch_warnings():
+                # Only around the parsing: the filter is process-wide. The lock keeps two
+                # threads (concurrent uploads) from restoring each other's filter lists,
+                # which would leave the parser's warning an error for the whole process.
+                with _PARSER_WARNINGS, warnings.catch_warnings():
                     warnings.simplefilter("error", pd.errors.ParserWarning)
                     chunk = next(reader, None)
             except pd.errors.ParserWarning as exc:
