@@ -215,6 +215,13 @@ def _named_part(filename: str, source: CsvSource) -> tuple[str, Any, str]:
     return filename, content, media
 
 
+def _train_test_parts(train: CsvSource, test: CsvSource | None) -> dict[str, Any]:
+    files = {"train": _csv_part("train", train)}
+    if test is not None:
+        files["test"] = _csv_part("test", test)
+    return files
+
+
 def _task_fields(horizon: int | None, lags: int | None) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if horizon is not None:
@@ -233,9 +240,7 @@ def upload(
     lags: int | None,
 ) -> Call[dict[str, Any]]:
     """``POST /v1/datasets``; never retried (a repeated upload would be a second dataset)."""
-    files = {"train": _csv_part("train", train)}
-    if test is not None:
-        files["test"] = _csv_part("test", test)
+    files = _train_test_parts(train, test)
     data: dict[str, Any] = {"identifier": identifier, **_task_fields(horizon, lags)}
     return Call(
         "gateway", "POST", "/v1/datasets", _json, files=files, data=data, accept=(201,), retry=False
@@ -262,9 +267,7 @@ def upload_fleet(
     if not identifier_column.strip():
         # The gateway reads an empty column name as none: one file would be a single upload.
         raise ValueError("identifier_column must name the column of each row's station")
-    files = {"train": _csv_part("train", train)}
-    if test is not None:
-        files["test"] = _csv_part("test", test)
+    files = _train_test_parts(train, test)
     data = {"identifier_column": identifier_column, **_task_fields(horizon, lags)}
     return Call(
         "gateway",
